@@ -1,0 +1,152 @@
+"""Site arrays on disk (Zarr v3) and their lazy views.
+
+Reading is split in three, as in xarray: :class:`RowReader` only fetches rows of
+one array (and is cheap to pickle, so dask workers in other processes reopen it);
+:func:`lazy_rows` builds a dask graph of row blocks without touching data; data is
+read only when a reduction computes those blocks.
+
+Row selections are served chunk by chunk: the selected rows are grouped by the
+chunk that holds them and each block reads one contiguous span of one chunk, so a
+selection never costs more than the chunks it touches.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from actstore.errors import SchemaError
+
+# Logical dtype -> dtype stored in Zarr. numpy has no bfloat16, so bfloat16 sites
+# keep the raw 16 bits as uint16 and are read back as float32.
+STORAGE_DTYPES = {"float16": "float16", "float32": "float32", "bfloat16": "uint16"}
+TARGET_CHUNK_BYTES = 8 << 20
+MIN_CHUNK_ROWS = 256
+MAX_CHUNK_ROWS = 65536
+CODECS = ("none", "zstd")
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in STORAGE_DTYPES:
+        raise SchemaError(f"unsupported site dtype {dtype!r}; choose one of {sorted(STORAGE_DTYPES)}")
+    return dtype
+
+
+def read_dtype(dtype: str) -> np.dtype[Any]:
+    """The numpy dtype a site of logical ``dtype`` is read as."""
+    return np.dtype("float32" if dtype == "bfloat16" else dtype)
+
+
+def default_chunk_rows(n_rows: int, n_units: int, dtype: str) -> int:
+    """A power-of-two row count giving chunks near 8 MiB (within 4-16 MiB)."""
+    row_bytes = n_units * np.dtype(STORAGE_DTYPES[dtype]).itemsize
+    rows = 1 << max(0, round(np.log2(max(1.0, TARGET_CHUNK_BYTES / row_bytes))))
+    small = 1 << max(0, int(n_rows - 1).bit_length())  # no chunk far larger than the site
+    return int(max(MIN_CHUNK_ROWS, min(rows, MAX_CHUNK_ROWS, max(small, MIN_CHUNK_ROWS))))
+
+
+def to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), rounding to nearest even."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounded = bits + (np.uint32(0x7FFF) + ((bits >> 16) & 1))
+    out = (rounded >> 16).astype(np.uint16)
+    nan = np.isnan(values)
+    if nan.any():
+        out[nan] = 0x7FC0
+    return out
+
+
+def from_bfloat16_bits(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) -> float32, exactly."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def create_array(
+    path: Path, n_rows: int, n_units: int, dtype: str, chunk_rows: int, codec: str
+) -> None:
+    """Create an empty site array (metadata only; no chunk is written)."""
+    if codec not in CODECS:
+        raise SchemaError(f"unsupported codec {codec!r}; choose one of {list(CODECS)}")
+    compressors: Any = zarr.codecs.ZstdCodec(level=3) if codec == "zstd" else None
+    zarr.create_array(
+        str(path),
+        shape=(n_rows, n_units),
+        chunks=(chunk_rows, n_units),
+        dtype=STORAGE_DTYPES[dtype],
+        compressors=compressors,
+        fill_value=0,
+        dimension_names=("row", "unit"),
+        overwrite=True,
+    )
+
+
+class RowReader:
+    """Fetches row ranges of one site array; nothing else.
+
+    Pickles as its path and dtype, so each dask worker opens the array itself.
+    """
+
+    def __init__(self, path: Path, dtype: str) -> None:
+        self.path = str(path)
+        self.dtype = dtype
+        self._array: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "dtype": self.dtype, "_array": None}
+
+    @property
+    def array(self) -> Any:
+        if self._array is None:
+            self._array = zarr.open_array(self.path, mode="r")
+        return self._array
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as a numpy array of the site's read dtype."""
+        block = np.asarray(self.array[start:stop])
+        return from_bfloat16_bits(block) if self.dtype == "bfloat16" else block
+
+
+def _read_span(reader: RowReader, start: int, stop: int, take: np.ndarray | None) -> np.ndarray:
+    block = reader.read(start, stop)
+    return block if take is None else block[take]
+
+
+def lazy_rows(
+    reader: RowReader,
+    n_units: int,
+    chunk_rows: int,
+    rows: np.ndarray,
+    *,
+    contiguous: bool,
+) -> da.Array:
+    """A dask array of ``rows`` (sorted, unique) of the site behind ``reader``.
+
+    One block per touched chunk; each block reads the span from its first to its
+    last selected row. ``contiguous`` says ``rows`` is a plain range, so blocks need
+    no gather step.
+    """
+    dtype = read_dtype(reader.dtype)
+    if not rows.size:
+        return da.zeros((0, n_units), dtype=dtype)
+    name = "actstore-" + tokenize(reader.path, rows.tobytes())
+    dsk: dict[tuple[str, int, int], Any] = {}
+    sizes: list[int] = []
+    chunk_of = rows // chunk_rows
+    bounds = np.flatnonzero(np.diff(chunk_of)) + 1
+    for i, (lo, hi) in enumerate(itertools.pairwise([0, *bounds.tolist(), rows.size])):
+        first, last = int(rows[lo]), int(rows[hi - 1])
+        take = None if contiguous else rows[lo:hi] - first
+        dsk[(name, i, 0)] = (_read_span, reader, first, last + 1, take)
+        sizes.append(hi - lo)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    return da.Array(
+        graph, name, chunks=(tuple(sizes), (n_units,)), dtype=dtype, meta=np.empty((0, 0), dtype)
+    )
+

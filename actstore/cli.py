@@ -1,0 +1,210 @@
+"""The ``actstore`` command line.
+
+Every verb has ``--help`` with an example. User mistakes end in one line on stderr,
+``actstore: error: ...``, and exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+import pandas as pd
+
+import actstore
+from actstore.data import DEFAULT_CORPUS, corpus_path
+from actstore.errors import ActStoreError
+
+log = logging.getLogger("actstore")
+FORMATS = ("table", "csv", "json")
+
+
+def _parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="actstore",
+        description="Activation store and query engine: ingest annotated corpora, "
+        "store activations, query them with SQL.",
+    )
+    top.add_argument("--version", action="version", version=f"actstore {actstore.__version__}")
+    top.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, help: str, example: str) -> argparse.ArgumentParser:
+        return verbs.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    p = verb(
+        "ingest",
+        "add CoNLL-U files to a store (created if missing)",
+        "actstore ingest ../shared/data/ud/en_ewt/en_ewt-ud-dev.conllu --store ewt.actstore",
+    )
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("--store", required=True, type=Path, help="store directory")
+    p.add_argument("--corpus", help="corpus label (default: from the UD file name)")
+    p.add_argument("--lang", help="language code (default: from the UD file name)")
+    p.add_argument("--split", help="split label (default: from the UD file name)")
+
+    p = verb(
+        "sql",
+        "run a read-only SQL query over a store's tables",
+        'actstore sql ewt.actstore "SELECT upos, count(*) AS n FROM tokens GROUP BY upos"',
+    )
+    p.add_argument("store", type=Path)
+    p.add_argument("query")
+    _output_options(p)
+
+    p = verb("info", "describe a store: tables, sites, sources, bytes", "actstore info ewt.actstore")
+    p.add_argument("store", type=Path)
+    p.add_argument("--json", action="store_true", help="print the full description as JSON")
+
+    p = verb(
+        "demo",
+        "the main job: ingest a corpus into a fresh store and summarise it",
+        "actstore demo --corpus ../shared/data/ud/en_ewt/en_ewt-ud-dev.conllu",
+    )
+    p.add_argument("--corpus", type=Path, help="CoNLL-U file (default: UD English-EWT dev)")
+    p.add_argument("--store", type=Path, default=Path("runs/demo.actstore"), help="store to (re)build")
+    return top
+
+
+def _output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    p.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+
+
+def render(frame: pd.DataFrame, fmt: str) -> str:
+    """A result table as text: aligned columns, CSV or JSON records."""
+    if fmt == "csv":
+        return str(frame.to_csv(index=False))
+    if fmt == "json":
+        return str(frame.to_json(orient="records", indent=1, force_ascii=False)) + "\n"
+    with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
+        return frame.to_string(index=False) + "\n"
+
+
+def emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    store_path: Path = args.store
+    fresh = not (store_path / "manifest.json").is_file()
+    store = actstore.create(store_path) if fresh else actstore.open(store_path, mode="a")
+    try:
+        with store:
+            records = actstore.ingest_conllu(
+                store, args.files, corpus=args.corpus, lang=args.lang, split=args.split
+            )
+    except ActStoreError:
+        if fresh:  # leave no empty store behind for a failed first ingest
+            shutil.rmtree(store_path, ignore_errors=True)
+        raise
+    for r in records:
+        print(
+            f"ingested {r['path']}: {r['n_sentences']:,} sentences, {r['n_words']:,} words "
+            f"(rows {r['first_row']:,}..{r['first_row'] + r['n_words'] - 1:,})"
+        )
+    print(f"{store.path}: {store.n_rows('tokens'):,} tokens, {store.n_rows('sentences'):,} sentences")
+
+
+def cmd_sql(args: argparse.Namespace) -> None:
+    with actstore.open(args.store) as store:
+        emit(render(store.sql(args.query), args.format), args.output)
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    with actstore.open(args.store) as store:
+        info = store.info()
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return
+    print(f"store {info['path']} (format {info['format_version']}, actstore {info['actstore_version']})")
+    print(f"  created {info['created']}, updated {info['updated']}")
+    sizes = info["bytes"]
+    print(f"  bytes on disk: {_size(sizes['total'])} (tables {_size(sizes['tables'])}, "
+          f"arrays {_size(sizes['arrays'])}, results {_size(sizes['results'])})")
+    print("tables:")
+    for name, t in info["tables"].items():
+        print(f"  {name:<12} {t['n_rows']:>12,} rows  {t['n_parts']} part(s)")
+    print("sites:" if info["sites"] else "sites: none")
+    for name, s in info["sites"].items():
+        prov = ", ".join(f"{k}={v}" for k, v in s["provenance"].items())
+        print(f"  {name:<24} {s['table']} {s['shape'][0]:,}x{s['shape'][1]} {s['dtype']} "
+              f"{s['status']} ({s['chunks_done']} chunks) {_size(s['bytes'])}  {prov}")
+    print("sources:" if info["sources"] else "sources: none")
+    for src in info["sources"]:
+        print(f"  {src['path']}  corpus={src['corpus']} lang={src['lang']} split={src['split']} "
+              f"{src['n_sentences']:,} sentences {src['n_words']:,} words sha256={src['sha256'][:12]}")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{n} B"
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    corpus = args.corpus or corpus_path(*DEFAULT_CORPUS)
+    started = time.perf_counter()
+    args.store.parent.mkdir(parents=True, exist_ok=True)
+    with actstore.create(args.store, overwrite=True) as store:
+        actstore.ingest_conllu(store, [corpus])
+        elapsed = time.perf_counter() - started
+        print(f"== ingested {corpus} into {store.path} in {elapsed:.2f} s: "
+              f"{store.n_rows('tokens'):,} words, {store.n_rows('sentences'):,} sentences\n")
+        summaries: list[tuple[str, str]] = [
+            ("words by UPOS",
+             "SELECT upos, count(*) AS n, round(100.0 * count(*) / sum(count(*)) OVER (), 2) AS pct "
+             "FROM tokens GROUP BY upos ORDER BY n DESC"),
+            ("tree depth distribution (root = 1)",
+             "SELECT depth, count(*) AS n, round(avg(sentence_length), 1) AS mean_sentence_length "
+             "FROM tokens GROUP BY depth ORDER BY depth"),
+            ("mean depth by UPOS",
+             "SELECT upos, round(avg(depth), 2) AS mean_depth, count(*) AS n FROM tokens "
+             "GROUP BY upos HAVING count(*) >= 100 ORDER BY mean_depth"),
+            ("sentence lengths",
+             "SELECT count(*) AS sentences, min(n_words) AS min, median(n_words) AS median, "
+             "round(avg(n_words), 2) AS mean, max(n_words) AS max, "
+             "sum(n_tokens) AS surface_tokens FROM sentences"),
+        ]
+        for title, query in summaries:
+            print(f"== {title}\n{query}")
+            print(render(store.sql(query), "table"))
+
+
+COMMANDS = {"ingest": cmd_ingest, "sql": cmd_sql, "info": cmd_info, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        COMMANDS[args.verb](args)
+    except ActStoreError as exc:
+        print(f"actstore: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""CoNLL-U files -> the ``tokens`` and ``sentences`` tables of a store.
+
+All files are parsed and validated before anything is written, and the manifest is
+committed once at the end, so a bad file (or a crash) leaves the store as it was.
+Column definitions are in ``docs/FORMAT.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from actstore.conllu import ParsedConllu, read_conllu
+from actstore.errors import CorpusError
+from actstore.manifest import now_utc
+from actstore.store import Store
+
+BASE_COLUMNS = (
+    "row", "sentence_id", "position", "form", "lemma", "upos", "xpos", "feats", "head",
+    "deprel", "deps", "misc", "deprel_base", "sentence_length", "depth", "n_children",
+    "head_distance", "mwt_start", "mwt_end", "mwt_form", "space_after", "lang", "corpus", "split",
+)  # fmt: skip
+_UD_NAME = re.compile(r"^(?P<lang>[a-z]{2,3})_(?P<name>[a-z0-9_]+)-ud-(?P<split>[a-z]+)$")
+_FEATURE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(\[[a-z0-9]+\])?$")
+
+
+def describe_source(path: Path) -> dict[str, str | None]:
+    """Corpus, language and split guessed from a UD file name like ``en_ewt-ud-dev.conllu``."""
+    match = _UD_NAME.match(path.stem)
+    if match:
+        return {"corpus": f"{match['lang']}_{match['name']}", "lang": match["lang"], "split": match["split"]}
+    return {"corpus": path.stem, "lang": None, "split": None}
+
+
+def feature_column(name: str) -> str:
+    """Column name of a UD feature: ``Number[psor]`` becomes ``Number_psor``."""
+    return name.replace("[", "_").replace("]", "")
+
+
+def _features(parsed: ParsedConllu) -> dict[str, pa.Array]:
+    n = parsed.n_words
+    columns: dict[str, list[str | None]] = {}
+    for i, feats in enumerate(parsed.feats):
+        if feats is None:
+            continue
+        for item in feats.split("|"):
+            key, eq, value = item.partition("=")
+            if not eq or not value or not _FEATURE.match(key):
+                raise CorpusError(
+                    parsed.path, parsed.line[i], f"malformed FEATS item {item!r}: expected Name=Value"
+                )
+            column = columns.get(key)
+            if column is None:
+                column = columns[key] = [None] * n
+            column[i] = value
+    out = {}
+    reserved = {c.lower() for c in BASE_COLUMNS}
+    for key in sorted(columns):
+        name = feature_column(key)
+        if name.lower() in reserved or name in out:
+            raise CorpusError(parsed.path, None, f"feature {key!r} clashes with column {name!r}")
+        out[name] = pa.array(columns[key], pa.string())
+    return out
+
+
+def _constant(value: str | None, n: int) -> pa.Array:
+    return pa.array([value] * n, pa.string())
+
+
+def tokens_table(
+    parsed: ParsedConllu, first_row: int, first_sentence: int, source: dict[str, str | None]
+) -> pa.Table:
+    """The ``tokens`` rows of one parsed file, numbered from ``first_row``."""
+    n = parsed.n_words
+    lengths = np.asarray(parsed.sent_length, np.int64)
+    sentence = np.repeat(np.arange(parsed.n_sentences, dtype=np.int64) + first_sentence, lengths)
+    first = np.repeat(np.asarray(parsed.sent_first, np.int64), lengths)
+    position = np.asarray(parsed.position, np.int32)
+    head = np.asarray(parsed.head, np.int32)
+    parent = first[head > 0] + head[head > 0] - 1
+    n_children = np.bincount(parent, minlength=n).astype(np.int32)
+    columns: dict[str, Any] = {
+        "row": np.arange(n, dtype=np.int64) + first_row,
+        "sentence_id": sentence,
+        "position": position,
+        "form": pa.array(parsed.form, pa.string()),
+        "lemma": pa.array(parsed.lemma, pa.string()),
+        "upos": pa.array(parsed.upos, pa.string()),
+        "xpos": pa.array(parsed.xpos, pa.string()),
+        "feats": pa.array(parsed.feats, pa.string()),
+        "head": head,
+        "deprel": pa.array(parsed.deprel, pa.string()),
+        "deps": pa.array(parsed.deps, pa.string()),
+        "misc": pa.array(parsed.misc, pa.string()),
+        "deprel_base": pa.array(
+            [d.partition(":")[0] if d is not None else None for d in parsed.deprel], pa.string()
+        ),
+        "sentence_length": np.repeat(lengths.astype(np.int32), lengths),
+        "depth": parsed.depth,
+        "n_children": n_children,
+        "head_distance": pa.array(head - position, pa.int32(), mask=head == 0),
+        "mwt_start": pa.array(parsed.mwt_start, pa.int32()),
+        "mwt_end": pa.array(parsed.mwt_end, pa.int32()),
+        "mwt_form": pa.array(parsed.mwt_form, pa.string()),
+        "space_after": pa.array(parsed.space_after, pa.bool_()),
+        "lang": _constant(source["lang"], n),
+        "corpus": _constant(source["corpus"], n),
+        "split": _constant(source["split"], n),
+    }
+    columns.update(_features(parsed))
+    return pa.table(columns)
+
+
+def sentences_table(
+    parsed: ParsedConllu, first_row: int, first_sentence: int, source: dict[str, str | None]
+) -> pa.Table:
+    """The ``sentences`` rows of one parsed file; ``row`` equals ``sentence_id``."""
+    m = parsed.n_sentences
+    ids = np.arange(m, dtype=np.int64) + first_sentence
+    return pa.table(
+        {
+            "row": ids,
+            "sentence_id": ids,
+            "sent_id": pa.array(parsed.sent_id, pa.string()),
+            "text": pa.array(parsed.sent_text, pa.string()),
+            "comments": pa.array(parsed.sent_comments, pa.list_(pa.string())),
+            "n_words": np.asarray(parsed.sent_length, np.int32),
+            "n_tokens": np.asarray(parsed.sent_tokens, np.int32),
+            "n_empty_nodes": np.asarray(parsed.sent_empty, np.int32),
+            "first_row": np.asarray(parsed.sent_first, np.int64) + first_row,
+            "line": np.asarray(parsed.sent_line, np.int32),
+            "source": _constant(source["path"], m),
+            "lang": _constant(source["lang"], m),
+            "corpus": _constant(source["corpus"], m),
+            "split": _constant(source["split"], m),
+        }
+    )
+
+
+def ingest_conllu(
+    store: Store,
+    paths: Sequence[str | Path],
+    *,
+    corpus: str | None = None,
+    lang: str | None = None,
+    split: str | None = None,
+) -> list[dict[str, Any]]:
+    """Append CoNLL-U files to the store's ``tokens`` and ``sentences`` tables.
+
+    Parameters
+    ----------
+    store
+        A store opened for writing.
+    paths
+        CoNLL-U files, ingested in the order given.
+    corpus, lang, split
+        Labels for every file; by default read from UD file names
+        (``en_ewt-ud-dev.conllu`` -> corpus ``en_ewt``, lang ``en``, split ``dev``).
+
+    Returns
+    -------
+    list of dict
+        One manifest source record per file (counts, hash, first row).
+
+    Examples
+    --------
+    >>> store = actstore.create("ewt.actstore")  # doctest: +SKIP
+    >>> ingest_conllu(store, ["en_ewt-ud-dev.conllu"])[0]["n_words"]  # doctest: +SKIP
+    25147
+    """
+    store._require_writable()
+    if not paths:
+        raise CorpusError("(no files)", None, "give at least one CoNLL-U file to ingest")
+    parsed = [read_conllu(p) for p in paths]
+    known = {s["sha256"]: s["path"] for s in store.manifest["sources"]}
+    for p in parsed:
+        if p.sha256 in known:
+            raise CorpusError(p.path, None, f"already in the store (same content as {known[p.sha256]})")
+        known[p.sha256] = p.path
+    with store.transaction():
+        return [_append(store, p, corpus, lang, split) for p in parsed]
+
+
+def _append(
+    store: Store, parsed: ParsedConllu, corpus: str | None, lang: str | None, split: str | None
+) -> dict[str, Any]:
+    path = Path(parsed.path).resolve()
+    guessed = describe_source(path)
+    source = {
+        "path": str(path),
+        "corpus": corpus or guessed["corpus"],
+        "lang": lang or guessed["lang"],
+        "split": split or guessed["split"],
+    }
+    first_row, first_sentence = store.n_rows("tokens"), store.n_rows("sentences")
+    store.append_table("tokens", tokens_table(parsed, first_row, first_sentence, source))
+    store.append_table("sentences", sentences_table(parsed, first_row, first_sentence, source))
+    record = {
+        **source,
+        "sha256": parsed.sha256,
+        "n_sentences": parsed.n_sentences,
+        "n_words": parsed.n_words,
+        "n_multiword_tokens": parsed.n_multiword,
+        "n_empty_nodes": parsed.n_empty_nodes,
+        "first_row": first_row,
+        "first_sentence": first_sentence,
+        "ingested": now_utc(),
+    }
+    store.manifest["sources"].append(record)
+    return record

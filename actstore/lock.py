@@ -1,0 +1,78 @@
+"""The single-writer lock of a store.
+
+``fcntl.flock`` on ``STORE/.lock``: the kernel releases it when the holder exits,
+even on SIGKILL, so a crashed writer never leaves a stale lock behind. The file
+also records who holds it, for the error message the next writer sees. Readers
+never take the lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from actstore.errors import StoreLockedError
+from actstore.manifest import now_utc
+
+LOCK_FILE = ".lock"
+
+
+class WriterLock:
+    """An exclusive, non-blocking lock on one store directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`StoreLockedError` naming the holder."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe_holder(self.path)
+            os.close(fd)
+            raise StoreLockedError(
+                f"{self.path.parent} is being written by another process ({holder}); "
+                "wait for it to finish (readers are not blocked)"
+            ) from None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": now_utc(),
+            "command": " ".join(sys.argv)[:500],
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let go of the lock (safe to call twice)."""
+        if self._fd is None:
+            return
+        os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def _describe_holder(path: Path) -> str:
+    try:
+        info: dict[str, Any] = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "holder unknown"
+    return (
+        f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}, "
+        f"running {info.get('command')!r}"
+    )

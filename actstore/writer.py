@@ -1,0 +1,170 @@
+"""Writing a site: whole chunks, a durable record of the chunks done, a final commit.
+
+A :class:`SiteWriter` accepts row blocks in any order, buffers them until a chunk
+is complete and then writes that chunk whole (partial-chunk writes are many times
+slower in Zarr). After a chunk's bytes are written, an empty marker file
+``progress/<site>/<chunk>.done`` records it. A writer killed at any point therefore
+leaves finished chunks marked and unfinished ones unmarked; declaring the same site
+again resumes with the unmarked chunks, and rows written into finished chunks are
+ignored. :meth:`SiteWriter.commit` publishes the site in the manifest.
+
+Memory: the writer holds every chunk that is partly filled. Feed rows roughly in
+order (or a chunk's worth of sentences at a time) to keep that small.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+
+from actstore.arrays import STORAGE_DTYPES, to_bfloat16_bits
+from actstore.errors import SiteError
+
+if TYPE_CHECKING:
+    from actstore.store import Store
+
+PROGRESS_DIR = "progress"
+
+
+class SiteWriter:
+    """Writes the rows of one declared site. Obtain one from :meth:`Store.create_site`.
+
+    Examples
+    --------
+    >>> import numpy as np, actstore
+    >>> store = actstore.create(tmp_path / "s.actstore")  # doctest: +SKIP
+    >>> writer = store.create_site("demo/layer.0", table="tokens", n_units=4)  # doctest: +SKIP
+    >>> for start, stop in writer.pending_ranges():  # doctest: +SKIP
+    ...     writer.write(start, np.zeros((stop - start, 4), np.float32))
+    >>> writer.commit()  # doctest: +SKIP
+    """
+
+    def __init__(self, store: Store, name: str) -> None:
+        entry = store.manifest["sites"][name]
+        self.store = store
+        self.name = name
+        self.n_rows: int = entry["n_rows"]
+        self.n_units: int = entry["n_units"]
+        self.chunk_rows: int = entry["chunk_rows"]
+        self.dtype: str = entry["dtype"]
+        self.n_chunks = -(-self.n_rows // self.chunk_rows)
+        self._array: Any = zarr.open_array(str(store.path / entry["path"]), mode="r+")
+        self._progress = store.path / PROGRESS_DIR / name
+        self._progress.mkdir(parents=True, exist_ok=True)
+        self.done: set[int] = {
+            int(p.name.split(".")[0]) for p in self._progress.glob("*.done")
+        } if entry["status"] != "complete" else set(range(self.n_chunks))
+        self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- what is left ---------------------------------------------------------------
+    def chunk_range(self, chunk: int) -> tuple[int, int]:
+        """Rows ``[start, stop)`` of chunk number ``chunk``."""
+        start = chunk * self.chunk_rows
+        return start, min(start + self.chunk_rows, self.n_rows)
+
+    def pending_chunks(self) -> list[int]:
+        """Chunks not yet written, in order."""
+        return [c for c in range(self.n_chunks) if c not in self.done]
+
+    def pending_ranges(self) -> list[tuple[int, int]]:
+        """Row ranges still to write, adjacent pending chunks merged."""
+        ranges: list[tuple[int, int]] = []
+        for chunk in self.pending_chunks():
+            start, stop = self.chunk_range(chunk)
+            if ranges and ranges[-1][1] == start:
+                ranges[-1] = (ranges[-1][0], stop)
+            else:
+                ranges.append((start, stop))
+        return ranges
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) == self.n_chunks
+
+    # -- writing -----------------------------------------------------------------------
+    def write(self, start: int, block: Any) -> None:
+        """Write ``block`` (rows × ``n_units``) as rows ``start ... start + len(block) - 1``.
+
+        Values are converted to the site's dtype (bfloat16 sites take float32 input).
+        Rows that fall in chunks already written are ignored, so a resumed run can
+        replay whole sentences across a chunk boundary.
+        """
+        values = np.asarray(block)
+        if values.ndim != 2 or values.shape[1] != self.n_units:
+            raise SiteError(
+                f"site {self.name}: expected a block of shape (rows, {self.n_units}), "
+                f"got {values.shape}"
+            )
+        stop = start + values.shape[0]
+        if start < 0 or stop > self.n_rows:
+            raise SiteError(
+                f"site {self.name}: rows {start}..{stop - 1} are outside 0..{self.n_rows - 1}"
+            )
+        if not np.isfinite(values).all():
+            bad = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0]) + start
+            raise SiteError(f"site {self.name}: row {bad} holds NaN or infinity")
+        values = self._to_storage(values)
+        row = start
+        while row < stop:
+            chunk = row // self.chunk_rows
+            c_start, c_stop = self.chunk_range(chunk)
+            upto = min(stop, c_stop)
+            if chunk not in self.done:
+                self._fill(chunk, row - c_start, values[row - start : upto - start])
+            row = upto
+
+    def _to_storage(self, values: np.ndarray) -> np.ndarray:
+        if self.dtype == "bfloat16":
+            return to_bfloat16_bits(values.astype(np.float32, copy=False))
+        return values.astype(STORAGE_DTYPES[self.dtype], copy=False)
+
+    def _fill(self, chunk: int, offset: int, values: np.ndarray) -> None:
+        if chunk not in self._buffers:
+            start, stop = self.chunk_range(chunk)
+            self._buffers[chunk] = (
+                np.zeros((stop - start, self.n_units), STORAGE_DTYPES[self.dtype]),
+                np.zeros(stop - start, bool),
+            )
+        data, seen = self._buffers[chunk]
+        data[offset : offset + len(values)] = values
+        seen[offset : offset + len(values)] = True
+        if seen.all():
+            self._flush(chunk)
+
+    def _flush(self, chunk: int) -> None:
+        data, _ = self._buffers.pop(chunk)
+        start, stop = self.chunk_range(chunk)
+        self._array[start:stop] = data
+        (self._progress / f"{chunk}.done").touch()
+        self.done.add(chunk)
+
+    # -- commit ------------------------------------------------------------------------
+    def commit(self) -> None:
+        """Publish progress in the manifest; once every chunk is written the site is complete.
+
+        Rows buffered in partly filled chunks are not written: a commit with pending
+        chunks records the site as partial, and declaring it again resumes.
+        """
+        entry = self.store.manifest["sites"][self.name]
+        entry["done_chunks"] = len(self.done)
+        if self.complete:
+            entry["status"] = "complete"
+        self.store.commit()
+        if self.complete:
+            shutil.rmtree(self._progress, ignore_errors=True)
+            _prune_empty_parents(self._progress.parent, self.store.path / PROGRESS_DIR)
+
+    @property
+    def buffered_rows(self) -> int:
+        """Rows held in memory waiting for their chunk to fill."""
+        return sum(int(seen.sum()) for _, seen in self._buffers.values())
+
+
+def _prune_empty_parents(path: Path, stop: Path) -> None:
+    while path != stop.parent and path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+        path = path.parent
