@@ -1,0 +1,44 @@
+"""Shared fixtures: real corpora from ../shared/data and small stores built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import actstore
+from actstore.data import corpus_path, data_dir
+
+
+@pytest.fixture(scope="session")
+def ud_dir() -> Path:
+    return data_dir() / "ud"
+
+
+@pytest.fixture(scope="session")
+def ewt_dev() -> Path:
+    return corpus_path("en_ewt", "dev")
+
+
+@pytest.fixture(scope="session")
+def dev_store_path(tmp_path_factory: pytest.TempPathFactory, ewt_dev: Path) -> Path:
+    """A store holding EWT dev, built once per session; open it read-only."""
+    path = tmp_path_factory.mktemp("stores") / "ewt-dev.actstore"
+    with actstore.create(path) as store:
+        actstore.ingest_conllu(store, [ewt_dev])
+    return path
+
+
+@pytest.fixture
+def dev_store(dev_store_path: Path) -> Iterator[actstore.Store]:
+    with actstore.open(dev_store_path) as store:
+        yield store
+
+
+@pytest.fixture
+def writable_store(tmp_path: Path, ewt_dev: Path) -> Iterator[actstore.Store]:
+    """A fresh store with EWT dev ingested, open for writing."""
+    with actstore.create(tmp_path / "w.actstore") as store:
+        actstore.ingest_conllu(store, [ewt_dev])
+        yield store
