@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
+from zarr.codecs import ZstdCodec
 
 from actstore.errors import SchemaError
 
@@ -35,12 +36,16 @@ CODECS = ("none", "zstd")
 
 def check_dtype(dtype: str) -> str:
     if dtype not in STORAGE_DTYPES:
-        raise SchemaError(f"unsupported site dtype {dtype!r}; choose one of {sorted(STORAGE_DTYPES)}")
+        raise SchemaError(
+            f"unsupported site dtype {dtype!r}; choose one of {sorted(STORAGE_DTYPES)}"
+        )
     return dtype
 
 
-def read_dtype(dtype: str) -> np.dtype[Any]:
-    """The numpy dtype a site of logical ``dtype`` is read as."""
+def read_dtype(dtype: str, as_dtype: str | None = None) -> np.dtype[Any]:
+    """The numpy dtype a site of logical ``dtype`` is read as (``as_dtype`` if given)."""
+    if as_dtype is not None:
+        return np.dtype(as_dtype)
     return np.dtype("float32" if dtype == "bfloat16" else dtype)
 
 
@@ -74,7 +79,7 @@ def create_array(
     """Create an empty site array (metadata only; no chunk is written)."""
     if codec not in CODECS:
         raise SchemaError(f"unsupported codec {codec!r}; choose one of {list(CODECS)}")
-    compressors: Any = zarr.codecs.ZstdCodec(level=3) if codec == "zstd" else None
+    compressors: Any = ZstdCodec(level=3) if codec == "zstd" else None
     zarr.create_array(
         str(path),
         shape=(n_rows, n_units),
@@ -90,16 +95,18 @@ def create_array(
 class RowReader:
     """Fetches row ranges of one site array; nothing else.
 
-    Pickles as its path and dtype, so each dask worker opens the array itself.
+    Pickles as its path and dtypes, so each dask worker opens the array itself.
+    ``as_dtype`` converts each block as it is read (None: the site's own dtype).
     """
 
-    def __init__(self, path: Path, dtype: str) -> None:
+    def __init__(self, path: Path, dtype: str, as_dtype: str | None = None) -> None:
         self.path = str(path)
         self.dtype = dtype
+        self.out_dtype = read_dtype(dtype, as_dtype)
         self._array: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "dtype": self.dtype, "_array": None}
+        return {**self.__dict__, "_array": None}
 
     @property
     def array(self) -> Any:
@@ -110,7 +117,9 @@ class RowReader:
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` as a numpy array of the site's read dtype."""
         block = np.asarray(self.array[start:stop])
-        return from_bfloat16_bits(block) if self.dtype == "bfloat16" else block
+        if self.dtype == "bfloat16":
+            block = from_bfloat16_bits(block)
+        return block.astype(self.out_dtype, copy=False)
 
 
 def _read_span(reader: RowReader, start: int, stop: int, take: np.ndarray | None) -> np.ndarray:
@@ -132,11 +141,12 @@ def lazy_rows(
     last selected row. ``contiguous`` says ``rows`` is a plain range, so blocks need
     no gather step.
     """
-    dtype = read_dtype(reader.dtype)
+    dtype = reader.out_dtype
     if not rows.size:
-        return da.zeros((0, n_units), dtype=dtype)
+        empty: da.Array = da.zeros((0, n_units), dtype=dtype)
+        return empty
     name = "actstore-" + tokenize(reader.path, rows.tobytes())
-    dsk: dict[tuple[str, int, int], Any] = {}
+    dsk: dict[Any, Any] = {}
     sizes: list[int] = []
     chunk_of = rows // chunk_rows
     bounds = np.flatnonzero(np.diff(chunk_of)) + 1
@@ -146,7 +156,6 @@ def lazy_rows(
         dsk[(name, i, 0)] = (_read_span, reader, first, last + 1, take)
         sizes.append(hi - lo)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-    return da.Array(
+    return da.Array(  # type: ignore[no-untyped-call]
         graph, name, chunks=(tuple(sizes), (n_units,)), dtype=dtype, meta=np.empty((0, 0), dtype)
     )
-

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
 import pandas as pd
 
 import actstore
@@ -63,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     _output_options(p)
 
-    p = verb("info", "describe a store: tables, sites, sources, bytes", "actstore info ewt.actstore")
+    p = verb(
+        "info", "describe a store: tables, sites, sources, bytes", "actstore info ewt.actstore"
+    )
     p.add_argument("store", type=Path)
     p.add_argument("--json", action="store_true", help="print the full description as JSON")
 
@@ -73,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
         "actstore demo --corpus ../shared/data/ud/en_ewt/en_ewt-ud-dev.conllu",
     )
     p.add_argument("--corpus", type=Path, help="CoNLL-U file (default: UD English-EWT dev)")
-    p.add_argument("--store", type=Path, default=Path("runs/demo.actstore"), help="store to (re)build")
+    p.add_argument(
+        "--store", type=Path, default=Path("runs/demo.actstore"), help="store to (re)build"
+    )
     return top
 
 
@@ -88,7 +93,9 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
         return str(frame.to_csv(index=False))
     if fmt == "json":
         return str(frame.to_json(orient="records", indent=1, force_ascii=False)) + "\n"
-    with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
+    with pd.option_context(
+        "display.max_rows", 200, "display.max_columns", 50, "display.width", 200
+    ):
         return frame.to_string(index=False) + "\n"
 
 
@@ -117,7 +124,9 @@ def cmd_ingest(args: argparse.Namespace) -> None:
             f"ingested {r['path']}: {r['n_sentences']:,} sentences, {r['n_words']:,} words "
             f"(rows {r['first_row']:,}..{r['first_row'] + r['n_words'] - 1:,})"
         )
-    print(f"{store.path}: {store.n_rows('tokens'):,} tokens, {store.n_rows('sentences'):,} sentences")
+    print(
+        f"{store.path}: {store.n_rows('tokens'):,} tokens, {store.n_rows('sentences'):,} sentences"
+    )
 
 
 def cmd_sql(args: argparse.Namespace) -> None:
@@ -131,23 +140,32 @@ def cmd_info(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(info, indent=1))
         return
-    print(f"store {info['path']} (format {info['format_version']}, actstore {info['actstore_version']})")
+    print(
+        f"store {info['path']} (format {info['format_version']}, "
+        f"actstore {info['actstore_version']})"
+    )
     print(f"  created {info['created']}, updated {info['updated']}")
     sizes = info["bytes"]
-    print(f"  bytes on disk: {_size(sizes['total'])} (tables {_size(sizes['tables'])}, "
-          f"arrays {_size(sizes['arrays'])}, results {_size(sizes['results'])})")
+    print(
+        f"  bytes on disk: {_size(sizes['total'])} (tables {_size(sizes['tables'])}, "
+        f"arrays {_size(sizes['arrays'])}, results {_size(sizes['results'])})"
+    )
     print("tables:")
     for name, t in info["tables"].items():
         print(f"  {name:<12} {t['n_rows']:>12,} rows  {t['n_parts']} part(s)")
     print("sites:" if info["sites"] else "sites: none")
     for name, s in info["sites"].items():
         prov = ", ".join(f"{k}={v}" for k, v in s["provenance"].items())
-        print(f"  {name:<24} {s['table']} {s['shape'][0]:,}x{s['shape'][1]} {s['dtype']} "
-              f"{s['status']} ({s['chunks_done']} chunks) {_size(s['bytes'])}  {prov}")
+        print(
+            f"  {name:<24} {s['table']} {s['shape'][0]:,}x{s['shape'][1]} {s['dtype']} "
+            f"{s['status']} ({s['chunks_done']} chunks) {_size(s['bytes'])}  {prov}"
+        )
     print("sources:" if info["sources"] else "sources: none")
     for src in info["sources"]:
-        print(f"  {src['path']}  corpus={src['corpus']} lang={src['lang']} split={src['split']} "
-              f"{src['n_sentences']:,} sentences {src['n_words']:,} words sha256={src['sha256'][:12]}")
+        print(
+            f"  {src['path']}  corpus={src['corpus']} lang={src['lang']} split={src['split']} "
+            f"{src['n_sentences']:,} sentences {src['n_words']:,} words sha256={src['sha256'][:12]}"
+        )
 
 
 def _size(n: int) -> str:
@@ -166,22 +184,34 @@ def cmd_demo(args: argparse.Namespace) -> None:
     with actstore.create(args.store, overwrite=True) as store:
         actstore.ingest_conllu(store, [corpus])
         elapsed = time.perf_counter() - started
-        print(f"== ingested {corpus} into {store.path} in {elapsed:.2f} s: "
-              f"{store.n_rows('tokens'):,} words, {store.n_rows('sentences'):,} sentences\n")
+        print(
+            f"== ingested {corpus} into {store.path} in {elapsed:.2f} s: "
+            f"{store.n_rows('tokens'):,} words, {store.n_rows('sentences'):,} sentences\n"
+        )
         summaries: list[tuple[str, str]] = [
-            ("words by UPOS",
-             "SELECT upos, count(*) AS n, round(100.0 * count(*) / sum(count(*)) OVER (), 2) AS pct "
-             "FROM tokens GROUP BY upos ORDER BY n DESC"),
-            ("tree depth distribution (root = 1)",
-             "SELECT depth, count(*) AS n, round(avg(sentence_length), 1) AS mean_sentence_length "
-             "FROM tokens GROUP BY depth ORDER BY depth"),
-            ("mean depth by UPOS",
-             "SELECT upos, round(avg(depth), 2) AS mean_depth, count(*) AS n FROM tokens "
-             "GROUP BY upos HAVING count(*) >= 100 ORDER BY mean_depth"),
-            ("sentence lengths",
-             "SELECT count(*) AS sentences, min(n_words) AS min, median(n_words) AS median, "
-             "round(avg(n_words), 2) AS mean, max(n_words) AS max, "
-             "sum(n_tokens) AS surface_tokens FROM sentences"),
+            (
+                "words by UPOS",
+                "SELECT upos, count(*) AS n, "
+                "round(100.0 * count(*) / sum(count(*)) OVER (), 2) AS pct "
+                "FROM tokens GROUP BY upos ORDER BY n DESC",
+            ),
+            (
+                "tree depth distribution (root = 1)",
+                "SELECT depth, count(*) AS n, "
+                "round(avg(sentence_length), 1) AS mean_sentence_length "
+                "FROM tokens GROUP BY depth ORDER BY depth",
+            ),
+            (
+                "mean depth by UPOS",
+                "SELECT upos, round(avg(depth), 2) AS mean_depth, count(*) AS n FROM tokens "
+                "GROUP BY upos HAVING count(*) >= 100 ORDER BY mean_depth",
+            ),
+            (
+                "sentence lengths",
+                "SELECT count(*) AS sentences, min(n_words) AS min, median(n_words) AS median, "
+                "round(avg(n_words), 2) AS mean, max(n_words) AS max, "
+                "sum(n_tokens) AS surface_tokens FROM sentences",
+            ),
         ]
         for title, query in summaries:
             print(f"== {title}\n{query}")

@@ -118,7 +118,9 @@ class _Reader:
         if wid != expected:
             if 1 <= wid < expected:
                 raise self.error(lineno, f"duplicate word ID {wid} in this sentence")
-            raise self.error(lineno, f"word IDs must run 1, 2, 3, ...: expected {expected}, got {wid}")
+            raise self.error(
+                lineno, f"word IDs must run 1, 2, 3, ...: expected {expected}, got {wid}"
+            )
         try:
             head = int(cols[6])
         except ValueError:
@@ -172,7 +174,9 @@ class _Reader:
     def empty_node(self, lineno: int, cols: list[str]) -> None:
         major, _, minor = cols[0].partition(".")
         if not (major.isdecimal() and minor.isdecimal() and major.isascii() and minor.isascii()):
-            raise self.error(lineno, f"malformed ID {cols[0]!r}: expected an integer, 'a-b' or 'a.b'")
+            raise self.error(
+                lineno, f"malformed ID {cols[0]!r}: expected an integer, 'a-b' or 'a.b'"
+            )
         if int(major) != self.n:
             raise self.error(lineno, f"empty node {cols[0]} must follow word {major}")
         self.empty += 1

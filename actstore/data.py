@@ -25,7 +25,9 @@ def data_dir() -> Path:
     if env:
         path = Path(env)
         if not (path / "ud").is_dir():
-            raise DataNotFoundError(f"{ENV_VAR}={env} does not hold the shared data (no ud/ folder)")
+            raise DataNotFoundError(
+                f"{ENV_VAR}={env} does not hold the shared data (no ud/ folder)"
+            )
         return path
     here = Path(__file__).resolve().parent.parent
     for base in (Path.cwd(), here):

@@ -33,7 +33,11 @@ def describe_source(path: Path) -> dict[str, str | None]:
     """Corpus, language and split guessed from a UD file name like ``en_ewt-ud-dev.conllu``."""
     match = _UD_NAME.match(path.stem)
     if match:
-        return {"corpus": f"{match['lang']}_{match['name']}", "lang": match["lang"], "split": match["split"]}
+        return {
+            "corpus": f"{match['lang']}_{match['name']}",
+            "lang": match["lang"],
+            "split": match["split"],
+        }
     return {"corpus": path.stem, "lang": None, "split": None}
 
 
@@ -52,7 +56,9 @@ def _features(parsed: ParsedConllu) -> dict[str, pa.Array]:
             key, eq, value = item.partition("=")
             if not eq or not value or not _FEATURE.match(key):
                 raise CorpusError(
-                    parsed.path, parsed.line[i], f"malformed FEATS item {item!r}: expected Name=Value"
+                    parsed.path,
+                    parsed.line[i],
+                    f"malformed FEATS item {item!r}: expected Name=Value",
                 )
             column = columns.get(key)
             if column is None:
@@ -180,7 +186,9 @@ def ingest_conllu(
     known = {s["sha256"]: s["path"] for s in store.manifest["sources"]}
     for p in parsed:
         if p.sha256 in known:
-            raise CorpusError(p.path, None, f"already in the store (same content as {known[p.sha256]})")
+            raise CorpusError(
+                p.path, None, f"already in the store (same content as {known[p.sha256]})"
+            )
         known[p.sha256] = p.path
     with store.transaction():
         return [_append(store, p, corpus, lang, split) for p in parsed]

@@ -43,6 +43,7 @@ from actstore.manifest import (
     read_manifest,
     write_manifest,
 )
+from actstore.sql import Params
 from actstore.version import __version__
 from actstore.writer import PROGRESS_DIR, SiteWriter
 
@@ -122,7 +123,10 @@ class Store:
 
     def __repr__(self) -> str:
         tables = ", ".join(f"{t.name}={t.n_rows}" for t in self.tables.values())
-        return f"<actstore.Store {self.path} mode={self.mode!r} tables[{tables}] sites={len(self.sites)}>"
+        return (
+            f"<actstore.Store {self.path} mode={self.mode!r} tables[{tables}] "
+            f"sites={len(self.sites)}>"
+        )
 
     # -- reading the manifest ----------------------------------------------------------------
     @property
@@ -167,7 +171,9 @@ class Store:
             "actstore_version": self.manifest["actstore_version"],
             "created": self.manifest["created"],
             "updated": self.manifest["updated"],
-            "tables": {n: {"n_rows": t.n_rows, "n_parts": t.n_parts} for n, t in self.tables.items()},
+            "tables": {
+                n: {"n_rows": t.n_rows, "n_parts": t.n_parts} for n, t in self.tables.items()
+            },
             "sites": {
                 n: {
                     "table": s.table,
@@ -202,7 +208,7 @@ class Store:
             self._con = sql.connect(self.path, views)
         return self._con
 
-    def sql(self, query: str, params: sql.Params = None, *, arrow: bool = False) -> Any:
+    def sql(self, query: str, params: Params = None, *, arrow: bool = False) -> Any:
         """Run a read-only SQL query over the store's tables.
 
         Parameters
@@ -221,7 +227,9 @@ class Store:
         """
         return sql.run_query(self._connection(), query, params, arrow=arrow)
 
-    def rows(self, where: str | None = None, table: str = "tokens", params: sql.Params = None) -> np.ndarray:
+    def rows(
+        self, where: str | None = None, table: str = "tokens", params: Params = None
+    ) -> np.ndarray:
         """Sorted row ids of ``table`` matching an SQL condition (all rows when None).
 
         Examples
@@ -238,7 +246,13 @@ class Store:
         return np.asarray(result.column("row").to_numpy(), dtype=np.int64)
 
     # -- activations ------------------------------------------------------------------
-    def acts(self, site: str, rows: Iterable[int] | np.ndarray | None = None) -> xr.DataArray:
+    def acts(
+        self,
+        site: str,
+        rows: Iterable[int] | np.ndarray | None = None,
+        *,
+        dtype: str | None = "float32",
+    ) -> xr.DataArray:
         """A lazy ``(row, unit)`` view of a complete site, optionally of some rows only.
 
         Nothing is read until the result (or a reduction of it) is computed.
@@ -249,6 +263,10 @@ class Store:
             Site name, e.g. ``"minilm/layer.3"``.
         rows
             Strictly increasing row ids (from :meth:`rows`), or None for all rows.
+        dtype
+            dtype of the blocks, converted chunk by chunk as they are read. float32 by
+            default: sums and means in float16 lose precision. None keeps the stored
+            dtype (bfloat16 sites are always read as float32).
 
         Examples
         --------
@@ -267,14 +285,16 @@ class Store:
             selected = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows)
             selected = _check_rows(selected, info)
             contiguous = selected.size == 0 or int(selected[-1] - selected[0]) + 1 == selected.size
-        reader = arrays.RowReader(self.path / ARRAYS_DIR / site, info.dtype)
-        data = arrays.lazy_rows(reader, info.n_units, info.chunk_rows, selected, contiguous=contiguous)
+        reader = arrays.RowReader(self.path / ARRAYS_DIR / site, info.dtype, dtype)
+        data = arrays.lazy_rows(
+            reader, info.n_units, info.chunk_rows, selected, contiguous=contiguous
+        )
         return xr.DataArray(
             data,
             dims=("row", "unit"),
             coords={"row": selected, "unit": np.arange(info.n_units)},
             name=site,
-            attrs={"site": site, "table": info.table, "dtype": info.dtype},
+            attrs={"site": site, "table": info.table, "stored_dtype": info.dtype},
         )
 
     def _site(self, name: str) -> SiteInfo:
@@ -372,7 +392,10 @@ class Store:
         check_site_name(name)
         arrays.check_dtype(dtype)
         if table not in self.manifest["tables"]:
-            raise SchemaError(f"no table {table!r} to align site {name} to; tables: {sorted(self.manifest['tables'])}")
+            raise SchemaError(
+                f"no table {table!r} to align site {name} to; "
+                f"tables: {sorted(self.manifest['tables'])}"
+            )
         if not isinstance(n_units, int) or n_units < 1:
             raise SchemaError(f"site {name}: n_units must be a positive integer, got {n_units!r}")
         n_rows = self.n_rows(table)
@@ -398,7 +421,9 @@ class Store:
                     "pass overwrite=True (--overwrite) to replace it"
                 )
             self.delete_site(name)
-        arrays.create_array(self.path / ARRAYS_DIR / name, n_rows, n_units, dtype, int(chunk_rows), codec)
+        arrays.create_array(
+            self.path / ARRAYS_DIR / name, n_rows, n_units, dtype, int(chunk_rows), codec
+        )
         self.manifest["sites"][name] = {
             **declared,
             "path": f"{ARRAYS_DIR}/{name}",
@@ -420,7 +445,12 @@ class Store:
 
     def _remove_uncommitted(self) -> None:
         """Delete files a crashed writer left that the manifest does not name."""
-        named = {p["path"] for kind in ("tables", "results") for e in self.manifest[kind].values() for p in e["parts"]}
+        named = {
+            p["path"]
+            for kind in ("tables", "results")
+            for e in self.manifest[kind].values()
+            for p in e["parts"]
+        }
         for folder in (TABLES_DIR, RESULTS_DIR):
             for path in (self.path / folder).glob("*/*"):
                 if str(path.relative_to(self.path)) not in named:
@@ -430,8 +460,12 @@ class Store:
         arrays_root = self.path / ARRAYS_DIR
         for meta in list(arrays_root.glob("**/zarr.json")):
             rel = str(meta.parent.relative_to(arrays_root))
-            if rel != "." and meta.parent.exists() and not any(
-                rel == s or rel.startswith(s + "/") or s.startswith(rel + "/") for s in sites
+            if (
+                rel != "."
+                and meta.parent.exists()
+                and not any(
+                    rel == s or rel.startswith(s + "/") or s.startswith(rel + "/") for s in sites
+                )
             ):
                 shutil.rmtree(meta.parent, ignore_errors=True)
 
@@ -469,7 +503,11 @@ def create(path: str | Path, *, overwrite: bool = False) -> Store:
             what = "a store" if (root / MANIFEST).is_file() else "a path that is not a store"
             raise StoreExistsError(
                 f"{root} already exists ({what}); "
-                + ("pass overwrite=True to replace it" if what == "a store" else "choose another path")
+                + (
+                    "pass overwrite=True to replace it"
+                    if what == "a store"
+                    else "choose another path"
+                )
             )
         old = open_store(root, mode="a")  # takes the lock: never delete under a writer
         old.close()

@@ -51,13 +51,15 @@ class SiteWriter:
         self.n_units: int = entry["n_units"]
         self.chunk_rows: int = entry["chunk_rows"]
         self.dtype: str = entry["dtype"]
-        self.n_chunks = -(-self.n_rows // self.chunk_rows)
+        self.n_chunks: int = -(-self.n_rows // self.chunk_rows)
         self._array: Any = zarr.open_array(str(store.path / entry["path"]), mode="r+")
         self._progress = store.path / PROGRESS_DIR / name
         self._progress.mkdir(parents=True, exist_ok=True)
-        self.done: set[int] = {
-            int(p.name.split(".")[0]) for p in self._progress.glob("*.done")
-        } if entry["status"] != "complete" else set(range(self.n_chunks))
+        self.done: set[int] = (
+            {int(p.name.split(".")[0]) for p in self._progress.glob("*.done")}
+            if entry["status"] != "complete"
+            else set(range(self.n_chunks))
+        )
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- what is left ---------------------------------------------------------------
@@ -87,7 +89,7 @@ class SiteWriter:
 
     # -- writing -----------------------------------------------------------------------
     def write(self, start: int, block: Any) -> None:
-        """Write ``block`` (rows × ``n_units``) as rows ``start ... start + len(block) - 1``.
+        """Write ``block`` (rows by ``n_units``) as rows ``start ... start + len(block) - 1``.
 
         Values are converted to the site's dtype (bfloat16 sites take float32 input).
         Rows that fall in chunks already written are ignored, so a resumed run can

@@ -90,7 +90,9 @@ def _official_counts(stats: Path) -> dict[str, dict[str, int]]:
     size = ET.parse(stats).getroot().find("size")
     assert size is not None
     return {
-        split.tag: {field: int(split.findtext(field) or 0) for field in ("sentences", "words", "fused")}
+        split.tag: {
+            field: int(split.findtext(field) or 0) for field in ("sentences", "words", "fused")
+        }
         for split in size
     }
 
@@ -111,7 +113,9 @@ def test_counts_equal_stats_xml(ud_dir: Path, tmp_path: Path) -> None:
             arrow=True,
         ).to_pylist()
         by_file = {(r["corpus"], r["split"]): r for r in got}
-        fused = {(s["corpus"], s["split"]): s["n_multiword_tokens"] for s in store.manifest["sources"]}
+        fused = {
+            (s["corpus"], s["split"]): s["n_multiword_tokens"] for s in store.manifest["sources"]
+        }
         assert store.n_rows("tokens") == sum(r["words"] for r in got)
     for path in files:
         corpus, split = path.parent.name, path.stem.rsplit("-", 1)[1]
@@ -131,13 +135,12 @@ def _reference_tree_measures(path: Path) -> tuple[list[int], list[int]]:
             depth_of: dict[int, int] = {}
             count_of: dict[int, int] = {}
 
-            def walk(node: conllu.models.TokenTree, depth: int) -> None:
+            stack = [(sentence.to_tree(), 1)]
+            while stack:
+                node, depth = stack.pop()
                 depth_of[node.token["id"]] = depth
                 count_of[node.token["id"]] = len(node.children)
-                for child in node.children:
-                    walk(child, depth + 1)
-
-            walk(sentence.to_tree(), 1)
+                stack += [(child, depth + 1) for child in node.children]
             depths += [depth_of[t["id"]] for t in words]
             children += [count_of[t["id"]] for t in words]
     return depths, children
@@ -153,7 +156,9 @@ def test_depth_and_children_match_conllu_package(dev_store: actstore.Store, ewt_
 def test_forms_and_features_match_conllu_package(dev_store: actstore.Store, ewt_dev: Path) -> None:
     with open(ewt_dev, encoding="utf-8") as fh:
         words = [t for s in conllu.parse_incr(fh) for t in s if isinstance(t["id"], int)]
-    table = dev_store.sql('SELECT form, upos, "Tense", "Number" FROM tokens ORDER BY row', arrow=True)
+    table = dev_store.sql(
+        'SELECT form, upos, "Tense", "Number" FROM tokens ORDER BY row', arrow=True
+    )
     assert table.column("form").to_pylist() == [w["form"] for w in words]
     assert table.column("upos").to_pylist() == [w["upos"] for w in words]
     assert table.column("Tense").to_pylist() == [(w["feats"] or {}).get("Tense") for w in words]
@@ -168,17 +173,21 @@ def test_append_languages(tmp_path: Path, ud_dir: Path) -> None:
         actstore.ingest_conllu(store, [de])
     with actstore.open(tmp_path / "s", mode="a") as store:
         actstore.ingest_conllu(store, [nl], split="development")
-        rows = store.sql("SELECT row, sentence_id, lang, split FROM tokens ORDER BY row", arrow=True)
+        rows = store.sql(
+            "SELECT row, sentence_id, lang, split FROM tokens ORDER BY row", arrow=True
+        )
         assert rows.column("row").to_pylist() == list(range(12480 + 11541))
         sentence_ids = np.asarray(rows.column("sentence_id"))
         assert sentence_ids[-1] == 799 + 718 - 1 and (np.diff(sentence_ids) >= 0).all()
-        by_lang = store.sql("SELECT lang, split, count(*) AS n FROM tokens GROUP BY ALL ORDER BY lang")
+        by_lang = store.sql(
+            "SELECT lang, split, count(*) AS n FROM tokens GROUP BY ALL ORDER BY lang"
+        )
         assert by_lang.to_dict("records") == [
             {"lang": "de", "split": "dev", "n": 12480},
             {"lang": "nl", "split": "development", "n": 11541},
         ]
         # Each file's words with a Case feature, counted from the raw lines.
-        case = store.sql("SELECT lang, count(\"Case\") AS n FROM tokens GROUP BY lang ORDER BY lang")
+        case = store.sql('SELECT lang, count("Case") AS n FROM tokens GROUP BY lang ORDER BY lang')
         assert case["n"].tolist() == [_count_feature(de, "Case"), _count_feature(nl, "Case")]
         first = store.sql("SELECT first_row FROM sentences WHERE sentence_id = 799")
         assert first["first_row"].item() == 12480

@@ -19,20 +19,52 @@ def w(id_: str, form: str, head: str, deprel: str = "dep", feats: str = "_") -> 
 GOOD = [w("1", "Dogs", "2"), w("2", "bark", "0", "root"), ""]
 # name: (lines of the bad file, expected line number or None, words the message must contain)
 CASES: dict[str, tuple[list[str], int | None, str]] = {
-    "column count": (["# sent_id = a", "1\tDogs\tdog\tNOUN", *GOOD], 2, "expected 10 tab-separated columns, found 4"),
+    "column count": (
+        ["# sent_id = a", "1\tDogs\tdog\tNOUN", *GOOD],
+        2,
+        "expected 10 tab-separated columns, found 4",
+    ),
     "non-integer id": ([w("1", "A", "2"), w("x", "b", "0", "root"), ""], 2, "malformed ID 'x'"),
-    "head out of range": ([w("1", "A", "7"), w("2", "b", "0", "root"), ""], 1, "HEAD 7 is out of range"),
+    "head out of range": (
+        [w("1", "A", "7"), w("2", "b", "0", "root"), ""],
+        1,
+        "HEAD 7 is out of range",
+    ),
     "head not integer": ([w("1", "A", "_"), ""], 1, "HEAD must be an integer"),
     "cycle": ([w("1", "A", "2"), w("2", "B", "1"), w("3", "C", "0", "root"), ""], 1, "cycle"),
     "self loop": ([w("1", "A", "1"), w("2", "B", "0", "root"), ""], 1, "cycle"),
-    "no root": ([*GOOD, "# sent_id = b", w("1", "A", "2"), w("2", "B", "1"), ""], 4, "exactly one root (HEAD 0), found 0"),
+    "no root": (
+        [*GOOD, "# sent_id = b", w("1", "A", "2"), w("2", "B", "1"), ""],
+        4,
+        "exactly one root (HEAD 0), found 0",
+    ),
     "two roots": ([w("1", "A", "0", "root"), w("2", "B", "0", "root"), ""], 1, "found 2"),
-    "duplicate id": ([w("1", "A", "2"), w("2", "B", "0", "root"), w("2", "C", "2"), ""], 3, "duplicate word ID 2"),
+    "duplicate id": (
+        [w("1", "A", "2"), w("2", "B", "0", "root"), w("2", "C", "2"), ""],
+        3,
+        "duplicate word ID 2",
+    ),
     "skipped id": ([w("1", "A", "3"), w("3", "B", "0", "root"), ""], 2, "expected 2, got 3"),
-    "comment inside sentence": ([w("1", "A", "0", "root"), "# late", ""], 2, "comment line inside a sentence"),
-    "bad multiword range": (["3-1\tdon't\t_\t_\t_\t_\t_\t_\t_\t_", *GOOD], 1, "multiword token 3-1"),
-    "multiword past end": (["1-3\tdunno\t_\t_\t_\t_\t_\t_\t_\t_", *GOOD], 1, "runs past the sentence's last word (2)"),
-    "malformed feats": ([w("1", "A", "0", "root", feats="Case"), ""], 1, "malformed FEATS item 'Case'"),
+    "comment inside sentence": (
+        [w("1", "A", "0", "root"), "# late", ""],
+        2,
+        "comment line inside a sentence",
+    ),
+    "bad multiword range": (
+        ["3-1\tdon't\t_\t_\t_\t_\t_\t_\t_\t_", *GOOD],
+        1,
+        "multiword token 3-1",
+    ),
+    "multiword past end": (
+        ["1-3\tdunno\t_\t_\t_\t_\t_\t_\t_\t_", *GOOD],
+        1,
+        "runs past the sentence's last word (2)",
+    ),
+    "malformed feats": (
+        [w("1", "A", "0", "root", feats="Case"), ""],
+        1,
+        "malformed FEATS item 'Case'",
+    ),
     "empty file": ([], None, "no sentences found"),
 }
 
@@ -72,9 +104,14 @@ def test_bad_file_is_refused_cleanly(
     assert tree_digest(existing_store) == before
 
 
-def test_invalid_utf8(tmp_path: Path, existing_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_utf8(
+    tmp_path: Path, existing_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "latin1.conllu"
-    bad.write_bytes("\n".join(GOOD).encode() + "\n".join(["", w("1", "café", "0", "root"), ""]).encode("latin-1"))
+    bad.write_bytes(
+        "\n".join(GOOD).encode()
+        + "\n".join(["", w("1", "café", "0", "root"), ""]).encode("latin-1")
+    )
     before = tree_digest(existing_store)
     assert main(["ingest", str(bad), "--store", str(existing_store)]) == 2
     assert f"{bad}:4: invalid UTF-8 (byte 0xe9" in capsys.readouterr().err
@@ -103,7 +140,9 @@ def test_same_file_twice_is_refused(
     assert tree_digest(existing_store) == before
 
 
-def test_failed_first_ingest_leaves_no_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_first_ingest_leaves_no_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.conllu"
     bad.write_text(w("1", "A", "9"), encoding="utf-8")
     assert main(["ingest", str(bad), "--store", str(tmp_path / "new")]) == 2

@@ -1,0 +1,265 @@
+"""Sites: the writer API, lazy reads, crash safety and resume."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import numpy as np
+import pytest
+import zarr
+
+import actstore
+
+N_UNITS = 6
+
+
+def reference(rows: np.ndarray, n_units: int = N_UNITS) -> np.ndarray:
+    """Values a test site holds: a smooth function of row and unit, computed here."""
+    return np.sin(rows[:, None] * 0.001 + np.arange(n_units)[None, :]).astype(np.float32)
+
+
+def fill(writer: actstore.SiteWriter, block_rows: int = 100) -> None:
+    for start, stop in writer.pending_ranges():
+        for a in range(start, stop, block_rows):
+            b = min(a + block_rows, stop)
+            writer.write(a, reference(np.arange(a, b)))
+
+
+def test_write_out_of_order_then_read(writable_store: actstore.Store) -> None:
+    writer = writable_store.create_site(
+        "toy/layer.0", n_units=N_UNITS, chunk_rows=1000, provenance={"model": "toy"}
+    )
+    n = writable_store.n_rows("tokens")
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(np.arange(1, n), 300, replace=False))
+    blocks = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True))
+    rng.shuffle(blocks)  # rows arrive in any order, e.g. sentences sorted by length
+    for a, b in blocks:
+        writer.write(a, reference(np.arange(a, b)))
+    assert writer.complete and writer.buffered_rows == 0
+    writer.commit()
+    site = writable_store.sites["toy/layer.0"]
+    assert (site.status, site.n_rows, site.n_units, site.dtype) == (
+        "complete",
+        n,
+        N_UNITS,
+        "float16",
+    )
+    assert not (writable_store.path / "progress").exists()
+
+    acts = writable_store.acts("toy/layer.0")
+    assert acts.dims == ("row", "unit") and acts.shape == (n, N_UNITS)
+    assert acts.dtype == np.float32  # read as float32: float16 sums lose precision
+    expected = reference(np.arange(n)).astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(acts.values, expected)
+    stored = writable_store.acts("toy/layer.0", dtype=None)
+    assert stored.dtype == np.float16
+    np.testing.assert_array_equal(stored.values, expected.astype(np.float16))
+
+    rows = writable_store.rows("upos = 'NOUN'")
+    nouns = writable_store.acts("toy/layer.0", rows)
+    assert nouns.shape == (rows.size, N_UNITS)
+    np.testing.assert_array_equal(nouns["row"].values, rows)
+    np.testing.assert_array_equal(nouns.values, expected[rows])
+    np.testing.assert_allclose(
+        nouns.mean("row").values, expected[rows].astype(np.float64).mean(0), rtol=1e-5
+    )
+    # blocks follow chunks: a selection touches only the chunks holding its rows
+    assert len(nouns.data.chunks[0]) == np.unique(rows // 1000).size
+
+
+def test_float32_and_bfloat16_round_trip(writable_store: actstore.Store) -> None:
+    values = reference(np.arange(writable_store.n_rows("tokens")))
+    for dtype in ("float32", "bfloat16"):
+        writer = writable_store.create_site(f"toy/{dtype}", n_units=N_UNITS, dtype=dtype)
+        writer.write(0, values)
+        writer.commit()
+        got = writable_store.acts(f"toy/{dtype}").values
+        assert got.dtype == np.float32
+        if dtype == "float32":
+            np.testing.assert_array_equal(got, values)
+        else:  # bfloat16 keeps 8 bits of mantissa: relative error below 2**-8
+            np.testing.assert_allclose(got, values, rtol=2**-8, atol=0)
+            assert not np.array_equal(got, values)
+
+
+def test_selection_reads_nothing(
+    writable_store: actstore.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """store.acts and selections on it build a graph only; any byte read would raise."""
+    writer = writable_store.create_site("toy/layer.0", n_units=N_UNITS, chunk_rows=512)
+    fill(writer)
+    writer.commit()
+
+    async def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a chunk was read")
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "get", refuse)
+    monkeypatch.setattr(zarr.storage.LocalStore, "get_partial_values", refuse)
+    acts = writable_store.acts("toy/layer.0", writable_store.rows("upos = 'VERB'"))
+    selected = acts.isel(row=slice(10, 500)).sel(unit=[1, 3])
+    reduced = (selected.astype("float32") ** 2).mean("row")
+    with pytest.raises(AssertionError, match="a chunk was read"):
+        reduced.compute()
+
+
+def test_redeclare_resumes_and_different_declaration_is_refused(
+    writable_store: actstore.Store,
+) -> None:
+    w1 = writable_store.create_site(
+        "toy/layer.0", n_units=N_UNITS, chunk_rows=4096, provenance={"model": "a"}
+    )
+    w1.write(0, reference(np.arange(5000)))  # chunk 0 full, chunk 1 partly buffered
+    w1.commit()
+    assert writable_store.sites["toy/layer.0"].status == "partial"
+    with pytest.raises(actstore.SiteError, match=r"incomplete \(1/7 chunks written\)"):
+        writable_store.acts("toy/layer.0")
+    w2 = writable_store.create_site(
+        "toy/layer.0", n_units=N_UNITS, chunk_rows=4096, provenance={"model": "a"}
+    )
+    assert w2.pending_ranges() == [(4096, writable_store.n_rows("tokens"))]
+    with pytest.raises(
+        actstore.SiteError, match=r"already exists with different provenance.*overwrite"
+    ):
+        writable_store.create_site(
+            "toy/layer.0", n_units=N_UNITS, chunk_rows=4096, provenance={"model": "b"}
+        )
+    w3 = writable_store.create_site(
+        "toy/layer.0", n_units=N_UNITS, chunk_rows=4096, provenance={"model": "b"}, overwrite=True
+    )
+    assert w3.pending_ranges() == [(0, writable_store.n_rows("tokens"))]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"name": "layer0"}, "invalid site name"),
+        ({"name": "m/../x"}, "invalid site name"),
+        ({"dtype": "int8"}, "unsupported site dtype 'int8'"),
+        ({"codec": "lz4"}, "unsupported codec 'lz4'"),
+        ({"table": "images"}, "no table 'images'"),
+        ({"n_units": 0}, "n_units must be a positive integer"),
+    ],
+)
+def test_bad_declarations(
+    writable_store: actstore.Store, kwargs: dict[str, object], match: str
+) -> None:
+    args: dict[str, object] = {"name": "m/layer.0", "n_units": 4, **kwargs}
+    name = args.pop("name")
+    with pytest.raises(actstore.ActStoreError, match=match):
+        writable_store.create_site(str(name), **args)  # type: ignore[arg-type]
+
+
+def test_bad_writes(writable_store: actstore.Store) -> None:
+    writer = writable_store.create_site("m/layer.0", n_units=4)
+    with pytest.raises(
+        actstore.SiteError, match=r"expected a block of shape \(rows, 4\), got \(2, 3\)"
+    ):
+        writer.write(0, np.zeros((2, 3)))
+    with pytest.raises(actstore.SiteError, match=r"outside 0\.\.25146"):
+        writer.write(25146, np.zeros((2, 4)))
+    block = np.zeros((3, 4))
+    block[1, 2] = np.nan
+    with pytest.raises(actstore.SiteError, match="row 11 holds NaN"):
+        writer.write(10, block)
+
+
+WRITER = """
+import sys, time, numpy as np, actstore
+sys.path.insert(0, sys.argv[2])
+from test_sites import reference
+delay = float(sys.argv[3])
+with actstore.open(sys.argv[1], mode="a") as store:
+    writer = store.create_site(
+        "toy/layer.0", n_units=6, chunk_rows=256, provenance={"model": "toy"}
+    )
+    for start, stop in writer.pending_ranges():
+        for a in range(start, stop, 100):
+            b = min(a + 100, stop)
+            writer.write(a, reference(np.arange(a, b)))
+            time.sleep(delay)
+    writer.commit()
+"""
+
+
+def run_writer(store: Path, delay: float) -> subprocess.Popen[bytes]:
+    here = str(Path(__file__).parent)
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(store), here, str(delay)])
+
+
+def copy_store(src: actstore.Store, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src.path, dst, ignore=shutil.ignore_patterns(".lock"))
+    return dst
+
+
+def test_sigkill_mid_write_then_resume_is_byte_identical(
+    writable_store: actstore.Store, tmp_path: Path
+) -> None:
+    killed = copy_store(writable_store, tmp_path / "killed")
+    clean = copy_store(writable_store, tmp_path / "clean")
+    proc = run_writer(killed, delay=0.01)
+    progress = killed / "progress" / "toy" / "layer.0"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(progress.glob("*.done"))) < 10:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_done = len(list(progress.glob("*.done")))
+    assert 10 <= n_done < 99, "the writer must die mid-way"
+
+    # The previous committed state is readable: tables intact, the site listed as partial.
+    with actstore.open(killed) as store:
+        assert store.n_rows("tokens") == 25147
+        assert store.sql("SELECT count(*) AS n FROM tokens")["n"].item() == 25147
+        assert store.sites["toy/layer.0"].status == "partial"
+        with pytest.raises(actstore.SiteError, match="incomplete"):
+            store.acts("toy/layer.0")
+
+    assert run_writer(killed, delay=0).wait() == 0
+    assert run_writer(clean, delay=0).wait() == 0
+    with actstore.open(killed) as a, actstore.open(clean) as b:
+        assert a.sites["toy/layer.0"].status == "complete"
+        np.testing.assert_array_equal(a.acts("toy/layer.0").values, b.acts("toy/layer.0").values)
+    chunks_a = sorted((killed / "arrays.zarr/toy/layer.0").rglob("c/*/*"))
+    chunks_b = sorted((clean / "arrays.zarr/toy/layer.0").rglob("c/*/*"))
+    assert len(chunks_a) == len(chunks_b) == 99
+    for fa, fb in zip(chunks_a, chunks_b, strict=True):
+        assert fa.read_bytes() == fb.read_bytes(), fa
+
+
+def test_failed_transaction_leaves_manifest_and_cleans_files(
+    writable_store: actstore.Store,
+) -> None:
+    import pyarrow as pa
+
+    before = copy.deepcopy(writable_store.manifest["tables"]["tokens"])
+    with pytest.raises(RuntimeError), writable_store.transaction():
+        writable_store.append_table("tokens", pa.table({"row": [1]}))
+        raise RuntimeError("crash")
+    assert writable_store.manifest["tables"]["tokens"] == before
+    orphan = writable_store.path / "tables/tokens/part-00001.parquet"
+    assert orphan.exists()
+    path = writable_store.path
+    writable_store.close()
+    actstore.open(path, mode="a").close()
+    assert not orphan.exists()
+
+
+def test_acts_works_with_dask_threads_and_processes(writable_store: actstore.Store) -> None:
+    writer = writable_store.create_site("toy/layer.0", n_units=N_UNITS, chunk_rows=2048)
+    fill(writer)
+    writer.commit()
+    acts = writable_store.acts("toy/layer.0").astype("float64")
+    expected = reference(np.arange(25147)).astype(np.float16).astype(np.float64).sum(0)
+    for scheduler in ("threads", "processes"):
+        with dask.config.set(scheduler=scheduler):
+            np.testing.assert_allclose(acts.sum("row").values, expected, rtol=1e-4)
