@@ -210,7 +210,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 "sentence lengths",
                 "SELECT count(*) AS sentences, min(n_words) AS min, median(n_words) AS median, "
                 "round(avg(n_words), 2) AS mean, max(n_words) AS max, "
-                "sum(n_tokens) AS surface_tokens FROM sentences",
+                "sum(n_tokens)::BIGINT AS surface_tokens FROM sentences",
             ),
         ]
         for title, query in summaries:
