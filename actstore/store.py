@@ -32,7 +32,7 @@ from actstore.errors import (
     StoreExistsError,
     StoreNotFoundError,
 )
-from actstore.lock import WriterLock
+from actstore.lock import WriterLock, commit_lock
 from actstore.manifest import (
     MANIFEST,
     PARTIAL_SUFFIX,
@@ -100,7 +100,8 @@ class Store:
         self._lock = lock
         self.manifest: Manifest = read_manifest(path)
         self._con: duckdb.DuckDBPyConnection | None = None
-        if mode == "a":
+        self.shared = lock is not None and lock.shared
+        if mode == "a" and not self.shared:
             self._remove_uncommitted()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -306,14 +307,33 @@ class Store:
         return sites[name]
 
     # -- writing -------------------------------------------------------------------------
-    def _require_writable(self) -> None:
+    def _require_writable(self, *, exclusive: bool = False) -> None:
         if self.mode != "a" or self._lock is None:
             raise ReadOnlyError(f"{self.path} is open read-only; use actstore.open(path, mode='a')")
+        if exclusive and self.shared:
+            raise ReadOnlyError(
+                f"{self.path} is open as a shared (shard) writer, which may only fill sites; "
+                "open it with mode='a' alone for this change"
+            )
 
     def commit(self) -> None:
         """Write the manifest (the commit point) and refresh SQL views."""
+        with self.update():
+            pass
+
+    @contextlib.contextmanager
+    def update(self) -> Iterator[Manifest]:
+        """Read-modify-write the manifest under the commit lock; written when the block ends.
+
+        A shared (shard) writer first reloads the manifest, so concurrent shards never
+        undo each other's changes. An exception inside the block writes nothing.
+        """
         self._require_writable()
-        write_manifest(self.path, self.manifest)
+        with commit_lock(self.path):
+            if self.shared:
+                self.manifest = read_manifest(self.path)
+            yield self.manifest
+            write_manifest(self.path, self.manifest)
         if self._con is not None:
             self._con.close()
             self._con = None
@@ -325,7 +345,7 @@ class Store:
         Files written inside a failed transaction are not named by the manifest and
         are deleted the next time the store is opened for writing.
         """
-        self._require_writable()
+        self._require_writable(exclusive=True)
         snapshot = copy.deepcopy(self.manifest)
         try:
             yield
@@ -339,7 +359,7 @@ class Store:
 
         ``kind`` is ``"tables"`` for corpus tables or ``"results"`` for analysis output.
         """
-        self._require_writable()
+        self._require_writable(exclusive=True)
         sql.check_table_name(name)
         entry = self.manifest[kind].setdefault(name, {"n_rows": 0, "parts": []})
         folder = self.path / (TABLES_DIR if kind == "tables" else RESULTS_DIR) / name
@@ -410,33 +430,33 @@ class Store:
             "provenance": provenance or {},
         }
         old = self.manifest["sites"].get(name)
-        if old is not None:
-            same = all(old[k] == v for k, v in declared.items())
-            if same:
-                return SiteWriter(self, name)
-            if not overwrite:
-                changed = [k for k, v in declared.items() if old[k] != v]
-                raise SiteError(
-                    f"site {name} already exists with different {', '.join(changed)}; "
-                    "pass overwrite=True (--overwrite) to replace it"
-                )
+        if old is not None and overwrite and any(old[k] != v for k, v in declared.items()):
             self.delete_site(name)
-        arrays.create_array(
-            self.path / ARRAYS_DIR / name, n_rows, n_units, dtype, int(chunk_rows), codec
-        )
-        self.manifest["sites"][name] = {
-            **declared,
-            "path": f"{ARRAYS_DIR}/{name}",
-            "status": "partial",
-            "done_chunks": 0,
-            "created": now_utc(),
-        }
-        self.commit()
+        with self.update() as manifest:  # shards declare the same site at once: decide here
+            old = manifest["sites"].get(name)
+            if old is not None:
+                changed = [k for k, v in declared.items() if old[k] != v]
+                if changed:
+                    raise SiteError(
+                        f"site {name} already exists with different {', '.join(changed)}; "
+                        "pass overwrite=True (--overwrite) to replace it"
+                    )
+            else:
+                arrays.create_array(
+                    self.path / ARRAYS_DIR / name, n_rows, n_units, dtype, int(chunk_rows), codec
+                )
+                manifest["sites"][name] = {
+                    **declared,
+                    "path": f"{ARRAYS_DIR}/{name}",
+                    "status": "partial",
+                    "done_chunks": 0,
+                    "created": now_utc(),
+                }
         return SiteWriter(self, name)
 
     def delete_site(self, name: str) -> None:
         """Remove a site from the manifest (committed), then its arrays and progress."""
-        self._require_writable()
+        self._require_writable(exclusive=True)
         self._site(name)
         del self.manifest["sites"][name]
         self.commit()
@@ -519,8 +539,12 @@ def create(path: str | Path, *, overwrite: bool = False) -> Store:
     return open_store(root, mode="a")
 
 
-def open_store(path: str | Path, mode: Literal["r", "a"] = "r") -> Store:
+def open_store(path: str | Path, mode: Literal["r", "a"] = "r", *, shared: bool = False) -> Store:
     """Open the store at ``path``: ``mode="r"`` to read, ``"a"`` to add to it.
+
+    ``shared=True`` (with ``mode="a"``) opens a shard writer: several processes may
+    hold the store this way at once to fill disjoint chunks of the same sites; other
+    changes need the exclusive writer (``mode="a"`` alone).
 
     Examples
     --------
@@ -535,7 +559,7 @@ def open_store(path: str | Path, mode: Literal["r", "a"] = "r") -> Store:
         raise StoreNotFoundError(str(root))
     if mode == "r":
         return Store(root, "r", None)
-    lock = WriterLock(root)
+    lock = WriterLock(root, shared=shared)
     lock.acquire()
     try:
         return Store(root, "a", lock)

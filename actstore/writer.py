@@ -56,11 +56,13 @@ class SiteWriter:
         self._progress = store.path / PROGRESS_DIR / name
         self._progress.mkdir(parents=True, exist_ok=True)
         self.done: set[int] = (
-            {int(p.name.split(".")[0]) for p in self._progress.glob("*.done")}
-            if entry["status"] != "complete"
-            else set(range(self.n_chunks))
+            self._marked() if entry["status"] != "complete" else set(range(self.n_chunks))
         )
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _marked(self) -> set[int]:
+        """Chunks with a done marker, written by this process or any other shard."""
+        return {int(p.name.split(".")[0]) for p in self._progress.glob("*.done")}
 
     # -- what is left ---------------------------------------------------------------
     def chunk_range(self, chunk: int) -> tuple[int, int]:
@@ -101,30 +103,45 @@ class SiteWriter:
                 f"site {self.name}: expected a block of shape (rows, {self.n_units}), "
                 f"got {values.shape}"
             )
-        stop = start + values.shape[0]
-        if start < 0 or stop > self.n_rows:
+        self.write_rows(np.arange(start, start + len(values)), values)
+
+    def write_rows(self, rows: np.ndarray, block: Any) -> None:
+        """Write ``block[i]`` as row ``rows[i]``; ``rows`` may come in any order.
+
+        Like :meth:`write`, for rows that are not contiguous (the words of a batch of
+        sentences sorted by length, say).
+        """
+        values = np.asarray(block)
+        rows = np.asarray(rows, dtype=np.int64)
+        if values.ndim != 2 or values.shape != (len(rows), self.n_units):
             raise SiteError(
-                f"site {self.name}: rows {start}..{stop - 1} are outside 0..{self.n_rows - 1}"
+                f"site {self.name}: expected a block of shape ({len(rows)}, {self.n_units}), "
+                f"got {values.shape}"
             )
-        if not np.isfinite(values).all():
-            bad = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0]) + start
-            raise SiteError(f"site {self.name}: row {bad} holds NaN or infinity")
+        if not rows.size:
+            return
+        if rows.min() < 0 or rows.max() >= self.n_rows:
+            raise SiteError(
+                f"site {self.name}: rows {rows.min()}..{rows.max()} are outside "
+                f"0..{self.n_rows - 1}"
+            )
+        finite = np.isfinite(values).all(axis=1)
+        if not finite.all():
+            raise SiteError(f"site {self.name}: row {rows[~finite][0]} holds NaN or infinity")
         values = self._to_storage(values)
-        row = start
-        while row < stop:
-            chunk = row // self.chunk_rows
-            c_start, c_stop = self.chunk_range(chunk)
-            upto = min(stop, c_stop)
-            if chunk not in self.done:
-                self._fill(chunk, row - c_start, values[row - start : upto - start])
-            row = upto
+        chunk_of = rows // self.chunk_rows
+        for chunk in np.unique(chunk_of).tolist():
+            if chunk in self.done:
+                continue
+            mine = chunk_of == chunk
+            self._fill(chunk, rows[mine] - chunk * self.chunk_rows, values[mine])
 
     def _to_storage(self, values: np.ndarray) -> np.ndarray:
         if self.dtype == "bfloat16":
             return to_bfloat16_bits(values.astype(np.float32, copy=False))
         return values.astype(STORAGE_DTYPES[self.dtype], copy=False)
 
-    def _fill(self, chunk: int, offset: int, values: np.ndarray) -> None:
+    def _fill(self, chunk: int, offsets: np.ndarray, values: np.ndarray) -> None:
         if chunk not in self._buffers:
             start, stop = self.chunk_range(chunk)
             self._buffers[chunk] = (
@@ -132,8 +149,8 @@ class SiteWriter:
                 np.zeros(stop - start, bool),
             )
         data, seen = self._buffers[chunk]
-        data[offset : offset + len(values)] = values
-        seen[offset : offset + len(values)] = True
+        data[offsets] = values
+        seen[offsets] = True
         if seen.all():
             self._flush(chunk)
 
@@ -151,11 +168,12 @@ class SiteWriter:
         Rows buffered in partly filled chunks are not written: a commit with pending
         chunks records the site as partial, and declaring it again resumes.
         """
-        entry = self.store.manifest["sites"][self.name]
-        entry["done_chunks"] = len(self.done)
-        if self.complete:
-            entry["status"] = "complete"
-        self.store.commit()
+        with self.store.update() as manifest:
+            self.done |= self._marked()
+            entry = manifest["sites"][self.name]
+            entry["done_chunks"] = len(self.done)
+            if self.complete:
+                entry["status"] = "complete"
         if self.complete:
             shutil.rmtree(self._progress, ignore_errors=True)
             _prune_empty_parents(self._progress.parent, self.store.path / PROGRESS_DIR)
