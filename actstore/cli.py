@@ -65,6 +65,25 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(p)
 
     p = verb(
+        "extract",
+        "run a transformer over the store's sentences and store word-aligned hidden states",
+        'actstore extract ewt.actstore --model minilm --sites "layer.*" --align mean',
+    )
+    p.add_argument("store", type=Path)
+    p.add_argument("--model", default="minilm", help="minilm, smollm2, an HF folder or a .gguf")
+    p.add_argument("--sites", default="*", help="glob over site names, e.g. 'layer.*' (all)")
+    p.add_argument(
+        "--align", default="mean", choices=("mean", "first", "last"), help="pieces -> word"
+    )
+    p.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--batch-tokens", type=int, help="padded tokens per batch (default by device)")
+    p.add_argument("--shard", default="0/1", help="I/N: this process does shard I of N")
+    p.add_argument("--max-length", type=int, help="window length (default: the model's limit)")
+    p.add_argument("--chunk-rows", type=int, help="rows per chunk (default: about 8 MiB)")
+    p.add_argument("--overwrite", action="store_true", help="replace sites made differently")
+
+    p = verb(
         "info", "describe a store: tables, sites, sources, bytes", "actstore info ewt.actstore"
     )
     p.add_argument("store", type=Path)
@@ -129,6 +148,30 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_extract(args: argparse.Namespace) -> None:
+    from extractors.transformer import ExtractOptions, extract, parse_shard
+
+    options = ExtractOptions(
+        model=args.model,
+        sites=args.sites,
+        align=args.align,
+        dtype=args.dtype,
+        device=args.device,
+        batch_tokens=args.batch_tokens,
+        shard=parse_shard(args.shard),
+        overwrite=args.overwrite,
+        max_length=args.max_length,
+        chunk_rows=args.chunk_rows,
+    )
+    report = extract(args.store, options)
+    print(
+        f"extracted {len(report.sites)} sites ({report.sites[0]} .. {report.sites[-1]}) "
+        f"over {report.rows:,} rows, {report.pieces:,} model tokens, {report.chunks_done} chunks "
+        f"on {report.device} in {report.seconds:.1f} s; "
+        f"{report.n_windowed} sentences needed windows"
+    )
+
+
 def cmd_sql(args: argparse.Namespace) -> None:
     with actstore.open(args.store) as store:
         emit(render(store.sql(args.query), args.format), args.output)
@@ -155,7 +198,8 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"  {name:<12} {t['n_rows']:>12,} rows  {t['n_parts']} part(s)")
     print("sites:" if info["sites"] else "sites: none")
     for name, s in info["sites"].items():
-        prov = ", ".join(f"{k}={v}" for k, v in s["provenance"].items())
+        keys = ("model", "hidden_state", "align", "dtype", "compute")
+        prov = ", ".join(f"{k}={s['provenance'][k]}" for k in keys if k in s["provenance"])
         print(
             f"  {name:<24} {s['table']} {s['shape'][0]:,}x{s['shape'][1]} {s['dtype']} "
             f"{s['status']} ({s['chunks_done']} chunks) {_size(s['bytes'])}  {prov}"
@@ -218,7 +262,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
             print(render(store.sql(query), "table"))
 
 
-COMMANDS = {"ingest": cmd_ingest, "sql": cmd_sql, "info": cmd_info, "demo": cmd_demo}
+COMMANDS = {
+    "extract": cmd_extract,
+    "ingest": cmd_ingest,
+    "sql": cmd_sql,
+    "info": cmd_info,
+    "demo": cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import re
 import shutil
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -365,12 +366,32 @@ class Store:
         folder = self.path / (TABLES_DIR if kind == "tables" else RESULTS_DIR) / name
         folder.mkdir(parents=True, exist_ok=True)
         rel = f"{folder.relative_to(self.path)}/part-{len(entry['parts']):05d}.parquet"
+        self._write_parquet(rel, table)
+        entry["parts"].append({"path": rel, "n_rows": table.num_rows, "first_row": entry["n_rows"]})
+        entry["n_rows"] += table.num_rows
+
+    def write_result(self, name: str, table: pa.Table) -> None:
+        """Write (or replace) the results table ``name`` and commit it.
+
+        Allowed for shard writers too. Replaced parts stay on disk until the next
+        exclusive writer opens the store, so readers holding the old manifest finish.
+        """
+        self._require_writable()
+        sql.check_table_name(name)
+        if name in self.manifest["tables"]:
+            raise SchemaError(f"{name!r} is a corpus table; choose another name for a result")
+        (self.path / RESULTS_DIR / name).mkdir(parents=True, exist_ok=True)
+        rel = f"{RESULTS_DIR}/{name}/part-{uuid.uuid4().hex[:16]}.parquet"
+        self._write_parquet(rel, table)
+        with self.update() as manifest:
+            part = {"path": rel, "n_rows": table.num_rows, "first_row": 0}
+            manifest["results"][name] = {"n_rows": table.num_rows, "parts": [part]}
+
+    def _write_parquet(self, rel: str, table: pa.Table) -> None:
         tmp = self.path / (rel + PARTIAL_SUFFIX)
         pq.write_table(table, tmp, compression="zstd", row_group_size=128 * 1024)
         tmp.replace(self.path / rel)
-        fsync_dir(folder)
-        entry["parts"].append({"path": rel, "n_rows": table.num_rows, "first_row": entry["n_rows"]})
-        entry["n_rows"] += table.num_rows
+        fsync_dir(tmp.parent)
 
     def create_site(
         self,

@@ -1,0 +1,233 @@
+"""Aligning model pieces (subword tokens) to UD words.
+
+The model sees each sentence's surface text, rebuilt from the words: multiword
+tokens appear once in their surface form ("don't" covers the words "do" and "n't")
+and ``SpaceAfter=No`` is respected. Each word maps to the pieces whose character
+span (whitespace trimmed) overlaps its surface token; those pieces are contiguous,
+so a word is the range ``[piece_first, piece_last]``.
+
+A sentence longer than the model accepts is cut into overlapping windows (half a
+window apart); each word takes its vector from the window where it has the most
+context on both sides. Nothing is truncated. See ``docs/EXTRACTION.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from actstore.errors import ActStoreError
+
+# flag bits stored per word
+IN_MWT = 1  # the word is part of a multiword token and shares its pieces
+SHARED_PIECE = 2  # a piece of this word also covers another surface token
+BORROWED = 4  # the tokenizer gave this word's token no piece; the nearest one is used
+WINDOWED = 8  # the sentence was processed in overlapping windows
+
+
+@dataclass
+class Words:
+    """The columns of the tokens table that alignment needs, as arrays in row order."""
+
+    row: np.ndarray
+    sentence_id: np.ndarray
+    position: np.ndarray
+    form: list[str]
+    mwt_start: list[int | None]
+    mwt_form: list[str | None]
+    space_after: list[bool]
+
+    @classmethod
+    def from_arrow(cls, table: Any) -> Words:
+        return cls(
+            row=table.column("row").to_numpy(),
+            sentence_id=table.column("sentence_id").to_numpy(),
+            position=table.column("position").to_numpy(),
+            form=table.column("form").to_pylist(),
+            mwt_start=table.column("mwt_start").to_pylist(),
+            mwt_form=table.column("mwt_form").to_pylist(),
+            space_after=table.column("space_after").to_pylist(),
+        )
+
+
+def surface_text(words: Words, lo: int, hi: int) -> tuple[str, np.ndarray, np.ndarray]:
+    """Text of the sentence in word rows ``lo:hi``, each word's token span, and token ids.
+
+    Returns the text, ``spans`` (one ``[start, end)`` per surface token) and, per
+    word, the index of its surface token.
+    """
+    parts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    token_of = np.empty(hi - lo, np.int64)
+    pos = 0
+    spaces_pending = False
+    for i in range(lo, hi):
+        mwt = words.mwt_start[i]
+        if mwt is not None and words.position[i] != mwt:
+            token_of[i - lo] = len(spans) - 1  # later word of the same multiword token
+            continue
+        piece = words.form[i] if mwt is None else str(words.mwt_form[i])
+        if spaces_pending:
+            parts.append(" ")
+            pos += 1
+        spans.append((pos, pos + len(piece)))
+        parts.append(piece)
+        pos += len(piece)
+        token_of[i - lo] = len(spans) - 1
+        spaces_pending = words.space_after[i]
+    return "".join(parts), np.asarray(spans, np.int64).reshape(-1, 2), token_of
+
+
+@dataclass
+class Alignment:
+    """Per word: its segment (model input) and piece range; per segment: input ids."""
+
+    segment: np.ndarray  # per word, global segment index
+    first: np.ndarray  # per word, first input position in its segment (specials counted)
+    last: np.ndarray  # per word, last input position in its segment
+    piece_first: np.ndarray  # per word, first piece of the sentence (no specials)
+    piece_last: np.ndarray
+    flags: np.ndarray
+    segment_ids: list[list[int]]  # input ids per segment, specials included
+    n_windowed: int
+    n_pieces: int
+
+    def table(self, words: Words) -> Any:
+        """The alignment as an Arrow table, one row per word."""
+        import pyarrow as pa
+
+        return pa.table(
+            {
+                "row": words.row,
+                "sentence_id": words.sentence_id,
+                "piece_first": self.piece_first.astype(np.int32),
+                "piece_last": self.piece_last.astype(np.int32),
+                "n_pieces": (self.piece_last - self.piece_first + 1).astype(np.int32),
+                "in_mwt": (self.flags & IN_MWT) > 0,
+                "shared_piece": (self.flags & SHARED_PIECE) > 0,
+                "borrowed": (self.flags & BORROWED) > 0,
+                "windowed": (self.flags & WINDOWED) > 0,
+            }
+        )
+
+
+def _token_pieces(
+    text: str, offsets: list[tuple[int, int]], spans: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First and last piece of each surface token, and whether a piece is shared."""
+    n_tok = len(spans)
+    first = np.full(n_tok, -1, np.int64)
+    last = np.full(n_tok, -1, np.int64)
+    shared = np.zeros(n_tok, bool)
+    for p, (a, b) in enumerate(offsets):
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        if a >= b:
+            continue
+        t0 = int(np.searchsorted(spans[:, 1], a, side="right"))
+        t1 = int(np.searchsorted(spans[:, 0], b, side="left")) - 1
+        for t in range(t0, t1 + 1):
+            if first[t] < 0:
+                first[t] = p
+            last[t] = p
+        if t1 > t0:
+            shared[t0 : t1 + 1] = True
+    return first, last, shared
+
+
+def align(
+    words: Words,
+    sentence_bounds: np.ndarray,
+    tokenizer: Any,
+    max_length: int,
+    prefix: list[int],
+    suffix: list[int],
+) -> Alignment:
+    """Align every word of the store to model pieces, cutting long sentences into windows.
+
+    ``sentence_bounds`` holds each sentence's first word row and one past its last.
+    """
+    n = len(words.row)
+    texts, layouts = [], []
+    for lo, hi in sentence_bounds:
+        text, spans, token_of = surface_text(words, int(lo), int(hi))
+        texts.append(text)
+        layouts.append((spans, token_of))
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    capacity = max_length - len(prefix) - len(suffix)
+    stride = max(1, capacity // 2)
+    out = Alignment(
+        segment=np.empty(n, np.int64),
+        first=np.empty(n, np.int64),
+        last=np.empty(n, np.int64),
+        piece_first=np.empty(n, np.int64),
+        piece_last=np.empty(n, np.int64),
+        flags=np.zeros(n, np.int64),
+        segment_ids=[],
+        n_windowed=0,
+        n_pieces=0,
+    )
+    for s, (lo, hi) in enumerate(sentence_bounds.tolist()):
+        ids = encoded["input_ids"][s]
+        out.n_pieces += len(ids)
+        spans, token_of = layouts[s]
+        t_first, t_last, t_shared = _token_pieces(texts[s], encoded["offset_mapping"][s], spans)
+        missing = t_first < 0
+        _fill_borrowed(t_first, t_last, len(ids), texts[s], lo)
+        p_first, p_last = t_first[token_of], t_last[token_of]
+        in_mwt = np.fromiter((m is not None for m in words.mwt_start[lo:hi]), bool, hi - lo)
+        flags = np.where(t_shared[token_of], SHARED_PIECE, 0)
+        flags |= np.where(in_mwt, IN_MWT, 0) | np.where(missing[token_of], BORROWED, 0)
+        out.piece_first[lo:hi], out.piece_last[lo:hi] = p_first, p_last
+        starts = _window_starts(len(ids), capacity, stride)
+        if len(starts) > 1:
+            out.n_windowed += 1
+            flags |= WINDOWED
+            if (p_last - p_first + 1).max() > capacity:
+                raise ActStoreError(
+                    f"sentence {int(words.sentence_id[lo])}: one word has more pieces than "
+                    f"the model's window ({capacity})"
+                )
+        best = _best_window(starts, p_first, p_last, capacity)
+        base = len(out.segment_ids)
+        for w_start in starts:
+            out.segment_ids.append(prefix + ids[w_start : w_start + capacity] + suffix)
+        out.segment[lo:hi] = base + best
+        offset = np.asarray(starts)[best]
+        out.first[lo:hi] = p_first - offset + len(prefix)
+        out.last[lo:hi] = p_last - offset + len(prefix)
+        out.flags[lo:hi] = flags
+    return out
+
+
+def _fill_borrowed(first: np.ndarray, last: np.ndarray, n_pieces: int, text: str, row: int) -> None:
+    """Tokens the tokenizer dropped (control characters, say) take the nearest piece."""
+    if n_pieces == 0:
+        raise ActStoreError(f"the tokenizer gave no pieces for the sentence at row {row}: {text!r}")
+    missing = np.flatnonzero(first < 0)
+    for t in missing.tolist():
+        before = last[:t][last[:t] >= 0]
+        after = first[t + 1 :][first[t + 1 :] >= 0]
+        piece = int(before[-1]) if before.size else int(after[0])
+        first[t] = last[t] = piece
+
+
+def _window_starts(n_pieces: int, capacity: int, stride: int) -> list[int]:
+    if n_pieces <= capacity:
+        return [0]
+    starts = list(range(0, n_pieces - capacity, stride))
+    return [*starts, n_pieces - capacity]
+
+
+def _best_window(
+    starts: list[int], first: np.ndarray, last: np.ndarray, capacity: int
+) -> np.ndarray:
+    """For each word, the window in which it has the most context on its poorer side."""
+    s = np.asarray(starts)[:, None]
+    fits = (first[None, :] >= s) & (last[None, :] < s + capacity)
+    context = np.minimum(first[None, :] - s, s + capacity - 1 - last[None, :])
+    return np.asarray(np.where(fits, context, -1).argmax(axis=0))
