@@ -101,7 +101,7 @@ def load(spec: ModelSpec) -> tuple[Any, Any]:
     import transformers
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
     kwargs: dict[str, Any] = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
     try:

@@ -1,0 +1,255 @@
+"""Transformer extraction against MiniLM-L6 and SmolLM2-135M, the real packaged models."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import actstore
+from extractors import models
+from extractors.transformer import ExtractOptions, extract
+
+from .contract import ExtractorContract, chunk_bytes, clone
+
+CHUNK_ROWS = "256"
+
+
+def minilm_options(**kwargs: object) -> ExtractOptions:
+    base: dict[str, object] = {"model": "minilm", "chunk_rows": int(CHUNK_ROWS), "device": "cpu"}
+    return ExtractOptions(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def template(ewt_slice: Path) -> Path:
+    return ewt_slice
+
+
+@pytest.fixture(scope="session")
+def extracted(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    store = clone(template, tmp_path_factory.mktemp("extracted") / "s")
+    extract(store, minilm_options())
+    return store
+
+
+@pytest.fixture(scope="session")
+def minilm() -> tuple[object, object]:
+    return models.load(models.resolve_model("minilm"))
+
+
+class TestMiniLMContract(ExtractorContract):
+    def run(self, store: Path) -> None:
+        extract(store, minilm_options())
+
+    def command(self, store: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "actstore.cli", "extract", str(store),
+            "--model", "minilm", "--chunk-rows", CHUNK_ROWS, "--device", "cpu",
+        ]  # fmt: skip
+
+
+def _sentences(store: actstore.Store, limit: int) -> list[dict[str, object]]:
+    """Surface tokens of the first sentences, each word's token index, from the tables."""
+    rows = store.sql(
+        "SELECT sentence_id, t.row, position, form, mwt_start, mwt_form, text FROM tokens t "
+        "JOIN sentences USING (sentence_id) WHERE sentence_id < ? ORDER BY t.row",
+        [limit],
+    ).to_dict("records")
+    out: dict[int, dict[str, object]] = {}
+    for r in rows:
+        s: dict[str, list[object]] = out.setdefault(  # type: ignore[assignment]
+            int(r["sentence_id"]), {"tokens": [], "word_token": [], "rows": [], "text": r["text"]}
+        )
+        mwt = r["mwt_start"]
+        if mwt is None or mwt != mwt or r["position"] == mwt:  # NaN-safe NULL test
+            s["tokens"].append(r["mwt_form"] if mwt == mwt and mwt is not None else r["form"])
+        s["word_token"].append(len(s["tokens"]) - 1)
+        s["rows"].append(int(r["row"]))
+    return list(out.values())  # type: ignore[arg-type]
+
+
+def test_vectors_equal_a_direct_single_sentence_call(
+    extracted: Path, minilm: tuple[object, object]
+) -> None:
+    """Batching and padding change nothing: each of 300 sentences run alone through the model,
+    aligned by Hugging Face's own word_ids(), gives the stored vectors (float16 tolerance)."""
+    tokenizer, model = minilm
+    with actstore.open(extracted) as store:
+        sentences = _sentences(store, 300)
+        align = store.sql(
+            "SELECT count(*) FILTER (in_mwt) AS mwt, count(*) FILTER (n_pieces >= 4) AS long "
+            "FROM align_minilm a JOIN tokens t USING (row) WHERE t.sentence_id < 300"
+        )
+        assert align["mwt"].item() > 10 and align["long"].item() > 10  # the hard cases are in
+        acts = {name: store.acts(name).values for name in store.sites}
+    compared = 0
+    for sentence in sentences:
+        encoded = tokenizer(sentence["tokens"], is_split_into_words=True, return_tensors="pt")  # type: ignore[operator]
+        whole = tokenizer(sentence["text"])["input_ids"]  # type: ignore[operator]
+        if encoded["input_ids"][0].tolist() != whole:
+            continue  # e.g. "cocker|spaniel" with SpaceAfter=No: word_ids() cannot align it
+        compared += 1
+        with torch.inference_mode():
+            hidden = model(**encoded, output_hidden_states=True).hidden_states  # type: ignore[operator]
+        word_ids = np.array([-1 if w is None else w for w in encoded.word_ids()])
+        for layer, name in enumerate(sorted(acts)):
+            states = hidden[layer][0].numpy()
+            for row, token in zip(sentence["rows"], sentence["word_token"], strict=True):  # type: ignore[call-overload]
+                expected = states[word_ids == token].mean(axis=0)
+                np.testing.assert_allclose(acts[name][row], expected, rtol=2e-3, atol=2e-3)
+    assert compared >= 250
+
+
+def test_alignment_table_is_queryable(extracted: Path) -> None:
+    with actstore.open(extracted) as store:
+        frame = store.sql(
+            "SELECT t.form, t.mwt_form, a.piece_first, a.piece_last, a.in_mwt "
+            "FROM align_minilm a JOIN tokens t USING (row) WHERE t.mwt_form = 'don''t' LIMIT 2"
+        )
+    # "don't" is one surface token; WordPiece cuts it into don + ' + t, shared by do and n't
+    assert frame["form"].tolist() == ["do", "n't"]
+    assert frame["in_mwt"].all()
+    assert (frame["piece_last"] - frame["piece_first"]).tolist() == [2, 2]
+
+
+def test_provenance_and_different_model_refused(ewt_small: Path, tmp_path: Path) -> None:
+    store_path = clone(ewt_small, tmp_path / "s")
+    extract(store_path, minilm_options(sites="layer.6"))
+    with actstore.open(store_path) as store:
+        prov = store.sites["minilm/layer.6"].provenance
+    assert (
+        prov["weights_sha256"]["model.safetensors"]
+        == models.sha256_files(models.resolve_model("minilm").weight_files)["model.safetensors"]
+    )
+    assert (prov["align"], prov["dtype"], prov["hidden_state"]) == ("mean", "float16", 6)
+    assert len(prov["corpus_sha256"]) == 64 and prov["n_windowed_sentences"] == 0
+    with pytest.raises(actstore.SiteError, match="already exists with different provenance"):
+        extract(store_path, minilm_options(sites="layer.6", align="first"))
+    extract(store_path, minilm_options(sites="layer.6", align="first", overwrite=True))
+    with actstore.open(store_path) as store:
+        assert store.sites["minilm/layer.6"].provenance["align"] == "first"
+
+
+def test_long_sentences_are_windowed_not_truncated(
+    ewt_small: Path, tmp_path: Path, minilm: tuple[object, object]
+) -> None:
+    """With a 16-piece limit most sentences need windows; every word still gets the vector
+    of one full window of its sentence, never of a truncated input."""
+    tokenizer, model = minilm
+    store_path = clone(ewt_small, tmp_path / "s")
+    extract(store_path, minilm_options(sites="layer.6", max_length=16))
+    with actstore.open(store_path) as store:
+        texts = store.sql("SELECT text FROM sentences ORDER BY row")["text"].tolist()
+        prov = store.sites["minilm/layer.6"].provenance
+        acts = store.acts("minilm/layer.6").values
+        align = store.sql("SELECT * FROM align_minilm ORDER BY row")
+        first_rows = store.sql("SELECT first_row, n_words FROM sentences ORDER BY row")
+    long = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) > 14 for t in texts]  # type: ignore[operator]
+    assert prov["n_windowed_sentences"] == sum(long) > 50
+    assert np.isfinite(acts).all() and (np.abs(acts).sum(axis=1) > 0).all()
+    # A windowed sentence: each word equals the mean of its pieces in one of the windows.
+    s = long.index(True)
+    lo, n = (int(x) for x in first_rows.iloc[s])
+    ids = tokenizer(texts[s], add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    outputs = []
+    # documented layout: windows half a window (7) apart, the last one flush with the end
+    for start in [*range(0, len(ids) - 14, 7), len(ids) - 14]:
+        window = [tokenizer.cls_token_id, *ids[start : start + 14], tokenizer.sep_token_id]  # type: ignore[attr-defined]
+        with torch.inference_mode():
+            hidden = model(torch.tensor([window]), output_hidden_states=True).hidden_states[6]  # type: ignore[operator]
+        outputs.append((start, hidden[0].numpy()))
+    for row in range(lo, lo + n):
+        a, b = int(align.piece_first[row]), int(align.piece_last[row])
+        assert align.windowed[row]
+        candidates = [
+            out[a - start + 1 : b - start + 2].mean(axis=0)
+            for start, out in outputs
+            if start <= a and b < start + 14
+        ]
+        assert any(np.allclose(acts[row], c, rtol=2e-3, atol=2e-3) for c in candidates), row
+
+
+def test_two_shards_equal_one_process(extracted: Path, template: Path, tmp_path: Path) -> None:
+    store_path = clone(template, tmp_path / "sharded")
+    procs = [
+        subprocess.Popen([*TestMiniLMContract().command(store_path), "--shard", f"{i}/2"])
+        for i in range(2)
+    ]
+    assert [p.wait() for p in procs] == [0, 0]
+    with actstore.open(store_path) as store:
+        assert {s.status for s in store.sites.values()} == {"complete"}
+    assert chunk_bytes(store_path) == chunk_bytes(extracted)
+
+
+def test_cli_reports_and_rejects_bad_options(
+    ewt_small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from actstore.cli import main
+
+    store_path = clone(ewt_small, tmp_path / "s")
+    assert main(["extract", str(store_path), "--sites", "layer.99"]) == 2
+    assert "--sites 'layer.99' matches none of minilm/layer.0" in capsys.readouterr().err
+    assert main(["extract", str(store_path), "--shard", "2/2"]) == 2
+    assert "--shard I/N needs 0 <= I < N" in capsys.readouterr().err
+    assert main(["extract", str(store_path), "--model", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert main(["extract", str(store_path), "--sites", "layer.0", "--dtype", "bfloat16"]) == 0
+    assert "extracted 1 sites (minilm/layer.0" in capsys.readouterr().out
+
+
+def test_smollm2_alignment_covers_each_word() -> None:
+    """GPT-2-style BPE: pieces carry their leading space ('Ġknow') and may span two words
+    ('".'); each word's pieces, decoded, contain its surface form."""
+    spec = models.resolve_model("smollm2")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(spec.folder, gguf_file=spec.gguf_file)
+    import pyarrow as pa
+
+    from extractors.align import SHARED_PIECE, Words, align
+
+    forms = ["I", "do", "n't", "know", ",", '"', "really", '"', "."]
+    table = pa.table(
+        {
+            "row": np.arange(9),
+            "sentence_id": np.zeros(9, np.int64),
+            "position": np.arange(1, 10),
+            "form": forms,
+            "mwt_start": [None, 2, 2, None, None, None, None, None, None],
+            "mwt_form": [None, "don't", "don't", None, None, None, None, None, None],
+            "space_after": [True, True, True, False, True, False, False, False, True],
+        }
+    )
+    words = Words.from_arrow(table)
+    result = align(words, np.array([[0, 9]]), tokenizer, 8192, [], [])
+    ids = result.segment_ids[0]
+    assert tokenizer.decode(ids) == 'I don\'t know, "really".'
+    for i, form in enumerate(forms):
+        decoded = tokenizer.decode(ids[result.first[i] : result.last[i] + 1])
+        assert form in decoded, (form, decoded)
+    assert result.flags[7] & SHARED_PIECE and result.flags[8] & SHARED_PIECE  # the '".' piece
+
+
+@pytest.mark.slow
+def test_smollm2_vectors_equal_a_direct_call(ewt_small: Path, tmp_path: Path) -> None:
+    store_path = clone(ewt_small, tmp_path / "s")
+    extract(store_path, ExtractOptions(model="smollm2", sites="layer.*", device="cpu"))
+    tokenizer, model = models.load(models.resolve_model("smollm2"))
+    with actstore.open(store_path) as store:
+        texts = store.sql("SELECT text, first_row, n_words FROM sentences ORDER BY row")
+        align = store.sql("SELECT piece_first, piece_last FROM align_smollm2 ORDER BY row")
+        layers = [store.acts(f"smollm2/layer.{i}").values for i in (0, 15, 30)]
+    base = model.base_model  # type: ignore[attr-defined]
+    for text, lo, n in texts.itertuples(index=False):
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"]  # type: ignore[operator]
+        with torch.inference_mode():
+            hidden = base(torch.tensor([ids]), output_hidden_states=True).hidden_states
+        for values, layer in zip(layers, (0, 15, 30), strict=True):
+            for row in range(lo, lo + n):
+                a, b = align.piece_first[row], align.piece_last[row]
+                expected = hidden[layer][0, a : b + 1].mean(0).numpy()
+                np.testing.assert_allclose(values[row], expected, rtol=5e-3, atol=5e-3)
