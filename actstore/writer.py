@@ -125,7 +125,7 @@ class SiteWriter:
                 f"site {self.name}: rows {rows.min()}..{rows.max()} are outside "
                 f"0..{self.n_rows - 1}"
             )
-        finite = np.isfinite(values).all(axis=1)
+        finite = _finite_rows(values)
         if not finite.all():
             raise SiteError(f"site {self.name}: row {rows[~finite][0]} holds NaN or infinity")
         values = self._to_storage(values)
@@ -188,3 +188,12 @@ def _prune_empty_parents(path: Path, stop: Path) -> None:
     while path != stop.parent and path.is_dir() and not any(path.iterdir()):
         path.rmdir()
         path = path.parent
+
+
+def _finite_rows(values: np.ndarray) -> np.ndarray:
+    """Rows without NaN or infinity. float16 is tested on its bits: numpy has no fast
+    float16 arithmetic, and an all-ones exponent is exactly what marks NaN and inf."""
+    if values.dtype == np.float16:
+        exponent = values.view(np.uint16) & np.uint16(0x7C00)
+        return np.asarray((exponent != 0x7C00).all(axis=1))
+    return np.asarray(np.isfinite(values).all(axis=1))

@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,15 +199,17 @@ class Runner:
         # float16 sites are converted on the device; bfloat16 ones by the writer from float32
         self.out_dtype = torch.float16 if out_dtype == "float16" else torch.float32
 
-    def forward(self, segment_ids: Sequence[list[int]]) -> Any:
-        """Hidden states of the chosen layers, shape (layers, batch, time, units), float32."""
+    def forward(self, segment_ids: Sequence[list[int]]) -> list[Any]:
+        """Hidden states of the chosen layers, each (batch, time, units)."""
         torch = self.torch
         longest = max(len(ids) for ids in segment_ids)
-        input_ids = torch.full((len(segment_ids), longest), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(segment_ids), longest), dtype=torch.long)
-        for b, ids in enumerate(segment_ids):
-            input_ids[b, : len(ids)] = torch.tensor(ids)
-            mask[b, : len(ids)] = 1
+        ids = np.full((len(segment_ids), longest), self.pad_id, dtype=np.int64)
+        for b, seg in enumerate(segment_ids):
+            ids[b, : len(seg)] = seg
+        input_ids = torch.from_numpy(ids)
+        mask = torch.from_numpy(
+            (np.arange(longest) < np.array([len(x) for x in segment_ids])[:, None]).astype(np.int64)
+        )
         if self.cuda:
             input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
             mask = mask.pin_memory().to(self.device, non_blocking=True)
@@ -216,32 +218,41 @@ class Runner:
             torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda),
         ):
             out = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
-        return torch.stack([out.hidden_states[i] for i in self.layers]).float()
+        return [out.hidden_states[i] for i in self.layers]
 
-    def pool(self, hidden: Any, spans: list[list[tuple[int, int]]]) -> Any:
-        """Word vectors from piece ranges: ``spans[b]`` lists ``(first, last)`` per word of
-        batch row ``b``. Returns (layers, words, units), words in batch order.
+    def pool(
+        self, hidden: list[Any], batch: np.ndarray, first: np.ndarray, last: np.ndarray
+    ) -> Any:
+        """Word vectors (layers, words, units) from piece ranges ``[first, last]`` of batch
+        rows ``batch`` (one entry per word, words grouped by batch row).
 
-        A block-diagonal pooling matrix (one per batch row) keeps this exact for
+        A block-diagonal pooling matrix (one block per batch row) keeps this exact for
         first/last, cheap, and deterministic on every device (no atomics).
         """
         torch = self.torch
-        n_layers, n_batch, n_time, n_units = hidden.shape
-        most = max(len(words) for words in spans)
-        weights = torch.zeros((n_batch, most, n_time), dtype=torch.float32)
-        keep = []
-        for b, words in enumerate(spans):
-            for j, (first, last) in enumerate(words):
-                if self.rule == "mean":
-                    weights[b, j, first : last + 1] = 1.0 / (last - first + 1)
-                else:
-                    weights[b, j, first if self.rule == "first" else last] = 1.0
-                keep.append(b * most + j)
-        weights = weights.to(self.device, non_blocking=self.cuda)
-        index = torch.tensor(keep, device=self.device)
+        n_batch, n_time, n_units = hidden[0].shape
+        starts = np.searchsorted(batch, np.arange(n_batch))
+        slot = np.arange(len(batch)) - starts[batch]
+        most = int(slot.max()) + 1
+        t = np.arange(n_time)
+        if self.rule == "mean":
+            inside = (t >= first[:, None]) & (t <= last[:, None])
+            rows = inside / (last - first + 1)[:, None]
+        else:
+            rows = t == (first if self.rule == "first" else last)[:, None]
+        weights = np.zeros((n_batch * most, n_time), np.float32)
+        keep = batch * most + slot
+        weights[keep] = rows
+        w = torch.from_numpy(weights.reshape(n_batch, most, n_time)).to(
+            self.device, non_blocking=self.cuda
+        )
+        index = torch.from_numpy(keep).to(self.device, non_blocking=self.cuda)
         with torch.inference_mode():
-            pooled = torch.matmul(weights, hidden).reshape(n_layers, n_batch * most, n_units)
-            return pooled.index_select(1, index).to(self.out_dtype)
+            pooled = [
+                torch.matmul(w, h.float()).reshape(n_batch * most, n_units).index_select(0, index)
+                for h in hidden
+            ]
+            return torch.stack(pooled).to(self.out_dtype)
 
     def to_host(self, values: Any) -> tuple[Any, Any]:
         """Copy to (pinned) host memory without blocking; the event marks completion."""
@@ -258,9 +269,11 @@ def extract(
     store_path: str | Path,
     options: ExtractOptions,
     *,
-    on_chunk: Callable[[int], None] | None = None,
+    loaded: tuple[Any, Any] | None = None,
 ) -> ExtractReport:
     """Extract word-aligned hidden states of a transformer into the store at ``store_path``.
+
+    ``loaded`` passes a ``(tokenizer, model)`` already loaded for ``options.model``.
 
     Examples
     --------
@@ -269,7 +282,7 @@ def extract(
     options.check()
     started = time.perf_counter()
     spec = models.resolve_model(options.model)
-    tokenizer, model = models.load(spec)
+    tokenizer, model = loaded or models.load(spec)
     device = pick_device(options.device)
     n_layers = int(model.config.num_hidden_layers)
     chosen = select_layers(spec.name, n_layers, options.sites)
@@ -307,8 +320,6 @@ def extract(
             for chunk in mine:
                 _extract_chunk(runner, background, writers[0], chunk, alignment, budget)
                 progress.advance(_chunk_rows(writers[0], chunk))
-                if on_chunk is not None:
-                    on_chunk(chunk)
         finally:
             background.close()
             progress.close()
@@ -354,23 +365,14 @@ def _extract_chunk(
     rows_of = _rows_by_segment(alignment.segment, lo, hi)
     for batch in batches(lengths, segments, budget):
         hidden = runner.forward([alignment.segment_ids[s] for s in batch.tolist()])
-        spans: list[list[tuple[int, int]]] = []
-        rows: list[np.ndarray] = []
-        for s in batch.tolist():
-            seg_rows = rows_of[s]
-            spans.append(
-                list(
-                    zip(
-                        alignment.first[seg_rows].tolist(),
-                        alignment.last[seg_rows].tolist(),
-                        strict=True,
-                    )
-                )
-            )
-            rows.append(seg_rows)
-        pooled = runner.pool(hidden, spans)
+        rows = [rows_of[seg] for seg in batch.tolist()]
+        row_index = np.concatenate(rows)
+        batch_row = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+        pooled = runner.pool(
+            hidden, batch_row, alignment.first[row_index], alignment.last[row_index]
+        )
         event, host = runner.to_host(pooled)
-        background.put(event, host, np.concatenate(rows))
+        background.put(event, host, row_index)
 
 
 def _rows_by_segment(segment: np.ndarray, lo: int, hi: int) -> dict[int, np.ndarray]:
