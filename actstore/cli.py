@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--store", type=Path, default=Path("runs/demo.actstore"), help="store to (re)build"
     )
+    p.add_argument("--model", default="minilm", help="model to extract (default: minilm)")
     return top
 
 
@@ -221,43 +222,70 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+DEMO_QUERIES: list[tuple[str, str]] = [
+    (
+        "words by UPOS",
+        "SELECT upos, count(*) AS n, round(100.0 * count(*) / sum(count(*)) OVER (), 2) AS pct "
+        "FROM tokens GROUP BY upos ORDER BY n DESC",
+    ),
+    (
+        "tree depth distribution (root = 1)",
+        "SELECT depth, count(*) AS n, round(avg(sentence_length), 1) AS mean_sentence_length "
+        "FROM tokens GROUP BY depth ORDER BY depth",
+    ),
+    (
+        "mean depth by UPOS",
+        "SELECT upos, round(avg(depth), 2) AS mean_depth, count(*) AS n FROM tokens "
+        "GROUP BY upos HAVING count(*) >= 100 ORDER BY mean_depth",
+    ),
+    (
+        "sentence lengths",
+        "SELECT count(*) AS sentences, min(n_words) AS min, median(n_words) AS median, "
+        "round(avg(n_words), 2) AS mean, max(n_words) AS max, "
+        "sum(n_tokens)::BIGINT AS surface_tokens FROM sentences",
+    ),
+    (
+        "model pieces per word (alignment; 6 = six or more)",
+        "SELECT least(n_pieces, 6) AS pieces, count(*) AS words, "
+        "count(*) FILTER (in_mwt) AS in_multiword_token, count(*) FILTER (windowed) AS windowed "
+        "FROM align_{model} GROUP BY ALL ORDER BY pieces",
+    ),
+]
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
+    from extractors.transformer import ExtractOptions, extract
+
     corpus = args.corpus or corpus_path(*DEFAULT_CORPUS)
     started = time.perf_counter()
     args.store.parent.mkdir(parents=True, exist_ok=True)
     with actstore.create(args.store, overwrite=True) as store:
         actstore.ingest_conllu(store, [corpus])
-        elapsed = time.perf_counter() - started
-        print(
-            f"== ingested {corpus} into {store.path} in {elapsed:.2f} s: "
-            f"{store.n_rows('tokens'):,} words, {store.n_rows('sentences'):,} sentences\n"
+    print(f"== ingested {corpus} in {time.perf_counter() - started:.2f} s")
+    report = extract(args.store, ExtractOptions(model=args.model))
+    print(
+        f"== extracted {args.model}: {len(report.sites)} sites over {report.rows:,} words "
+        f"({report.pieces:,} model tokens) on {report.device} in {report.seconds:.1f} s\n"
+    )
+    with actstore.open(args.store) as store:
+        sites = pd.DataFrame(
+            [
+                {
+                    "site": s.name,
+                    "rows": s.n_rows,
+                    "units": s.n_units,
+                    "dtype": s.dtype,
+                    "status": s.status,
+                    "MiB": round(info["bytes"] / 2**20, 1),
+                }
+                for s, info in zip(
+                    store.sites.values(), store.info()["sites"].values(), strict=True
+                )
+            ]
         )
-        summaries: list[tuple[str, str]] = [
-            (
-                "words by UPOS",
-                "SELECT upos, count(*) AS n, "
-                "round(100.0 * count(*) / sum(count(*)) OVER (), 2) AS pct "
-                "FROM tokens GROUP BY upos ORDER BY n DESC",
-            ),
-            (
-                "tree depth distribution (root = 1)",
-                "SELECT depth, count(*) AS n, "
-                "round(avg(sentence_length), 1) AS mean_sentence_length "
-                "FROM tokens GROUP BY depth ORDER BY depth",
-            ),
-            (
-                "mean depth by UPOS",
-                "SELECT upos, round(avg(depth), 2) AS mean_depth, count(*) AS n FROM tokens "
-                "GROUP BY upos HAVING count(*) >= 100 ORDER BY mean_depth",
-            ),
-            (
-                "sentence lengths",
-                "SELECT count(*) AS sentences, min(n_words) AS min, median(n_words) AS median, "
-                "round(avg(n_words), 2) AS mean, max(n_words) AS max, "
-                "sum(n_tokens)::BIGINT AS surface_tokens FROM sentences",
-            ),
-        ]
-        for title, query in summaries:
+        print(f"== store {store.path}: sites\n{render(sites, 'table')}")
+        for title, query in DEMO_QUERIES:
+            query = query.format(model=args.model)
             print(f"== {title}\n{query}")
             print(render(store.sql(query), "table"))
 
