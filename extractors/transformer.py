@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,6 @@ class ExtractReport:
     chunks_done: int
     n_windowed: int
     device: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -292,7 +291,7 @@ def extract(
     with actstore.open(store_path, mode="a", shared=count > 1) as store:
         words, bounds = load_words(store)
         alignment = align(words, bounds, tokenizer, limit, prefix, suffix)
-        provenance = _provenance(spec, tokenizer, model, options, limit, alignment, store)
+        provenance = _provenance(spec, tokenizer, model, options, device, limit, alignment, store)
         writers = [
             store.create_site(
                 name,
@@ -304,9 +303,10 @@ def extract(
             )
             for name, layer in chosen.items()
         ]
-        table_name = f"align_{spec.name.replace('-', '_').replace('.', '_')}"
-        if table_name not in store.manifest["results"] or options.overwrite:
-            store.write_result(table_name, alignment.table(words))
+        # the alignment of this model's latest extraction (cheap: rewritten every run)
+        store.write_result(
+            f"align_{spec.name.replace('-', '_').replace('.', '_')}", alignment.table(words)
+        )
         pending = sorted(set().union(*(w.pending_chunks() for w in writers)))
         n_chunks = writers[0].n_chunks
         mine = [c for c in pending if c * count // n_chunks == index]
@@ -325,7 +325,6 @@ def extract(
             progress.close()
         for writer in writers:
             writer.commit()
-        done = sum(w.complete for w in writers)
     return ExtractReport(
         sites=list(chosen),
         rows=len(words.row),
@@ -334,7 +333,6 @@ def extract(
         chunks_done=len(mine),
         n_windowed=alignment.n_windowed,
         device=device,
-        extra={"complete_sites": done},
     )
 
 
@@ -389,11 +387,11 @@ def _provenance(
     tokenizer: Any,
     model: Any,
     options: ExtractOptions,
+    device: str,
     limit: int,
     alignment: Alignment,
     store: actstore.Store,
 ) -> dict[str, Any]:
-    device = pick_device(options.device)
     return {
         "extractor": "transformer",
         "model": spec.name,
