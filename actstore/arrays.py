@@ -50,11 +50,17 @@ def read_dtype(dtype: str, as_dtype: str | None = None) -> np.dtype[Any]:
 
 
 def default_chunk_rows(n_rows: int, n_units: int, dtype: str) -> int:
-    """A power-of-two row count giving chunks near 8 MiB (within 4-16 MiB)."""
+    """Rows per chunk: chunks near 8 MiB (4-16 MiB), balanced so the last one is nearly full.
+
+    Zarr stores an edge chunk at full size, so a 25,000-row site in 8,192-row chunks
+    would spend 30% of its bytes on padding; four chunks of 6,400 rows spend 2%.
+    """
     row_bytes = n_units * np.dtype(STORAGE_DTYPES[dtype]).itemsize
-    rows = 1 << max(0, round(np.log2(max(1.0, TARGET_CHUNK_BYTES / row_bytes))))
-    small = 1 << max(0, int(n_rows - 1).bit_length())  # no chunk far larger than the site
-    return int(max(MIN_CHUNK_ROWS, min(rows, MAX_CHUNK_ROWS, max(small, MIN_CHUNK_ROWS))))
+    target = 1 << max(0, round(np.log2(max(1.0, TARGET_CHUNK_BYTES / row_bytes))))
+    target = min(max(target, MIN_CHUNK_ROWS), MAX_CHUNK_ROWS)
+    n_chunks = max(1, -(-n_rows // target))
+    balanced = -(-n_rows // n_chunks)
+    return int(-(-balanced // MIN_CHUNK_ROWS) * MIN_CHUNK_ROWS)
 
 
 def to_bfloat16_bits(values: np.ndarray) -> np.ndarray:

@@ -497,6 +497,10 @@ class Store:
                 if str(path.relative_to(self.path)) not in named:
                     path.unlink()
         (self.path / (MANIFEST + PARTIAL_SUFFIX)).unlink(missing_ok=True)
+        # zarr writes each chunk to "<chunk>.<uuid>.partial" and renames it; a killed
+        # writer leaves such files behind
+        for path in (self.path / ARRAYS_DIR).rglob("*" + PARTIAL_SUFFIX):
+            path.unlink()
         sites = self.manifest["sites"]
         arrays_root = self.path / ARRAYS_DIR
         for meta in list(arrays_root.glob("**/zarr.json")):

@@ -52,7 +52,8 @@ class SiteWriter:
         self.chunk_rows: int = entry["chunk_rows"]
         self.dtype: str = entry["dtype"]
         self.n_chunks: int = -(-self.n_rows // self.chunk_rows)
-        self._array: Any = zarr.open_array(str(store.path / entry["path"]), mode="r+")
+        self._dir = store.path / entry["path"]
+        self._array: Any = zarr.open_array(str(self._dir), mode="r+")
         self._progress = store.path / PROGRESS_DIR / name
         self._progress.mkdir(parents=True, exist_ok=True)
         self.done: set[int] = (
@@ -174,7 +175,9 @@ class SiteWriter:
             entry["done_chunks"] = len(self.done)
             if self.complete:
                 entry["status"] = "complete"
-        if self.complete:
+        if self.complete:  # nobody writes this site any more: drop a killed run's debris
+            for debris in self._dir.rglob("*.partial"):
+                debris.unlink(missing_ok=True)
             shutil.rmtree(self._progress, ignore_errors=True)
             _prune_empty_parents(self._progress.parent, self.store.path / PROGRESS_DIR)
 

@@ -263,3 +263,22 @@ def test_acts_works_with_dask_threads_and_processes(writable_store: actstore.Sto
     for scheduler in ("threads", "processes"):
         with dask.config.set(scheduler=scheduler):
             np.testing.assert_allclose(acts.sum("row").values, expected, rtol=1e-4)
+
+
+def test_debris_of_a_killed_chunk_write_is_removed(writable_store: actstore.Store) -> None:
+    """zarr writes a chunk to '<key>.<uuid>.partial' and renames it; SIGKILL can leave one."""
+    writer = writable_store.create_site("toy/layer.0", n_units=N_UNITS, chunk_rows=4096)
+    writer.write(0, reference(np.arange(4096)))
+    debris = writable_store.path / "arrays.zarr/toy/layer.0/c/1/0.0123abcd.partial"
+    debris.parent.mkdir(parents=True)
+    debris.write_bytes(b"half a chunk")
+    path = writable_store.path
+    writable_store.close()
+    with actstore.open(path, mode="a") as store:  # the next exclusive writer cleans up
+        assert not debris.exists()
+        assert (path / "arrays.zarr/toy/layer.0/c/0/0").exists()
+        writer = store.create_site("toy/layer.0", n_units=N_UNITS, chunk_rows=4096)
+        debris.write_bytes(b"left by a shard")
+        fill(writer)
+        writer.commit()  # complete: nobody writes the site any more
+        assert not debris.exists()

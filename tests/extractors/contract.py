@@ -88,4 +88,5 @@ class ExtractorContract:
             assert "partial" in statuses, "the extraction must be killed mid-way"
             assert store.n_rows("tokens") > 0  # the committed state is readable
         subprocess.run(self.command(killed), check=True)
+        assert not list((killed / "arrays.zarr").rglob("*.partial")), "debris of the killed run"
         assert chunk_bytes(killed) == chunk_bytes(extracted)
