@@ -107,7 +107,7 @@ def main() -> None:
                     template, loaded, device, Path(tmp) / "files"
                 ),
             },
-            repeat=2,
+            repeat=3,
         )
         with actstore.open(stores[-1]) as store:
             info = store.info()
@@ -115,7 +115,7 @@ def main() -> None:
         array_bytes = info["bytes"]["arrays"]
         raw = n_rows * 384 * 7 * 4
     print(
-        f"MiniLM-L6 over {corpus.name}: {n_rows:,} words, device {device}; best of 2, interleaved"
+        f"MiniLM-L6 over {corpus.name}: {n_rows:,} words, device {device}; best of 3, interleaved"
     )
     for name, seconds in best.items():
         print(f"  {name:<28} {seconds:8.2f} s  {n_rows / seconds:10,.0f} words/s")
