@@ -119,6 +119,8 @@ def corpus_sha256(store: actstore.Store) -> str:
 
 
 def load_words(store: actstore.Store) -> tuple[Words, np.ndarray]:
+    if not store.n_rows("tokens"):
+        raise SchemaError(f"{store.path} has no tokens yet: run `actstore ingest` first")
     table = store.sql(
         "SELECT row, sentence_id, position, form, mwt_start, mwt_form, space_after "
         "FROM tokens ORDER BY row",

@@ -197,6 +197,9 @@ def test_cli_reports_and_rejects_bad_options(
     assert "--shard I/N needs 0 <= I < N" in capsys.readouterr().err
     assert main(["extract", str(store_path), "--model", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+    actstore.create(tmp_path / "empty").close()
+    assert main(["extract", str(tmp_path / "empty")]) == 2
+    assert "has no tokens yet: run `actstore ingest` first" in capsys.readouterr().err
     assert main(["extract", str(store_path), "--sites", "layer.0", "--dtype", "bfloat16"]) == 0
     assert "extracted 1 sites (minilm/layer.0" in capsys.readouterr().out
 
