@@ -1,0 +1,253 @@
+"""Unit-level correlations with a token covariate, out of core (METHODS.md, "Correlations
+with sequence and tree statistics", unit-level).
+
+For every unit of a site, Pearson and Spearman correlation with a covariate such as
+``depth``, ``position`` or ``sentence_length`` over the selected tokens, with two-sided
+p-values and Benjamini-Hochberg adjusted q-values.
+
+Pearson is one pass: each block yields its count, means, sums of squared deviations
+and co-deviation, merged with Chan et al.'s pairwise update (stable in float64).
+
+Spearman is Pearson on ranks, and a unit's ranks need all its values, so per-chunk
+ranks would be wrong. Sites are stored in 16 bits (float16 or bfloat16), so a unit
+takes at most 65,536 distinct values: a first pass counts, per unit, how often each
+16-bit pattern occurs; the counts give every value's exact mid-rank (ties averaged,
+-0 equal to +0); a second pass replaces values by those ranks and runs the Pearson
+pass. Memory is units x 65,536 counts, independent of the number of rows. float32
+sites are ranked by sorting groups of units that fit a memory budget.
+
+Every pass is a dask graph of per-block partial results merged on the client, so it
+runs unchanged on the threaded scheduler or a ``dask.distributed`` client.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from dask.base import compute as _dask_compute
+from dask.delayed import delayed
+from scipy import stats
+
+import actstore
+from actstore.errors import SchemaError
+
+RANK_BUDGET_BYTES = 256 << 20
+_BINS = 1 << 16
+
+Moments = tuple[float, np.ndarray, float, np.ndarray, float, np.ndarray]
+
+
+def block_moments(x: np.ndarray, y: np.ndarray) -> Moments:
+    """(n, mean_x, mean_y, M2_x, M2_y, C_xy) of one block; x is rows x units."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    n = float(len(y))
+    if n == 0:
+        zeros = np.zeros(x.shape[1])
+        return 0.0, zeros, 0.0, zeros, 0.0, zeros
+    mx, my = x.mean(axis=0), float(y.mean())
+    dx, dy = x - mx, y - my
+    return n, mx, my, np.einsum("ij,ij->j", dx, dx), float(dy @ dy), dy @ dx
+
+
+def merge_moments(a: Moments, b: Moments) -> Moments:
+    """Chan, Golub and LeVeque's pairwise update of two blocks' moments."""
+    na, mxa, mya, sxa, sya, ca = a
+    nb, mxb, myb, sxb, syb, cb = b
+    n = na + nb
+    if nb == 0:
+        return a
+    if na == 0:
+        return b
+    ddx, ddy = mxb - mxa, myb - mya
+    w = na * nb / n
+    return (
+        n,
+        mxa + ddx * nb / n,
+        mya + ddy * nb / n,
+        sxa + sxb + ddx * ddx * w,
+        sya + syb + ddy * ddy * w,
+        ca + cb + ddx * ddy * w,
+    )
+
+
+def compute(*args: Any) -> Any:
+    """dask's compute, with the scheduler chosen by the caller's dask configuration."""
+    return _dask_compute(*args)  # type: ignore[no-untyped-call]
+
+
+def _tree(parts: list[Any], merge: Callable[[Any, Any], Any]) -> Any:
+    """A balanced tree of delayed merges: the scheduler frees each pair once merged."""
+    while len(parts) > 1:
+        pairs = [delayed(merge)(a, b) for a, b in zip(parts[::2], parts[1::2], strict=False)]
+        parts = pairs + ([parts[-1]] if len(parts) % 2 else [])
+    return parts[0]
+
+
+def pearson_from_moments(m: Moments) -> tuple[np.ndarray, np.ndarray]:
+    """Correlation per unit and its two-sided p-value (t test, n - 2 degrees of freedom)."""
+    n, _, _, sxx, syy, sxy = m
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.clip(sxy / np.sqrt(sxx * syy), -1.0, 1.0)
+        t = r * np.sqrt((n - 2) / np.maximum(1.0 - r * r, 1e-300))
+    p = 2 * stats.t.sf(np.abs(t), n - 2)
+    return r, np.where(np.isnan(r), np.nan, p)
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values); NaN stays NaN."""
+    q = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    values = p[ok]
+    order = np.argsort(values)
+    ranked = values[order] * len(values) / np.arange(1, len(values) + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty_like(values)
+    out[order] = np.minimum(adjusted, 1.0)
+    q[ok] = out
+    return q
+
+
+def _order_keys(bits: np.ndarray) -> np.ndarray:
+    """16-bit float patterns -> integers in the order of their values (-0 equals +0)."""
+    bits = np.where(bits == 0x8000, 0, bits).astype(np.int64)
+    return np.where(bits & 0x8000, 0xFFFF - bits, bits | 0x8000)
+
+
+def _bits16(block: np.ndarray) -> np.ndarray:
+    if block.dtype == np.float16:
+        return block.view(np.uint16)
+    return (np.ascontiguousarray(block, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def _histogram(block: np.ndarray) -> np.ndarray:
+    keys = _order_keys(_bits16(block))
+    n_units = keys.shape[1]
+    flat = keys + (np.arange(n_units) * _BINS)[None, :]
+    return np.bincount(flat.ravel(), minlength=n_units * _BINS).reshape(n_units, _BINS)
+
+
+def _rank_table(counts: np.ndarray) -> np.ndarray:
+    """Mid-rank (1-based, ties averaged) of every 16-bit key, per unit."""
+    before = np.cumsum(counts, axis=1) - counts
+    return np.asarray(before + (counts + 1) / 2.0)
+
+
+def _ranked_moments(block: np.ndarray, y_rank: np.ndarray, table: np.ndarray) -> Moments:
+    keys = _order_keys(_bits16(block))
+    return block_moments(table[np.arange(keys.shape[1])[None, :], keys], y_rank)
+
+
+def unit_correlations(
+    store: actstore.Store,
+    site: str,
+    covariate: str,
+    where: str | None = None,
+    *,
+    spearman: bool = True,
+) -> pd.DataFrame:
+    """Pearson and Spearman correlation of every unit of ``site`` with a token column.
+
+    Parameters
+    ----------
+    store
+        An open store.
+    site
+        Site name (aligned to ``tokens``).
+    covariate
+        A numeric column of ``tokens``: ``depth``, ``position``, ``sentence_length`` ...
+    where
+        Optional SQL condition selecting tokens (rows with a NULL covariate are left out).
+    spearman
+        Also compute the exact Spearman correlation (a second and third pass).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per unit and metric: ``site, target, unit, metric, value, p, q, n``.
+
+    Examples
+    --------
+    >>> unit_correlations(store, "minilm/layer.6", "depth", "upos = 'NOUN'")  # doctest: +SKIP
+    """
+    columns = store.sql("SELECT * FROM tokens LIMIT 0").columns
+    if covariate not in columns:
+        raise SchemaError(f"no column {covariate!r} in tokens; columns: {', '.join(columns)}")
+    quoted = '"' + covariate.replace('"', '""') + '"'
+    condition = f"({where}) AND {quoted} IS NOT NULL" if where else f"{quoted} IS NOT NULL"
+    frame = store.sql(f"SELECT row, {quoted} AS y FROM tokens WHERE {condition} ORDER BY row")
+    rows = frame["row"].to_numpy(np.int64)
+    try:
+        y = frame["y"].to_numpy(np.float64)
+    except (TypeError, ValueError):
+        raise SchemaError(f"column {covariate!r} is not numeric") from None
+    if rows.size < 3:
+        raise SchemaError(f"only {rows.size} tokens selected; correlations need at least 3")
+    acts = store.acts(site, rows, dtype=None)
+    x_blocks = acts.data.to_delayed().ravel().tolist()
+    bounds = np.cumsum((0, *acts.data.chunks[0]))
+    y_blocks = [y[a:b] for a, b in itertools.pairwise(bounds)]
+    parts = [delayed(block_moments)(xb, yb) for xb, yb in zip(x_blocks, y_blocks, strict=True)]
+    r, p = pearson_from_moments(compute(_tree(parts, merge_moments))[0])
+    results = [("pearson", r, p)]
+    if spearman:
+        rho, p_s = _spearman(acts, y, bounds)
+        results.append(("spearman", rho, p_s))
+    n_units = acts.sizes["unit"]
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "site": site,
+                    "target": covariate,
+                    "unit": np.arange(n_units),
+                    "metric": metric,
+                    "value": value,
+                    "p": pval,
+                    "q": benjamini_hochberg(pval),
+                    "n": rows.size,
+                }
+            )
+            for metric, value, pval in results
+        ],
+        ignore_index=True,
+    )
+
+
+def _spearman(acts: Any, y: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Spearman per unit, by groups of units whose rank tables fit the budget."""
+    y_rank = stats.rankdata(y)
+    rank_blocks = [y_rank[a:b] for a, b in itertools.pairwise(bounds)]
+    n_units = acts.sizes["unit"]
+    sixteen_bit = acts.attrs["stored_dtype"] in ("float16", "bfloat16")
+    per_unit = _BINS * 8 if sixteen_bit else len(y) * 8
+    group = max(1, RANK_BUDGET_BYTES // per_unit)
+    rho, p = np.empty(n_units), np.empty(n_units)
+    for u in range(0, n_units, group):
+        part = acts.isel(unit=slice(u, u + group))
+        if sixteen_bit:
+            moments = _ranked_pass(part.data.to_delayed().ravel().tolist(), rank_blocks)
+        else:  # float32: sort the group's columns in memory
+            ranks = stats.rankdata(part.values, axis=0)
+            moments = block_moments(ranks, y_rank)
+        rho[u : u + group], p[u : u + group] = pearson_from_moments(moments)
+    return rho, p
+
+
+def _ranked_pass(x_blocks: list[Any], rank_blocks: list[np.ndarray]) -> Moments:
+    """Pass 1: value counts per unit; pass 2: Pearson moments of (rank x, rank y)."""
+    counts = _tree([delayed(_histogram)(xb) for xb in x_blocks], np.add)
+    table = _rank_table(compute(counts)[0])
+    # named, so dask does not hash the (units x 65,536) table once per block
+    table_d = delayed(table, name=f"rank-table-{uuid.uuid4().hex}", traverse=False)
+    parts = [
+        delayed(_ranked_moments)(xb, rb, table_d)
+        for xb, rb in zip(x_blocks, rank_blocks, strict=True)
+    ]
+    result: Moments = compute(_tree(parts, merge_moments))[0]
+    return result

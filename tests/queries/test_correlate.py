@@ -1,0 +1,78 @@
+"""Unit correlations against scipy on the same values held in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import actstore
+from queries.correlate import benjamini_hochberg, unit_correlations
+
+N_UNITS = 5
+
+
+def make_site(store: actstore.Store, name: str, dtype: str, chunk_rows: int = 4096) -> np.ndarray:
+    """Units with known relations to depth: linear, monotone, none, coarse (many ties)."""
+    depth = store.sql("SELECT depth FROM tokens ORDER BY row")["depth"].to_numpy(np.float64)
+    rng = np.random.default_rng(1)
+    noise = rng.normal(size=(depth.size, N_UNITS))
+    values = np.stack(
+        [
+            0.3 * depth + noise[:, 0],
+            np.exp(0.4 * depth) + noise[:, 1],
+            noise[:, 2],
+            np.round(depth / 3 + noise[:, 3]),
+            -0.01 * depth + noise[:, 4],
+        ],
+        axis=1,
+    )
+    writer = store.create_site(name, n_units=N_UNITS, dtype=dtype, chunk_rows=chunk_rows)
+    writer.write(0, values)
+    writer.commit()
+    return np.asarray(store.acts(name).values, np.float64)  # the stored (rounded) values
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_matches_scipy(writable_store: actstore.Store, dtype: str) -> None:
+    stored = make_site(writable_store, f"toy/{dtype}", dtype)
+    where = "upos IN ('NOUN', 'VERB', 'ADJ')"
+    table = unit_correlations(writable_store, f"toy/{dtype}", "depth", where)
+    rows = writable_store.rows(where)
+    depth = writable_store.sql(f"SELECT depth FROM tokens WHERE {where} ORDER BY row")["depth"]
+    x, y = stored[rows], depth.to_numpy(np.float64)
+    assert set(table["n"]) == {rows.size}
+    for metric, reference in (("pearson", stats.pearsonr), ("spearman", stats.spearmanr)):
+        got = table[table.metric == metric].sort_values("unit")
+        expected = [reference(x[:, u], y) for u in range(N_UNITS)]
+        np.testing.assert_allclose(got["value"], [e[0] for e in expected], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got["p"], [e[1] for e in expected], rtol=1e-6, atol=1e-300)
+        np.testing.assert_allclose(got["q"], stats.false_discovery_control(got["p"]), rtol=1e-12)
+
+
+def test_benjamini_hochberg_hand_worked() -> None:
+    # p sorted: .01 .02 .03 .04 .2 -> x5/rank: .05 .05 .05 .05 .2 -> running min from the top
+    p = np.array([0.04, 0.01, 0.2, 0.03, 0.02, np.nan])
+    np.testing.assert_allclose(benjamini_hochberg(p), [0.05, 0.05, 0.2, 0.05, 0.05, np.nan])
+
+
+def test_bad_covariate(writable_store: actstore.Store) -> None:
+    make_site(writable_store, "toy/layer.0", "float16")
+    with pytest.raises(actstore.SchemaError, match="no column 'nope' in tokens"):
+        unit_correlations(writable_store, "toy/layer.0", "nope")
+    with pytest.raises(actstore.SchemaError, match="'upos' is not numeric"):
+        unit_correlations(writable_store, "toy/layer.0", "upos")
+    with pytest.raises(actstore.SchemaError, match="correlations need at least 3"):
+        unit_correlations(writable_store, "toy/layer.0", "depth", "row < 2")
+
+
+def test_runs_on_the_process_scheduler(writable_store: actstore.Store, tmp_path: Path) -> None:
+    import dask
+
+    make_site(writable_store, "toy/layer.0", "float16", chunk_rows=2048)
+    threads = unit_correlations(writable_store, "toy/layer.0", "position")
+    with dask.config.set(scheduler="processes", num_workers=2):
+        procs = unit_correlations(writable_store, "toy/layer.0", "position")
+    np.testing.assert_allclose(procs["value"], threads["value"], rtol=1e-12)
