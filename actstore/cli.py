@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 import actstore
 from actstore.data import DEFAULT_CORPUS, corpus_path
@@ -82,6 +83,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="window length (default: the model's limit)")
     p.add_argument("--chunk-rows", type=int, help="rows per chunk (default: about 8 MiB)")
     p.add_argument("--overwrite", action="store_true", help="replace sites made differently")
+
+    p = verb(
+        "correlate",
+        "correlate every unit of some sites with a token column (Pearson, exact Spearman)",
+        'actstore correlate ewt.actstore --sites "minilm/layer.*" --with depth --top 5',
+    )
+    p.add_argument("store", type=Path)
+    p.add_argument("--sites", required=True, help="glob(s) over site names, comma-separated")
+    p.add_argument("--with", dest="covariate", required=True, help="numeric tokens column")
+    p.add_argument("--where", help="SQL condition selecting tokens")
+    p.add_argument("--top", type=int, default=5, help="units per site and metric (0 = all)")
+    p.add_argument("--no-spearman", action="store_true", help="Pearson only (one pass)")
+    p.add_argument("--save", metavar="NAME", help="also store the full table as result NAME")
+    _output_options(p)
 
     p = verb(
         "info", "describe a store: tables, sites, sources, bytes", "actstore info ewt.actstore"
@@ -171,6 +186,37 @@ def cmd_extract(args: argparse.Namespace) -> None:
         f"on {report.device} in {report.seconds:.1f} s; "
         f"{report.n_windowed} sentences needed windows"
     )
+
+
+def cmd_correlate(args: argparse.Namespace) -> None:
+    from queries.correlate import unit_correlations
+    from queries.select import resolve_sites
+
+    with actstore.open(args.store, mode="a" if args.save else "r") as store:
+        tables = [
+            unit_correlations(
+                store, site, args.covariate, args.where, spearman=not args.no_spearman
+            )
+            for site in resolve_sites(store, args.sites)
+        ]
+        table = pd.concat(tables, ignore_index=True)
+        if args.save:
+            store.write_result(args.save, pa.Table.from_pandas(table, preserve_index=False))
+    if args.top:
+        ranked = table.assign(size=table["value"].abs()).sort_values("size", ascending=False)
+        table = ranked.groupby(["site", "metric"], sort=False).head(args.top).drop(columns="size")
+        table = table.sort_values(["site", "metric", "value"], key=_site_order).reset_index(
+            drop=True
+        )
+    emit(render(table, args.format), args.output)
+
+
+def _site_order(column: pd.Series) -> pd.Series:
+    if column.name == "site":
+        return column.str.replace(r"(\d+)", lambda m: m.group(1).zfill(6), regex=True)
+    if column.name == "value":
+        return -column.abs()
+    return column
 
 
 def cmd_sql(args: argparse.Namespace) -> None:
@@ -291,6 +337,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {
+    "correlate": cmd_correlate,
     "extract": cmd_extract,
     "ingest": cmd_ingest,
     "sql": cmd_sql,

@@ -76,3 +76,36 @@ def test_runs_on_the_process_scheduler(writable_store: actstore.Store, tmp_path:
     with dask.config.set(scheduler="processes", num_workers=2):
         procs = unit_correlations(writable_store, "toy/layer.0", "position")
     np.testing.assert_allclose(procs["value"], threads["value"], rtol=1e-12)
+
+
+def test_cli_prints_top_units_and_saves_the_table(
+    writable_store: actstore.Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    import pandas as pd
+
+    from actstore.cli import main
+
+    stored = make_site(writable_store, "toy/layer.0", "float16")
+    make_site(writable_store, "toy/layer.1", "float16")
+    depth = writable_store.sql("SELECT depth FROM tokens ORDER BY row")["depth"].to_numpy(float)
+    strongest = {
+        metric: int(np.argmax([abs(f(stored[:, u], depth)[0]) for u in range(N_UNITS)]))
+        for metric, f in (("pearson", stats.pearsonr), ("spearman", stats.spearmanr))
+    }
+    path = writable_store.path
+    writable_store.close()
+    args = ["correlate", str(path), "--sites", "toy/*", "--with", "depth", "--format", "csv"]
+    assert main([*args, "--top", "1", "--save", "depth_corr"]) == 0
+    top = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(top.columns[:5]) == ["site", "target", "unit", "metric", "value"]
+    assert len(top) == 4
+    assert {(m, u) for m, u in zip(top["metric"], top["unit"], strict=True)} == set(
+        strongest.items()
+    )
+    with actstore.open(path) as store:
+        saved = store.sql("SELECT site, metric, count(*) AS n FROM depth_corr GROUP BY ALL")
+    assert sorted(saved["n"]) == [N_UNITS] * 4
+    assert main(["correlate", str(path), "--sites", "nope/*", "--with", "depth"]) == 2
+    assert "no complete site matches 'nope/*'" in capsys.readouterr().err
