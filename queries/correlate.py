@@ -126,10 +126,12 @@ def _bits16(block: np.ndarray) -> np.ndarray:
 
 
 def _histogram(block: np.ndarray) -> np.ndarray:
-    keys = _order_keys(_bits16(block))
-    n_units = keys.shape[1]
-    flat = keys + (np.arange(n_units) * _BINS)[None, :]
-    return np.bincount(flat.ravel(), minlength=n_units * _BINS).reshape(n_units, _BINS)
+    """Per unit, how often each 16-bit key occurs in the block (int32: < 2**31 rows)."""
+    keys = np.ascontiguousarray(_order_keys(_bits16(block)).T)
+    out = np.empty((keys.shape[0], _BINS), np.int32)
+    for u, column in enumerate(keys):
+        out[u] = np.bincount(column, minlength=_BINS)
+    return out
 
 
 def _rank_table(counts: np.ndarray) -> np.ndarray:
@@ -139,8 +141,12 @@ def _rank_table(counts: np.ndarray) -> np.ndarray:
 
 
 def _ranked_moments(block: np.ndarray, y_rank: np.ndarray, table: np.ndarray) -> Moments:
-    keys = _order_keys(_bits16(block))
-    return block_moments(table[np.arange(keys.shape[1])[None, :], keys], y_rank)
+    """Moments of (rank of x, rank of y); one unit at a time so its table stays in cache."""
+    keys = np.ascontiguousarray(_order_keys(_bits16(block)).T)
+    ranks = np.empty(keys.shape[::-1], np.float64)
+    for u, column in enumerate(keys):
+        ranks[:, u] = table[u, column]
+    return block_moments(ranks, y_rank)
 
 
 def unit_correlations(
