@@ -312,6 +312,7 @@ def extract(
         pending = sorted(set().union(*(w.pending_chunks() for w in writers)))
         n_chunks = writers[0].n_chunks
         mine = [c for c in pending if c * count // n_chunks == index]
+        lengths = np.fromiter((len(ids) for ids in alignment.segment_ids), np.int64)
         budget = options.batch_tokens or (16384 if device.startswith("cuda") else 1024)
         runner = Runner(
             model, list(chosen.values()), options.align, device, _pad_id(tokenizer), options.dtype
@@ -320,7 +321,7 @@ def extract(
         background = BackgroundWriter(writers, options.writer_queue)
         try:
             for chunk in mine:
-                _extract_chunk(runner, background, writers[0], chunk, alignment, budget)
+                _extract_chunk(runner, background, writers[0], chunk, alignment, lengths, budget)
                 progress.advance(_chunk_rows(writers[0], chunk))
         finally:
             background.close()
@@ -356,12 +357,12 @@ def _extract_chunk(
     writer: actstore.SiteWriter,
     chunk: int,
     alignment: Alignment,
+    lengths: np.ndarray,
     budget: int,
 ) -> None:
     """All rows of one chunk: the segments holding them, in length-sorted batches."""
     lo, hi = writer.chunk_range(chunk)
     segments = np.unique(alignment.segment[lo:hi])
-    lengths = np.fromiter((len(ids) for ids in alignment.segment_ids), np.int64)
     rows_of = _rows_by_segment(alignment.segment, lo, hi)
     for batch in batches(lengths, segments, budget):
         hidden = runner.forward([alignment.segment_ids[s] for s in batch.tolist()])
