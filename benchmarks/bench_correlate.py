@@ -19,7 +19,8 @@ import pyarrow as pa
 from timing import compare, peak_rss_mib
 
 import actstore
-from queries.correlate import compute, unit_correlations
+from queries.correlate import unit_correlations
+from queries.reduce import compute
 
 
 def build(path: Path, n_rows: int, n_units: int) -> actstore.Store:

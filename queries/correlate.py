@@ -16,25 +16,25 @@ takes at most 65,536 distinct values: a first pass counts, per unit, how often e
 pass. Memory is units x 65,536 counts, independent of the number of rows. float32
 sites are ranked by sorting groups of units that fit a memory budget.
 
-Every pass is a dask graph of per-block partial results merged on the client, so it
-runs unchanged on the threaded scheduler or a ``dask.distributed`` client.
+Every pass is a dask graph of per-block partial results merged by a tree
+(``queries.reduce``), so it runs unchanged on the threaded scheduler or a
+``dask.distributed`` client.
 """
 
 from __future__ import annotations
 
 import itertools
-import uuid
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from dask.base import compute as _dask_compute
 from dask.delayed import delayed
 from scipy import stats
 
 import actstore
 from actstore.errors import SchemaError
+from queries.reduce import block_bounds, blocks, broadcast, compute, tree
+from queries.select import token_column
 
 RANK_BUDGET_BYTES = 256 << 20
 _BINS = 1 << 16
@@ -74,19 +74,6 @@ def merge_moments(a: Moments, b: Moments) -> Moments:
         sya + syb + ddy * ddy * w,
         ca + cb + ddx * ddy * w,
     )
-
-
-def compute(*args: Any) -> Any:
-    """dask's compute, with the scheduler chosen by the caller's dask configuration."""
-    return _dask_compute(*args)  # type: ignore[no-untyped-call]
-
-
-def _tree(parts: list[Any], merge: Callable[[Any, Any], Any]) -> Any:
-    """A balanced tree of delayed merges: the scheduler frees each pair once merged."""
-    while len(parts) > 1:
-        pairs = [delayed(merge)(a, b) for a, b in zip(parts[::2], parts[1::2], strict=False)]
-        parts = pairs + ([parts[-1]] if len(parts) % 2 else [])
-    return parts[0]
 
 
 def pearson_from_moments(m: Moments) -> tuple[np.ndarray, np.ndarray]:
@@ -181,10 +168,7 @@ def unit_correlations(
     --------
     >>> unit_correlations(store, "minilm/layer.6", "depth", "upos = 'NOUN'")  # doctest: +SKIP
     """
-    columns = store.sql("SELECT * FROM tokens LIMIT 0").columns
-    if covariate not in columns:
-        raise SchemaError(f"no column {covariate!r} in tokens; columns: {', '.join(columns)}")
-    quoted = '"' + covariate.replace('"', '""') + '"'
+    quoted = token_column(store, covariate)
     condition = f"({where}) AND {quoted} IS NOT NULL" if where else f"{quoted} IS NOT NULL"
     frame = store.sql(f"SELECT row, {quoted} AS y FROM tokens WHERE {condition} ORDER BY row")
     rows = frame["row"].to_numpy(np.int64)
@@ -195,11 +179,11 @@ def unit_correlations(
     if rows.size < 3:
         raise SchemaError(f"only {rows.size} tokens selected; correlations need at least 3")
     acts = store.acts(site, rows, dtype=None)
-    x_blocks = acts.data.to_delayed().ravel().tolist()
-    bounds = np.cumsum((0, *acts.data.chunks[0]))
+    x_blocks = blocks(acts)
+    bounds = block_bounds(acts)
     y_blocks = [y[a:b] for a, b in itertools.pairwise(bounds)]
     parts = [delayed(block_moments)(xb, yb) for xb, yb in zip(x_blocks, y_blocks, strict=True)]
-    r, p = pearson_from_moments(compute(_tree(parts, merge_moments))[0])
+    r, p = pearson_from_moments(compute(tree(parts, merge_moments))[0])
     results = [("pearson", r, p)]
     if spearman:
         rho, p_s = _spearman(acts, y, bounds)
@@ -237,7 +221,7 @@ def _spearman(acts: Any, y: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray,
     for u in range(0, n_units, group):
         part = acts.isel(unit=slice(u, u + group))
         if sixteen_bit:
-            moments = _ranked_pass(part.data.to_delayed().ravel().tolist(), rank_blocks)
+            moments = _ranked_pass(blocks(part), rank_blocks)
         else:  # float32: sort the group's columns in memory
             ranks = stats.rankdata(part.values, axis=0)
             moments = block_moments(ranks, y_rank)
@@ -247,13 +231,12 @@ def _spearman(acts: Any, y: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray,
 
 def _ranked_pass(x_blocks: list[Any], rank_blocks: list[np.ndarray]) -> Moments:
     """Pass 1: value counts per unit; pass 2: Pearson moments of (rank x, rank y)."""
-    counts = _tree([delayed(_histogram)(xb) for xb in x_blocks], np.add)
+    counts = tree([delayed(_histogram)(xb) for xb in x_blocks], np.add)
     table = _rank_table(compute(counts)[0])
-    # named, so dask does not hash the (units x 65,536) table once per block
-    table_d = delayed(table, name=f"rank-table-{uuid.uuid4().hex}", traverse=False)
+    table_d = broadcast(table)  # (units x 65,536): shared, never hashed or copied per block
     parts = [
         delayed(_ranked_moments)(xb, rb, table_d)
         for xb, rb in zip(x_blocks, rank_blocks, strict=True)
     ]
-    result: Moments = compute(_tree(parts, merge_moments))[0]
+    result: Moments = compute(tree(parts, merge_moments))[0]
     return result

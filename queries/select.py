@@ -1,11 +1,15 @@
-"""Choosing what an analysis reads: sites by glob."""
+"""Choosing what an analysis reads: sites by glob, token columns checked against the schema."""
 
 from __future__ import annotations
 
 import fnmatch
+import re
+
+import numpy as np
+import pyarrow as pa
 
 import actstore
-from actstore.errors import SiteNotFoundError
+from actstore.errors import SchemaError, SiteNotFoundError
 
 
 def resolve_sites(store: actstore.Store, pattern: str) -> list[str]:
@@ -18,10 +22,34 @@ def resolve_sites(store: actstore.Store, pattern: str) -> list[str]:
         raise SiteNotFoundError(
             f"no complete site matches {pattern!r}; sites: {', '.join(sorted(complete)) or 'none'}"
         )
-    return sorted(chosen, key=_natural)
+    return sorted(chosen, key=natural_key)
 
 
-def _natural(name: str) -> list[object]:
-    import re
-
+def natural_key(name: str) -> list[object]:
+    """Sort key that orders the numbers inside names by value (``layer.2`` < ``layer.10``)."""
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def token_column(store: actstore.Store, name: str) -> str:
+    """``name`` quoted for SQL, after checking it is a column of ``tokens``."""
+    columns = list(store.sql("SELECT * FROM tokens LIMIT 0").columns)
+    if name not in columns:
+        raise SchemaError(f"no column {name!r} in tokens; columns: {', '.join(columns)}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def where_clause(where: str | None) -> str:
+    """`` WHERE (...)`` for an optional user condition, or nothing."""
+    return f" WHERE ({where})" if where and where.strip() else ""
+
+
+def categorical_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """A column as integer codes into its sorted distinct values (as text); NULL is -1."""
+    encoded = column.cast(pa.string()).combine_chunks().dictionary_encode()
+    names = encoded.dictionary.to_pylist()
+    order = np.argsort(np.array(names, dtype=object)) if names else np.zeros(0, np.int64)
+    remap = np.empty(len(names), np.int64)
+    remap[order] = np.arange(len(names))
+    indices = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = np.where(indices >= 0, remap[np.maximum(indices, 0)], -1)
+    return codes, [names[i] for i in order]

@@ -1,0 +1,313 @@
+"""Diagnostic classifiers over stored sites (METHODS.md, "Decoding probes").
+
+A softmax probe decodes a token column (UPOS, deprel, a UD feature ...) of word
+``w + k`` from the activation at word ``w``, for each offset ``k`` asked for, on a
+90/10 split grouped by sentence. It trains on mini-batches streamed from the site's
+chunks and never holds the site in memory: per epoch, chunks are read in a random
+order (the next one read ahead by a thread) into a shuffling pool of a fixed number
+of rows. All heads (offsets, and the control task) train together on the same
+batches, so the site is read once per epoch whatever the number of heads.
+
+- Features that apply to some words only: the other words get the label ``N/A``
+  and are trained on, but accuracy counts only words that carry the feature.
+- Control task (Hewitt and Liang 2019): every word type (``form``) gets a fixed
+  random label drawn from the distribution of the real labels; selectivity is
+  accuracy minus control accuracy.
+- Split: the selected words' sentences in a seeded random order, taken for the test
+  side until it holds ``test_fraction`` of the words.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import f1_score
+
+import actstore
+from actstore.errors import SchemaError
+from queries.linear import Batches, Schedule, logits, resolve_device, train_softmax
+from queries.reduce import block_bounds, blocks, compute
+from queries.select import categorical_codes, token_column
+
+NA = "N/A"
+POOL_ROWS = 32768
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What to decode and how to train. ``target`` is any column of ``tokens``."""
+
+    target: str
+    where: str | None = None
+    offsets: tuple[int, ...] = (0,)
+    control: bool = False
+    control_type: str = "form"
+    device: str = "auto"
+    seed: int = 0
+    test_fraction: float = 0.1
+    epochs: float = 10.0
+    min_steps: int = 2000
+    batch_size: int = 512
+    learning_rate: float = 0.01
+    alpha: float = 1e-4
+
+
+@dataclass(frozen=True)
+class Head:
+    """One label set: the real target or its control task, at one word offset."""
+
+    offset: int
+    control: bool
+    classes: list[str]
+
+
+@dataclass
+class Labels:
+    """Selected rows, their split and every head's class codes (-1: no label here).
+
+    ``scored`` marks, per head, the words whose label counts for accuracy: a real
+    value of the target (not ``N/A``) within the sentence.
+    """
+
+    rows: np.ndarray
+    test: np.ndarray
+    codes: np.ndarray
+    scored: np.ndarray
+    heads: list[Head]
+
+
+def prepare_labels(store: actstore.Store, options: ProbeOptions) -> Labels:
+    """Read the target (and word types) once; build the split and the heads' labels."""
+    target = token_column(store, options.target)
+    kind = token_column(store, options.control_type)
+    table = store.sql(
+        f"SELECT sentence_id, {target} AS y, {kind} AS w FROM tokens ORDER BY row", arrow=True
+    )
+    sentence = table.column("sentence_id").to_numpy().astype(np.int64)
+    values, names = categorical_codes(table.column("y"))
+    rows = store.rows(options.where)
+    if rows.size == 0:
+        raise SchemaError(f"no tokens selected by --where {options.where!r}")
+    present = np.unique(values[rows][values[rows] >= 0])
+    if present.size < 2:
+        raise SchemaError(
+            f"target {options.target!r} has {present.size} class(es) on the selected tokens; "
+            "a probe needs at least 2"
+        )
+    test = _sentence_split(sentence[rows], options.test_fraction, options.seed)
+    control = None
+    if options.control:
+        types, _ = categorical_codes(table.column("w"))
+        control = _control_labels(values, types, rows[~test], len(names), options.seed)
+    heads, columns, scored = [], [], []
+    for offset in options.offsets:
+        neighbour = rows + offset
+        inside = (neighbour >= 0) & (neighbour < sentence.size)
+        neighbour = np.where(inside, neighbour, 0)
+        inside &= sentence[neighbour] == sentence[rows]
+        real = np.where(inside, values[neighbour], -2)  # -2: no word there, -1: N/A
+        for is_control, source in ((False, values), (True, control)):
+            if source is None:
+                continue
+            raw = np.where(real == -2, -2, np.where(real == -1, -1, source[neighbour]))
+            classes, head_codes = _head_classes(raw, names)
+            heads.append(Head(offset, is_control, classes))
+            columns.append(head_codes)
+            scored.append(raw >= 0)
+    return Labels(rows, test, np.stack(columns, axis=1), np.stack(scored, axis=1), heads)
+
+
+def _sentence_split(sentence: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Test mask: whole sentences in a seeded random order until ``fraction`` of the words."""
+    if not 0 < fraction < 1:
+        raise SchemaError(f"test fraction must lie between 0 and 1, got {fraction}")
+    ids, counts = np.unique(sentence, return_counts=True)
+    if ids.size < 2:
+        raise SchemaError("the selected tokens come from one sentence; a split needs two")
+    order = np.random.default_rng(seed).permutation(ids.size)
+    filled = np.cumsum(counts[order])
+    n_test = min(int(np.searchsorted(filled, fraction * sentence.size)) + 1, ids.size - 1)
+    return np.isin(sentence, ids[order[:n_test]])
+
+
+def _control_labels(
+    values: np.ndarray, types: np.ndarray, train_rows: np.ndarray, n_names: int, seed: int
+) -> np.ndarray:
+    """Per row, the control label of its word type, drawn once per type from the
+    distribution of the real labels on the training words (N/A rows stay N/A)."""
+    real = values[train_rows]
+    freq = np.bincount(real[real >= 0], minlength=n_names).astype(np.float64)
+    rng = np.random.default_rng([seed, 1])
+    per_type = rng.choice(n_names, size=int(types.max()) + 2, p=freq / freq.sum())
+    return np.where(values >= 0, per_type[types], -1)
+
+
+def _head_classes(raw: np.ndarray, names: list[str]) -> tuple[list[str], np.ndarray]:
+    """Class names of one head (``N/A`` last when present) and codes into them."""
+    used = np.unique(raw[raw >= 0])
+    classes = [names[i] for i in used]
+    remap = np.full(len(names), -1, np.int64)
+    remap[used] = np.arange(used.size)
+    codes = np.where(raw >= 0, remap[np.maximum(raw, 0)], -1)
+    if (raw == -1).any():
+        codes = np.where(raw == -1, len(classes), codes)
+        classes.append(NA)
+    return classes, codes
+
+
+def probe(
+    store: actstore.Store, site: str, options: ProbeOptions, labels: Labels | None = None
+) -> pd.DataFrame:
+    """Train and score the probes of ``options`` on one site.
+
+    Returns a tidy table: ``site, target, word_offset, metric, value, n, n_train,
+    n_classes, seed`` with metrics ``accuracy``, ``macro_f1``, ``majority`` (the
+    majority-class baseline) and, with a control task, ``control_accuracy`` and
+    ``selectivity``. ``n`` counts the scored test words, ``n_train`` the scored
+    training words. Pass ``labels`` from :func:`prepare_labels` to reuse them across sites.
+
+    Examples
+    --------
+    >>> probe(store, "minilm/layer.3", ProbeOptions("upos", control=True))  # doctest: +SKIP
+    """
+    labels = labels or prepare_labels(store, options)
+    device = resolve_device(options.device)
+    train_rows, test_rows = labels.rows[~labels.test], labels.rows[labels.test]
+    train_codes = labels.codes[~labels.test]
+    acts = store.acts(site, train_rows)
+    parts, bounds = blocks(acts), block_bounds(acts)
+    mean, scale = _standardisation(parts)
+    schedule = Schedule.for_rows(
+        train_rows.size,
+        epochs=options.epochs,
+        min_steps=options.min_steps,
+        batch_size=options.batch_size,
+        learning_rate=options.learning_rate,
+        alpha=options.alpha,
+    )
+    rng = np.random.default_rng([options.seed, 2])
+    stream = _pooled_batches(parts, bounds, train_codes, options.batch_size, rng)
+    weights = train_softmax(
+        stream, mean, scale, [len(h.classes) for h in labels.heads], schedule, device
+    )
+    predicted = _predict(store.acts(site, test_rows), weights)
+    return _score(site, options, labels, predicted)
+
+
+def _read(part: object) -> np.ndarray:
+    """One block, read in this process (the probe's loop is local, whatever the scheduler)."""
+    return np.asarray(compute(part, scheduler="sync")[0], np.float32)
+
+
+def _standardisation(parts: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of every unit over the training rows (one pass)."""
+    n, total, squares = 0, 0.0, 0.0
+    for part in parts:
+        x = _read(part).astype(np.float64)
+        n += len(x)
+        total = total + x.sum(axis=0)
+        squares = squares + np.einsum("ij,ij->j", x, x)
+    mean = np.asarray(total) / n
+    scale = np.sqrt(np.maximum(np.asarray(squares) / n - mean * mean, 0.0))
+    scale[scale == 0] = 1.0
+    return mean, scale
+
+
+def _pooled_batches(
+    parts: Sequence[object],
+    bounds: np.ndarray,
+    codes: np.ndarray,
+    batch: int,
+    rng: np.random.Generator,
+) -> Batches:
+    """Endless mini-batches: each epoch reads the blocks in a random order into a pool of
+    about ``POOL_ROWS`` rows, shuffles the pool and cuts it into batches; the rows left
+    over start the next pool. The next block is read while the model trains."""
+    pool_x: list[np.ndarray] = []
+    pool_y: list[np.ndarray] = []
+    with concurrent.futures.ThreadPoolExecutor(1) as ahead:
+        while True:
+            order = rng.permutation(len(parts))
+            pending = ahead.submit(_read, parts[order[0]])
+            for i, index in enumerate(order):
+                x = pending.result()
+                if i + 1 < len(order):
+                    pending = ahead.submit(_read, parts[order[i + 1]])
+                pool_x.append(x)
+                pool_y.append(codes[bounds[index] : bounds[index + 1]])
+                if sum(len(p) for p in pool_x) >= max(POOL_ROWS, batch) or i + 1 == len(order):
+                    yield from _cut(pool_x, pool_y, batch, rng)
+
+
+def _cut(
+    pool_x: list[np.ndarray], pool_y: list[np.ndarray], batch: int, rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Shuffle the pool, yield its full batches and keep the remainder in the pool."""
+    x, y = np.concatenate(pool_x), np.concatenate(pool_y)
+    order = rng.permutation(len(x))
+    full = len(x) - len(x) % batch if len(x) >= batch else len(x)
+    for lo in range(0, full, batch):
+        take = order[lo : lo + batch]
+        yield x[take], y[take]
+    rest = order[full:]
+    pool_x[:] = [x[rest]] if rest.size else []
+    pool_y[:] = [y[rest]] if rest.size else []
+
+
+def _predict(acts: object, weights: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Predicted class codes (test rows x heads), streamed block by block."""
+    out = []
+    for part in blocks(acts):
+        x = _read(part)
+        out.append(np.stack([logits(x, c, b).argmax(axis=1) for c, b in weights], axis=1))
+    return np.concatenate(out) if out else np.zeros((0, len(weights)), np.int64)
+
+
+def _score(site: str, options: ProbeOptions, labels: Labels, predicted: np.ndarray) -> pd.DataFrame:
+    truth, scored = labels.codes[labels.test], labels.scored[labels.test]
+    train_codes, train_scored = labels.codes[~labels.test], labels.scored[~labels.test]
+    records = []
+    accuracy: dict[tuple[int, bool], float] = {}
+    for h, head in enumerate(labels.heads):
+        y, p = truth[scored[:, h], h], predicted[scored[:, h], h]
+        seen = train_codes[train_scored[:, h], h]
+        majority = np.bincount(seen).argmax() if seen.size else -1
+        acc = float((y == p).mean()) if y.size else float("nan")
+        accuracy[(head.offset, head.control)] = acc
+        base = {"site": site, "target": options.target, "word_offset": head.offset}
+        counts = {
+            "n": int(y.size),
+            "n_train": int(seen.size),
+            "n_classes": int(np.unique(seen).size),
+            "seed": options.seed,
+        }
+        if head.control:
+            records.append({**base, "metric": "control_accuracy", "value": acc, **counts})
+            selectivity = accuracy[(head.offset, False)] - acc
+            records.append({**base, "metric": "selectivity", "value": selectivity, **counts})
+            continue
+        f1 = f1_score(y, p, labels=np.unique(y), average="macro", zero_division=0)
+        for metric, value in (
+            ("accuracy", acc),
+            ("macro_f1", float(f1)),
+            ("majority", float((y == majority).mean()) if y.size else float("nan")),
+        ):
+            records.append({**base, "metric": metric, "value": value, **counts})
+    return pd.DataFrame.from_records(records)
+
+
+def parse_offsets(text: str) -> tuple[int, ...]:
+    """``"-2,-1,0,1,2"`` -> ``(-2, -1, 0, 1, 2)``, with a message naming a bad item."""
+    try:
+        offsets = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise SchemaError(
+            f"--offsets takes comma-separated integers such as -2,-1,0,1,2; got {text!r}"
+        ) from None
+    if not offsets:
+        raise SchemaError("--offsets names no offset")
+    return tuple(dict.fromkeys(offsets))
