@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 
 import actstore
+from actstore.cli_analyses import ANALYSIS_COMMANDS, add_analysis_verbs, output_options
 from actstore.data import DEFAULT_CORPUS, corpus_path
 from actstore.errors import ActStoreError
+from actstore.output import emit, render
 
 log = logging.getLogger("actstore")
-FORMATS = ("table", "csv", "json")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("store", type=Path)
     p.add_argument("query")
-    _output_options(p)
+    output_options(p)
 
     p = verb(
         "extract",
@@ -84,19 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-rows", type=int, help="rows per chunk (default: about 8 MiB)")
     p.add_argument("--overwrite", action="store_true", help="replace sites made differently")
 
-    p = verb(
-        "correlate",
-        "correlate every unit of some sites with a token column (Pearson, exact Spearman)",
-        'actstore correlate ewt.actstore --sites "minilm/layer.*" --with depth --top 5',
-    )
-    p.add_argument("store", type=Path)
-    p.add_argument("--sites", required=True, help="glob(s) over site names, comma-separated")
-    p.add_argument("--with", dest="covariate", required=True, help="numeric tokens column")
-    p.add_argument("--where", help="SQL condition selecting tokens")
-    p.add_argument("--top", type=int, default=5, help="units per site and metric (0 = all)")
-    p.add_argument("--no-spearman", action="store_true", help="Pearson only (one pass)")
-    p.add_argument("--save", metavar="NAME", help="also store the full table as result NAME")
-    _output_options(p)
+    add_analysis_verbs(verb)
 
     p = verb(
         "info", "describe a store: tables, sites, sources, bytes", "actstore info ewt.actstore"
@@ -115,30 +103,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default="minilm", help="model to extract (default: minilm)")
     return top
-
-
-def _output_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=FORMATS, default="table", help="output format")
-    p.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
-
-
-def render(frame: pd.DataFrame, fmt: str) -> str:
-    """A result table as text: aligned columns, CSV or JSON records."""
-    if fmt == "csv":
-        return str(frame.to_csv(index=False))
-    if fmt == "json":
-        return str(frame.to_json(orient="records", indent=1, force_ascii=False)) + "\n"
-    with pd.option_context(
-        "display.max_rows", 200, "display.max_columns", 50, "display.width", 200
-    ):
-        return frame.to_string(index=False) + "\n"
-
-
-def emit(text: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        output.write_text(text, encoding="utf-8")
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
@@ -186,37 +150,6 @@ def cmd_extract(args: argparse.Namespace) -> None:
         f"on {report.device} in {report.seconds:.1f} s; "
         f"{report.n_windowed} sentences needed windows"
     )
-
-
-def cmd_correlate(args: argparse.Namespace) -> None:
-    from queries.correlate import unit_correlations
-    from queries.select import resolve_sites
-
-    with actstore.open(args.store, mode="a" if args.save else "r") as store:
-        tables = [
-            unit_correlations(
-                store, site, args.covariate, args.where, spearman=not args.no_spearman
-            )
-            for site in resolve_sites(store, args.sites)
-        ]
-        table = pd.concat(tables, ignore_index=True)
-        if args.save:
-            store.write_result(args.save, pa.Table.from_pandas(table, preserve_index=False))
-    if args.top:
-        ranked = table.assign(size=table["value"].abs()).sort_values("size", ascending=False)
-        table = ranked.groupby(["site", "metric"], sort=False).head(args.top).drop(columns="size")
-        table = table.sort_values(["site", "metric", "value"], key=_site_order).reset_index(
-            drop=True
-        )
-    emit(render(table, args.format), args.output)
-
-
-def _site_order(column: pd.Series) -> pd.Series:
-    if column.name == "site":
-        return column.str.replace(r"(\d+)", lambda m: m.group(1).zfill(6), regex=True)
-    if column.name == "value":
-        return -column.abs()
-    return column
 
 
 def cmd_sql(args: argparse.Namespace) -> None:
@@ -337,7 +270,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {
-    "correlate": cmd_correlate,
+    **ANALYSIS_COMMANDS,
     "extract": cmd_extract,
     "ingest": cmd_ingest,
     "sql": cmd_sql,

@@ -34,7 +34,7 @@ from scipy import stats
 import actstore
 from actstore.errors import SchemaError
 from queries.reduce import block_bounds, blocks, broadcast, compute, tree
-from queries.select import token_column
+from queries.select import natural_key, token_column
 
 RANK_BUDGET_BYTES = 256 << 20
 _BINS = 1 << 16
@@ -240,3 +240,18 @@ def _ranked_pass(x_blocks: list[Any], rank_blocks: list[np.ndarray]) -> Moments:
     ]
     result: Moments = compute(tree(parts, merge_moments))[0]
     return result
+
+
+def top_units(table: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The ``k`` units of largest |value| per site and metric, strongest first."""
+    ranked = table.assign(size=table["value"].abs()).sort_values("size", ascending=False)
+    top = ranked.groupby(["site", "metric"], sort=False).head(k).drop(columns="size")
+    return top.sort_values(["site", "metric", "value"], key=_order).reset_index(drop=True)
+
+
+def _order(column: pd.Series) -> pd.Series:
+    if column.name == "site":
+        return column.map(lambda s: str(natural_key(s)))
+    if column.name == "value":
+        return -column.abs()
+    return column

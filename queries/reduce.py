@@ -62,25 +62,28 @@ def block_bounds(acts: Any) -> np.ndarray:
     return np.cumsum((0, *acts.data.chunks[0]))
 
 
-def sentence_spans(store: actstore.Store, rows: np.ndarray, target_rows: int) -> list[slice]:
-    """Cut the sorted selection ``rows`` into runs of whole sentences of about ``target_rows``.
+def sentence_spans(sentence: np.ndarray, target_rows: int) -> list[slice]:
+    """Cut a selection into runs of whole sentences of about ``target_rows`` rows.
 
-    Analyses that look at a sentence's words together (distance reduction, sentence
-    dynamics) need each sentence inside one block. Returns slices into ``rows``.
+    ``sentence`` holds the sentence id of each selected row, in row order. Analyses
+    that look at a sentence's words together (distance reduction, sentence dynamics)
+    need each sentence inside one block. Returns slices into the selection.
     """
-    if not rows.size:
-        return []
-    sentence = store.sql("SELECT first_row FROM sentences ORDER BY first_row")["first_row"]
-    starts = np.searchsorted(rows, sentence.to_numpy(np.int64))
-    starts = np.unique(np.concatenate([starts[starts < rows.size], [0]]))
+    starts = np.flatnonzero(np.diff(sentence)) + 1
     spans: list[slice] = []
     lo = 0
-    for cut in starts[1:].tolist():
+    for cut in starts.tolist():
         if cut - lo >= target_rows:
             spans.append(slice(lo, cut))
             lo = cut
-    spans.append(slice(lo, rows.size))
+    if lo < sentence.size:
+        spans.append(slice(lo, sentence.size))
     return spans
+
+
+def sentence_bounds(sentence: np.ndarray) -> np.ndarray:
+    """Start offsets of each sentence's run in a block (plus the block's end)."""
+    return np.concatenate([[0], np.flatnonzero(np.diff(sentence)) + 1, [sentence.size]])
 
 
 def span_blocks(
