@@ -1,0 +1,150 @@
+"""Probes against scikit-learn's lbfgs, sites with a known answer, and pandas counts."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import actstore
+from actstore.cli import main
+from queries.linear import LinearProbe
+from queries.probe import ProbeOptions, prepare_labels, probe
+
+UPOS = [
+    "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
+    "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X",
+]  # fmt: skip
+
+
+@parametrize_with_checks([LinearProbe(min_steps=200)])  # type: ignore[untyped-decorator]
+def test_scikit_learn_estimator_checks(estimator: LinearProbe, check: object) -> None:
+    check(estimator)  # type: ignore[operator]
+
+
+def test_probe_matches_lbfgs_on_minilm(minilm_store: Path) -> None:
+    """Same split, same L2 on standardised features: the streamed probe is as accurate."""
+    with actstore.open(minilm_store) as store:
+        options = ProbeOptions("upos", device="cpu")
+        labels = prepare_labels(store, options)
+        got = probe(store, "minilm/layer.3", options, labels)
+        x = store.acts("minilm/layer.3", labels.rows).values
+        truth = store.sql("SELECT upos FROM tokens ORDER BY row")["upos"].to_numpy()[labels.rows]
+    train, test = ~labels.test, labels.test
+    scaler = StandardScaler().fit(x[train])
+    reference = LogisticRegression(C=1 / (options.alpha * train.sum()), max_iter=3000)
+    reference.fit(scaler.transform(x[train]), truth[train])
+    expected = float((reference.predict(scaler.transform(x[test])) == truth[test]).mean())
+    accuracy = got.set_index("metric")["value"]["accuracy"]
+    assert accuracy > 0.85
+    assert accuracy >= expected - 0.01
+
+
+@pytest.fixture
+def next_upos_store(writable_store: actstore.Store) -> actstore.Store:
+    """A site whose activation at word w is the one-hot UPOS of word w+1 (zeros at the end)."""
+    frame = writable_store.sql("SELECT sentence_id, upos FROM tokens ORDER BY row")
+    code = frame["upos"].map({u: i for i, u in enumerate(UPOS)}).to_numpy()
+    same = frame["sentence_id"].to_numpy()[1:] == frame["sentence_id"].to_numpy()[:-1]
+    values = np.zeros((len(frame), len(UPOS)), np.float32)
+    values[np.flatnonzero(same), code[1:][same]] = 1.0
+    values += np.random.default_rng(0).normal(0, 0.05, values.shape).astype(np.float32)
+    writer = writable_store.create_site("toy/next", n_units=len(UPOS), chunk_rows=4096)
+    writer.write(0, values)
+    writer.commit()
+    return writable_store
+
+
+def test_offsets_decode_the_right_word(next_upos_store: actstore.Store) -> None:
+    store = next_upos_store
+    options = ProbeOptions("upos", offsets=(0, 1), device="cpu")
+    table = probe(store, "toy/next", options).pivot_table(
+        index="word_offset", columns="metric", values="value"
+    )
+    assert table.loc[1, "accuracy"] > 0.99
+    assert table.loc[0, "accuracy"] < 0.6
+    counts = probe(store, "toy/next", options)
+    totals = counts.groupby("word_offset")[["n", "n_train"]].first().sum(axis=1)
+    # UD English-EWT dev: 25,147 words in 2,001 sentences (stats.xml); offset +1 has no
+    # label at the last word of each sentence
+    assert totals.to_dict() == {0: 25_147, 1: 25_147 - 2_001}
+
+
+def test_split_majority_and_counts_against_pandas(next_upos_store: actstore.Store) -> None:
+    store = next_upos_store
+    options = ProbeOptions("upos", device="cpu", seed=7)
+    labels = prepare_labels(store, options)
+    frame = store.sql("SELECT sentence_id, upos FROM tokens ORDER BY row")
+    frame["test"] = labels.test
+    assert frame.groupby("sentence_id")["test"].nunique().max() == 1  # no sentence straddles
+    longest = frame.groupby("sentence_id").size().max()
+    assert 0.1 <= frame["test"].mean() <= 0.1 + longest / len(frame)
+    majority = frame[~frame.test]["upos"].value_counts().idxmax()
+    expected = (frame[frame.test]["upos"] == majority).mean()
+    got = probe(store, "toy/next", options, labels).set_index("metric")
+    assert got.loc["majority", "value"] == pytest.approx(expected, abs=1e-12)
+    assert got.loc["accuracy", "n"] == frame["test"].sum()
+    assert got.loc["accuracy", "n_classes"] == frame[~frame.test]["upos"].nunique()
+
+
+def test_features_of_some_words_score_only_those(next_upos_store: actstore.Store) -> None:
+    store = next_upos_store
+    options = ProbeOptions("Tense", device="cpu", where="upos IN ('VERB', 'AUX', 'NOUN')")
+    labels = prepare_labels(store, options)
+    assert "N/A" in labels.heads[0].classes  # nouns carry no Tense
+    frame = store.sql("SELECT Tense FROM tokens WHERE upos IN ('VERB', 'AUX', 'NOUN') ORDER BY row")
+    got = probe(store, "toy/next", options, labels).set_index("metric")
+    assert got.loc["accuracy", "n"] == frame["Tense"][labels.test].notna().sum()
+    assert got.loc["accuracy", "n_train"] == frame["Tense"][~labels.test].notna().sum()
+
+
+def test_control_task_gives_each_word_type_one_label(next_upos_store: actstore.Store) -> None:
+    store = next_upos_store
+    options = ProbeOptions("upos", control=True, device="cpu")
+    labels = prepare_labels(store, options)
+    control = next(i for i, h in enumerate(labels.heads) if h.control)
+    forms = store.sql("SELECT form FROM tokens ORDER BY row")["form"]
+    names = np.asarray(labels.heads[control].classes, dtype=object)
+    assignment = pd.DataFrame({"form": forms, "label": names[labels.codes[:, control]]})
+    assert assignment.groupby("form")["label"].nunique().max() == 1
+    got = probe(store, "toy/next", options, labels).set_index("metric")["value"]
+    assert got["selectivity"] == pytest.approx(got["accuracy"] - got["control_accuracy"])
+
+
+def test_bad_targets_are_refused(next_upos_store: actstore.Store) -> None:
+    store = next_upos_store
+    with pytest.raises(actstore.SchemaError, match="has 1 class"):
+        prepare_labels(store, ProbeOptions("upos", where="upos = 'NOUN'"))
+    with pytest.raises(actstore.SchemaError, match="no column 'nope' in tokens"):
+        prepare_labels(store, ProbeOptions("nope"))
+    with pytest.raises(actstore.SchemaError, match="no tokens selected"):
+        prepare_labels(store, ProbeOptions("upos", where="row < 0"))
+
+
+def test_cli_prints_saves_and_plots(
+    next_upos_store: actstore.Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = next_upos_store.path
+    next_upos_store.close()
+    plot = tmp_path / "probe.png"
+    args = ["probe", str(path), "--sites", "toy/*", "--target", "upos", "--offsets", "0,1"]
+    assert main([*args, "--control", "--format", "csv", "--save", "p", "--plot", str(plot)]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(table.columns[:5]) == ["site", "target", "word_offset", "metric", "value"]
+    assert len(table) == 2 * 5
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with actstore.open(path) as store:
+        saved = store.sql("SELECT value FROM p WHERE metric = 'accuracy' AND word_offset = 1")
+    assert saved["value"].iloc[0] > 0.99
+    assert main([*args[:-2], "--offsets", "0,x"]) == 2
+    assert "--offsets takes comma-separated integers" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*args, "--device", "cuda"]) == 2
+        assert "CUDA is not available here" in capsys.readouterr().err
