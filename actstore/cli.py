@@ -18,7 +18,12 @@ from pathlib import Path
 import pandas as pd
 
 import actstore
-from actstore.cli_analyses import ANALYSIS_COMMANDS, add_analysis_verbs, output_options
+from actstore.cli_analyses import (
+    ANALYSIS_COMMANDS,
+    add_analysis_verbs,
+    demo_analyses,
+    output_options,
+)
 from actstore.data import DEFAULT_CORPUS, corpus_path
 from actstore.errors import ActStoreError
 from actstore.output import emit, render
@@ -94,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = verb(
         "demo",
-        "the main job: ingest a corpus into a fresh store and summarise it",
+        "the main job: ingest, extract, summarise with SQL, probe and correlate",
         "actstore demo --corpus ../shared/data/ud/en_ewt/en_ewt-ud-dev.conllu",
     )
     p.add_argument("--corpus", type=Path, help="CoNLL-U file (default: UD English-EWT dev)")
@@ -267,6 +272,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
             query = query.format(model=args.model)
             print(f"== {title}\n{query}")
             print(render(store.sql(query), "table"))
+    with actstore.open(args.store, mode="a") as store:
+        demo_analyses(store, args.store.parent / "plots")
 
 
 COMMANDS = {

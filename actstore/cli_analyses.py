@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -280,3 +281,50 @@ ANALYSIS_COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "measures": cmd_measures,
     "selectivity": cmd_selectivity,
 }
+
+
+def demo_analyses(store: actstore.Store, plots: Path) -> None:
+    """The main job's analyses: a UPOS probe with control task on every site, unit
+    correlations with depth, sentence dynamics; printed, saved as results, plotted."""
+    from queries.correlate import top_units, unit_correlations
+    from queries.dynamics import layout, sentence_dynamics
+    from queries.plots import correlation_figure, dynamics_figure, probe_figure, save
+    from queries.probe import ProbeOptions, prepare_labels, probe
+    from queries.select import resolve_sites
+
+    sites = resolve_sites(store, "*")
+    started = time.perf_counter()
+    options = ProbeOptions("upos", control=True)
+    labels = prepare_labels(store, options)
+    probes = pd.concat([probe(store, site, options, labels) for site in sites])
+    wide = probes.pivot_table(index="site", columns="metric", values="value", sort=False)
+    wide = wide[["accuracy", "macro_f1", "majority", "control_accuracy", "selectivity"]]
+    counts = probes.groupby("site", sort=False)[["n", "n_train"]].first()
+    print(
+        f"== UPOS probe (softmax, 90/10 split by sentence, control task on word forms) "
+        f"in {time.perf_counter() - started:.1f} s\n"
+        f"{render(wide.round(3).join(counts).reset_index(), 'table')}"
+    )
+    started = time.perf_counter()
+    correlations = pd.concat([unit_correlations(store, site, "depth") for site in sites])
+    print(
+        f"== units most correlated with tree depth (Pearson, exact Spearman, BH q) "
+        f"in {time.perf_counter() - started:.1f} s\n"
+        f"{render(top_units(correlations[correlations.metric == 'pearson'], 2), 'table')}"
+    )
+    dynamics = pd.concat([sentence_dynamics(store, site, "depth") for site in sites])
+    print(
+        "== sentence dynamics: mean over sentences of r(mean activation, depth)\n"
+        f"{render(layout(dynamics), 'table')}"
+    )
+    for name, table, figure in (
+        ("probe_upos", probes, probe_figure),
+        ("correlate_depth", correlations, correlation_figure),
+        ("dynamics_depth", dynamics, dynamics_figure),
+    ):
+        store.write_result(f"demo_{name}", pa.Table.from_pandas(table, preserve_index=False))
+        save(figure(table), plots / f"{name}.png")
+    print(
+        f"== saved results demo_probe_upos, demo_correlate_depth, demo_dynamics_depth "
+        f"(query them with actstore sql) and plots in {plots}/"
+    )

@@ -311,3 +311,9 @@ def parse_offsets(text: str) -> tuple[int, ...]:
     if not offsets:
         raise SchemaError("--offsets names no offset")
     return tuple(dict.fromkeys(offsets))
+
+
+def metric_value(table: pd.DataFrame, metric: str, word_offset: int = 0) -> float:
+    """One number of a single site's probe table, e.g. its ``accuracy`` at offset 0."""
+    hit = table[(table["metric"] == metric) & (table["word_offset"] == word_offset)]
+    return float(hit["value"].to_numpy(np.float64)[0])
