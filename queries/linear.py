@@ -69,7 +69,7 @@ def train_softmax(
     ----------
     batches
         Yields at least ``schedule.n_steps`` pairs ``(X, Y)``: ``X`` rows x features
-        (raw, float32), ``Y`` rows x heads (int64 class codes, -1 where a head has no label).
+        (raw, float32), ``Y`` rows x heads (integer class codes, -1 where a head has no label).
     mean, scale
         Feature standardisation: the heads see ``(X - mean) / scale``.
     n_classes
@@ -92,7 +92,7 @@ def train_softmax(
     for step in range(schedule.n_steps):
         x_np, y_np = next(batches)
         x = torch.from_numpy(x_np).to(device, non_blocking=True)
-        y = torch.from_numpy(y_np).to(device, non_blocking=True)
+        y = torch.from_numpy(y_np).to(device, non_blocking=True).long()
         x = (x - shift) * inv_scale
         scores = (x @ weight.view(n_heads * width, n_features).T).view(-1, n_heads, width)
         g = torch.softmax((scores + bias).masked_fill_(padding, -torch.inf), dim=2)

@@ -83,8 +83,7 @@ def token_measures(store: actstore.Store, site: str, gate_site: str | None = Non
     for name in filter(None, (site, gate_site)):
         if store.sites[name].table != "tokens":
             raise SchemaError(f"site {name} is aligned to {store.sites[name].table}, not tokens")
-    sentence = store.sql("SELECT sentence_id FROM tokens ORDER BY row")["sentence_id"]
-    sentence = sentence.to_numpy(np.int64)
+    sentence = store.columns(["sentence_id"]).column("sentence_id").to_numpy()
     rows = np.arange(sentence.size, dtype=np.int64)
     spans = sentence_spans(sentence, store.sites[site].chunk_rows)
     states = span_blocks(store, site, rows, spans)

@@ -30,8 +30,8 @@ from sklearn.metrics import f1_score
 import actstore
 from actstore.errors import SchemaError
 from queries.linear import Batches, Schedule, logits, resolve_device, train_softmax
-from queries.reduce import block_bounds, blocks, compute
-from queries.select import categorical_codes, token_column
+from queries.reduce import block_bounds, blocks, compute, sentence_bounds
+from queries.select import categorical_codes
 
 NA = "N/A"
 POOL_ROWS = 32768
@@ -82,14 +82,13 @@ class Labels:
 
 def prepare_labels(store: actstore.Store, options: ProbeOptions) -> Labels:
     """Read the target (and word types) once; build the split and the heads' labels."""
-    target = token_column(store, options.target)
-    kind = token_column(store, options.control_type)
-    table = store.sql(
-        f"SELECT sentence_id, {target} AS y, {kind} AS w FROM tokens ORDER BY row", arrow=True
-    )
-    sentence = table.column("sentence_id").to_numpy().astype(np.int64)
-    values, names = categorical_codes(table.column("y"))
-    rows = store.rows(options.where)
+    names_read = ["sentence_id", options.target]
+    if options.control:
+        names_read.append(options.control_type)
+    table = store.columns(names_read)
+    sentence = table.column("sentence_id").to_numpy()
+    values, names = categorical_codes(table.column(options.target))
+    rows = store.rows(options.where) if options.where else np.arange(sentence.size)
     if rows.size == 0:
         raise SchemaError(f"no tokens selected by --where {options.where!r}")
     present = np.unique(values[rows][values[rows] >= 0])
@@ -101,19 +100,22 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions) -> Labels:
     test = _sentence_split(sentence[rows], options.test_fraction, options.seed)
     control = None
     if options.control:
-        types, _ = categorical_codes(table.column("w"))
+        types, _ = categorical_codes(table.column(options.control_type))
         control = _control_labels(values, types, rows[~test], len(names), options.seed)
     heads, columns, scored = [], [], []
     for offset in options.offsets:
-        neighbour = rows + offset
-        inside = (neighbour >= 0) & (neighbour < sentence.size)
-        neighbour = np.where(inside, neighbour, 0)
-        inside &= sentence[neighbour] == sentence[rows]
-        real = np.where(inside, values[neighbour], -2)  # -2: no word there, -1: N/A
+        if offset == 0:
+            neighbour, real = rows, values[rows]
+        else:
+            neighbour = rows + offset
+            inside = (neighbour >= 0) & (neighbour < sentence.size)
+            neighbour = np.where(inside, neighbour, 0)
+            inside &= sentence[neighbour] == sentence[rows]
+            real = np.where(inside, values[neighbour], np.int32(-2))  # -2: no word, -1: N/A
         for is_control, source in ((False, values), (True, control)):
             if source is None:
                 continue
-            raw = np.where(real == -2, -2, np.where(real == -1, -1, source[neighbour]))
+            raw = np.where(real < 0, real, source[neighbour])
             classes, head_codes = _head_classes(raw, names)
             heads.append(Head(offset, is_control, classes))
             columns.append(head_codes)
@@ -122,16 +124,22 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions) -> Labels:
 
 
 def _sentence_split(sentence: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Test mask: whole sentences in a seeded random order until ``fraction`` of the words."""
+    """Test mask: whole sentences in a seeded random order until ``fraction`` of the words.
+
+    ``sentence`` is non-decreasing (rows are in corpus order), so each sentence is one run.
+    """
     if not 0 < fraction < 1:
         raise SchemaError(f"test fraction must lie between 0 and 1, got {fraction}")
-    ids, counts = np.unique(sentence, return_counts=True)
-    if ids.size < 2:
+    bounds = sentence_bounds(sentence)
+    counts = np.diff(bounds)
+    if counts.size < 2:
         raise SchemaError("the selected tokens come from one sentence; a split needs two")
-    order = np.random.default_rng(seed).permutation(ids.size)
+    order = np.random.default_rng(seed).permutation(counts.size)
     filled = np.cumsum(counts[order])
-    n_test = min(int(np.searchsorted(filled, fraction * sentence.size)) + 1, ids.size - 1)
-    return np.isin(sentence, ids[order[:n_test]])
+    n_test = min(int(np.searchsorted(filled, fraction * sentence.size)) + 1, counts.size - 1)
+    chosen = np.zeros(counts.size, bool)
+    chosen[order[:n_test]] = True
+    return np.repeat(chosen, counts)
 
 
 def _control_labels(
@@ -143,18 +151,18 @@ def _control_labels(
     freq = np.bincount(real[real >= 0], minlength=n_names).astype(np.float64)
     rng = np.random.default_rng([seed, 1])
     per_type = rng.choice(n_names, size=int(types.max()) + 2, p=freq / freq.sum())
-    return np.where(values >= 0, per_type[types], -1)
+    return np.where(values >= 0, per_type[types].astype(np.int32), np.int32(-1))
 
 
 def _head_classes(raw: np.ndarray, names: list[str]) -> tuple[list[str], np.ndarray]:
     """Class names of one head (``N/A`` last when present) and codes into them."""
     used = np.unique(raw[raw >= 0])
     classes = [names[i] for i in used]
-    remap = np.full(len(names), -1, np.int64)
+    remap = np.full(len(names), -1, np.int32)
     remap[used] = np.arange(used.size)
-    codes = np.where(raw >= 0, remap[np.maximum(raw, 0)], -1)
+    codes = np.where(raw >= 0, remap[np.maximum(raw, 0)], np.int32(-1))
     if (raw == -1).any():
-        codes = np.where(raw == -1, len(classes), codes)
+        codes = np.where(raw == -1, np.int32(len(classes)), codes)
         classes.append(NA)
     return classes, codes
 

@@ -44,12 +44,22 @@ def where_clause(where: str | None) -> str:
 
 
 def categorical_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
-    """A column as integer codes into its sorted distinct values (as text); NULL is -1."""
-    encoded = column.cast(pa.string()).combine_chunks().dictionary_encode()
-    names = encoded.dictionary.to_pylist()
+    """A column as integer codes into its sorted distinct values (as text); NULL is -1.
+
+    Dictionary-encoded columns (as ``Store.columns`` reads strings) keep their codes;
+    the chunks' dictionaries are unified first.
+    """
+    if pa.types.is_dictionary(column.type):
+        column = column.unify_dictionaries()
+        dictionary = column.chunks[0].dictionary if column.num_chunks else pa.array([])
+        indices = pa.chunked_array([c.indices for c in column.chunks], column.type.index_type)
+    else:
+        encoded = column.cast(pa.string()).combine_chunks().dictionary_encode()
+        dictionary, indices = encoded.dictionary, pa.chunked_array([encoded.indices])
+    names = dictionary.cast(pa.string()).to_pylist()
     order = np.argsort(np.array(names, dtype=object)) if names else np.zeros(0, np.int64)
-    remap = np.empty(len(names), np.int64)
+    remap = np.empty(len(names) + 1, np.int32)  # int32: labels cost O(rows) memory
     remap[order] = np.arange(len(names))
-    indices = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    codes = np.where(indices >= 0, remap[np.maximum(indices, 0)], -1)
-    return codes, [names[i] for i in order]
+    remap[-1] = -1  # NULL
+    raw = indices.fill_null(-1).to_numpy().astype(np.int64)
+    return remap[raw], [names[i] for i in order]
