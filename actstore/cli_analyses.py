@@ -49,7 +49,7 @@ def add_analysis_verbs(verb: VerbFactory) -> None:
     p.add_argument("--control", action="store_true", help="also run the control task")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, batches and control")
-    p.add_argument("--epochs", type=float, default=10.0, help="passes over the training words")
+    p.add_argument("--epochs", type=float, default=5.0, help="passes over the training words")
     output_options(p, save=True, plot=True)
 
     p = verb(

@@ -25,5 +25,16 @@ def compare(variants: dict[str, Callable[[], Any]], repeat: int = 3) -> dict[str
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    """Peak resident memory of this process so far, in MiB.
+
+    Read from /proc (VmHWM), which starts afresh at exec: ``ru_maxrss`` keeps the
+    parent's peak in a child started by fork and exec.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

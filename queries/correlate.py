@@ -6,7 +6,8 @@ For every unit of a site, Pearson and Spearman correlation with a covariate such
 p-values and Benjamini-Hochberg adjusted q-values.
 
 Pearson is one pass: each block yields its count, means, sums of squared deviations
-and co-deviation, merged with Chan et al.'s pairwise update (stable in float64).
+and co-deviation (computed in float32 on centred sub-blocks, see :func:`value_moments`),
+merged with Chan et al.'s pairwise update in float64.
 
 Spearman is Pearson on ranks, and a unit's ranks need all its values, so per-chunk
 ranks would be wrong. Sites are stored in 16 bits (float16 or bfloat16), so a unit
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from dask.delayed import delayed
 from scipy import stats
 
@@ -37,6 +39,7 @@ from queries.reduce import block_bounds, blocks, broadcast, compute, tree
 from queries.select import natural_key, token_column
 
 RANK_BUDGET_BYTES = 256 << 20
+SUB_ROWS = 2048
 _BINS = 1 << 16
 
 Moments = tuple[float, np.ndarray, float, np.ndarray, float, np.ndarray]
@@ -53,6 +56,40 @@ def block_moments(x: np.ndarray, y: np.ndarray) -> Moments:
     mx, my = x.mean(axis=0), float(y.mean())
     dx, dy = x - mx, y - my
     return n, mx, my, np.einsum("ij,ij->j", dx, dx), float(dy @ dy), dy @ dx
+
+
+def value_moments(x: np.ndarray, y: np.ndarray) -> Moments:
+    """:func:`block_moments` of site values, computed in float32 by torch.
+
+    The block is decoded ``SUB_ROWS`` rows at a time into one reused float32 buffer,
+    centred on that sub-block's means (so the float32 sums of squares and products keep
+    about six significant digits, more than a 16-bit site stores) and the sub-blocks'
+    moments are merged in float64. Several times faster than float64 numpy, which
+    must first convert float16 at about 1 GB/s.
+    """
+    values = torch.from_numpy(np.ascontiguousarray(x))
+    target = np.asarray(y, np.float64)
+    total: Moments = block_moments(np.zeros((0, values.shape[1])), np.zeros(0))
+    buffer = torch.empty((min(SUB_ROWS, len(target)), values.shape[1]), dtype=torch.float32)
+    for lo in range(0, len(target), SUB_ROWS):
+        xs = buffer[: min(SUB_ROWS, len(target) - lo)]
+        xs.copy_(values[lo : lo + len(xs)])
+        mx = xs.mean(dim=0)
+        xs -= mx
+        ys = target[lo : lo + len(xs)]
+        my = float(ys.mean())
+        dy = ys - my
+        dy32 = torch.from_numpy(dy.astype(np.float32))
+        part = (
+            float(len(xs)),
+            mx.double().numpy(),
+            my,
+            torch.einsum("ij,ij->j", xs, xs).double().numpy(),
+            float(dy @ dy),
+            (dy32 @ xs).double().numpy(),
+        )
+        total = merge_moments(total, part)
+    return total
 
 
 def merge_moments(a: Moments, b: Moments) -> Moments:
@@ -182,7 +219,7 @@ def unit_correlations(
     x_blocks = blocks(acts)
     bounds = block_bounds(acts)
     y_blocks = [y[a:b] for a, b in itertools.pairwise(bounds)]
-    parts = [delayed(block_moments)(xb, yb) for xb, yb in zip(x_blocks, y_blocks, strict=True)]
+    parts = [delayed(value_moments)(xb, yb) for xb, yb in zip(x_blocks, y_blocks, strict=True)]
     r, p = pearson_from_moments(compute(tree(parts, merge_moments))[0])
     results = [("pearson", r, p)]
     if spearman:

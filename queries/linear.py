@@ -69,7 +69,8 @@ def train_softmax(
     ----------
     batches
         Yields at least ``schedule.n_steps`` pairs ``(X, Y)``: ``X`` rows x features
-        (raw, float32), ``Y`` rows x heads (integer class codes, -1 where a head has no label).
+        (raw, float16 or float32), ``Y`` rows x heads (integer class codes, -1 where a
+        head has no label).
     mean, scale
         Feature standardisation: the heads see ``(X - mean) / scale``.
     n_classes
@@ -93,7 +94,7 @@ def train_softmax(
         x_np, y_np = next(batches)
         x = torch.from_numpy(x_np).to(device, non_blocking=True)
         y = torch.from_numpy(y_np).to(device, non_blocking=True).long()
-        x = (x - shift) * inv_scale
+        x = (x.float() - shift) * inv_scale  # float16 batches convert here, on the device
         scores = (x @ weight.view(n_heads * width, n_features).T).view(-1, n_heads, width)
         g = torch.softmax((scores + bias).masked_fill_(padding, -torch.inf), dim=2)
         g.scatter_add_(2, y.clamp(min=0).unsqueeze(2), torch.full_like(g[:, :, :1], -1.0))
@@ -129,7 +130,8 @@ class _Adam:
 
 def logits(x: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
     """Raw-feature logits of a trained head, in float32 (float16 never computes on CPU)."""
-    return np.asarray(np.asarray(x, np.float32) @ coef.T + intercept)
+    x32 = torch.from_numpy(np.ascontiguousarray(x)).float().numpy()
+    return np.asarray(x32 @ coef.T + intercept)
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):  # type: ignore[misc]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.metrics import f1_score
 
 import actstore
@@ -49,7 +50,7 @@ class ProbeOptions:
     device: str = "auto"
     seed: int = 0
     test_fraction: float = 0.1
-    epochs: float = 10.0
+    epochs: float = 5.0
     min_steps: int = 2000
     batch_size: int = 512
     learning_rate: float = 0.01
@@ -186,7 +187,7 @@ def probe(
     device = resolve_device(options.device)
     train_rows, test_rows = labels.rows[~labels.test], labels.rows[labels.test]
     train_codes = labels.codes[~labels.test]
-    acts = store.acts(site, train_rows)
+    acts = store.acts(site, train_rows, dtype=None)  # float16 stays float16 until torch
     parts, bounds = blocks(acts), block_bounds(acts)
     mean, scale = _standardisation(parts)
     schedule = Schedule.for_rows(
@@ -208,14 +209,14 @@ def probe(
 
 def _read(part: object) -> np.ndarray:
     """One block, read in this process (the probe's loop is local, whatever the scheduler)."""
-    return np.asarray(compute(part, scheduler="sync")[0], np.float32)
+    return np.asarray(compute(part, scheduler="sync")[0])
 
 
 def _standardisation(parts: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of every unit over the training rows (one pass)."""
     n, total, squares = 0, 0.0, 0.0
     for part in parts:
-        x = _read(part).astype(np.float64)
+        x = torch.from_numpy(_read(part)).double().numpy()  # torch converts float16 fast
         n += len(x)
         total = total + x.sum(axis=0)
         squares = squares + np.einsum("ij,ij->j", x, x)

@@ -157,3 +157,21 @@ def _word_lines(path: Path) -> list[list[str]]:
     """The columns of every word line (integer ID) of a CoNLL-U file."""
     lines = (line.split("\t") for line in path.read_text(encoding="utf-8").splitlines())
     return [cols for cols in lines if len(cols) == 10 and cols[0].isdigit()]
+
+
+def test_columns_read_parts_in_row_order_like_sql(tmp_path: Path, ewt_dev: Path) -> None:
+    """Two corpora whose parts carry different feature columns: NULL where a part lacks one."""
+    from actstore.data import corpus_path
+
+    with actstore.create(tmp_path / "two.actstore") as store:
+        actstore.ingest_conllu(store, [corpus_path("pt_bosque", "dev"), ewt_dev])
+        names = ["sentence_id", "upos", "depth", "Gender", "Poss"]  # Poss: EWT only
+        got = store.columns(names).to_pandas()
+        expected = store.sql(f"SELECT {', '.join(names)} FROM tokens ORDER BY row")
+        with pytest.raises(actstore.SchemaError, match="no column 'nope' in tokens"):
+            store.columns(["upos", "nope"])
+    assert len(got) == store.n_rows("tokens")
+    for name in names:
+        left = got[name].astype(object).where(got[name].notna(), None).tolist()
+        right = expected[name].astype(object).where(expected[name].notna(), None).tolist()
+        assert left == right, name
