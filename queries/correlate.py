@@ -70,7 +70,8 @@ def value_moments(x: np.ndarray, y: np.ndarray) -> Moments:
     values = torch.from_numpy(np.ascontiguousarray(x))
     target = np.asarray(y, np.float64)
     total: Moments = block_moments(np.zeros((0, values.shape[1])), np.zeros(0))
-    buffer = torch.empty((min(SUB_ROWS, len(target)), values.shape[1]), dtype=torch.float32)
+    shape = (min(SUB_ROWS, len(target)), values.shape[1])
+    buffer, squares = torch.empty(shape), torch.empty(shape)
     for lo in range(0, len(target), SUB_ROWS):
         xs = buffer[: min(SUB_ROWS, len(target) - lo)]
         xs.copy_(values[lo : lo + len(xs)])
@@ -84,7 +85,8 @@ def value_moments(x: np.ndarray, y: np.ndarray) -> Moments:
             float(len(xs)),
             mx.double().numpy(),
             my,
-            torch.einsum("ij,ij->j", xs, xs).double().numpy(),
+            # not einsum: torch runs "ij,ij->j" as a batched product, 40x slower
+            torch.mul(xs, xs, out=squares[: len(xs)]).sum(dim=0).double().numpy(),
             float(dy @ dy),
             (dy32 @ xs).double().numpy(),
         )
