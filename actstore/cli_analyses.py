@@ -153,16 +153,11 @@ def cmd_probe(args: argparse.Namespace) -> None:
         epochs=args.epochs,
     )
     with _open(args) as store:
-        try:
-            labels = prepare_labels(store, options)
-            tables = []
-            for site in resolve_sites(store, args.sites):
-                log.info("probing %s for %s", site, args.target)
-                tables.append(probe(store, site, options, labels))
-        except ValueError as exc:  # a device that cannot be used
-            if isinstance(exc, actstore.ActStoreError):
-                raise
-            raise SchemaError(str(exc)) from None
+        labels = prepare_labels(store, options)
+        tables = []
+        for site in resolve_sites(store, args.sites):
+            log.info("probing %s for %s", site, args.target)
+            tables.append(probe(store, site, options, labels))
         table = pd.concat(tables, ignore_index=True)
         _finish(args, store, table, figure=lambda: probe_figure(table))
 

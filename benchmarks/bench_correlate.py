@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from dask.delayed import delayed
 from timing import compare, peak_rss_mib
 
 import actstore
@@ -52,8 +53,9 @@ def main() -> None:
             blocks = store.acts(site).data.to_delayed().ravel().tolist()
             compute(*[b.sum() for b in blocks])
 
-        def read_raw() -> None:
-            compute(*store.acts(site, dtype=None).data.to_delayed().ravel().tolist())
+        def read_raw() -> None:  # each block read, then dropped (none kept as a result)
+            blocks = store.acts(site, dtype=None).data.to_delayed().ravel().tolist()
+            compute(*[delayed(len)(b) for b in blocks])
 
         best = compare(
             {

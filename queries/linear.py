@@ -21,6 +21,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from actstore.errors import SchemaError
+
 Batches = Iterator[tuple[np.ndarray, np.ndarray]]
 
 
@@ -43,15 +45,18 @@ class Schedule:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA where available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` as given."""
+    """``auto`` is CUDA where available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` as given.
+
+    Raises :class:`SchemaError` (a ``ValueError``) for a device that cannot be used.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        raise SchemaError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+        raise SchemaError(f"device {device!r} asked for, but CUDA is not available here")
     return resolved
 
 
