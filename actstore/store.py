@@ -306,7 +306,7 @@ class Store:
         >>> nouns = store.rows("upos = 'NOUN'")  # doctest: +SKIP
         >>> store.acts("minilm/layer.3", nouns).mean("row").compute()  # doctest: +SKIP
         """
-        info = self._site(site)
+        info = self.site(site)
         if info.status != "complete":
             raise SiteError(
                 f"site {site} is incomplete ({info.done_chunks}/{info.n_chunks} chunks written); "
@@ -330,7 +330,8 @@ class Store:
             attrs={"site": site, "table": info.table, "stored_dtype": info.dtype},
         )
 
-    def _site(self, name: str) -> SiteInfo:
+    def site(self, name: str) -> SiteInfo:
+        """The declared site ``name``; the error lists the sites there are."""
         sites = self.sites
         if name not in sites:
             raise SiteNotFoundError(
@@ -509,7 +510,7 @@ class Store:
     def delete_site(self, name: str) -> None:
         """Remove a site from the manifest (committed), then its arrays and progress."""
         self._require_writable(exclusive=True)
-        self._site(name)
+        self.site(name)
         del self.manifest["sites"][name]
         self.commit()
         shutil.rmtree(self.path / ARRAYS_DIR / name, ignore_errors=True)

@@ -82,7 +82,7 @@ def sentence_dynamics(
         raise SchemaError(f"column {covariate!r} is not numeric") from None
     rows = frame["row"].to_numpy(np.int64)
     sentence = frame["sentence_id"].to_numpy(np.int64)
-    spans = sentence_spans(sentence, store.sites[site].chunk_rows)
+    spans = sentence_spans(sentence, store.site(site).chunk_rows)
     parts = [
         delayed(_block_correlations)(x, y[s], sentence[s], min_words)
         for x, s in zip(span_blocks(store, site, rows, spans), spans, strict=True)

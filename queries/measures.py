@@ -53,7 +53,7 @@ def gate_keep(zmean: np.ndarray, convention: str) -> np.ndarray:
 
 def gate_convention(store: actstore.Store, gate_site: str) -> str:
     """The update-gate convention a gate site declares in its provenance."""
-    convention = store.sites[gate_site].provenance.get("gate_convention")
+    convention = store.site(gate_site).provenance.get("gate_convention")
     if convention not in CONVENTIONS:
         raise SchemaError(
             f"site {gate_site} does not declare provenance['gate_convention'] as one of "
@@ -81,11 +81,11 @@ def token_measures(store: actstore.Store, site: str, gate_site: str | None = Non
     """
     convention = gate_convention(store, gate_site) if gate_site else None
     for name in filter(None, (site, gate_site)):
-        if store.sites[name].table != "tokens":
-            raise SchemaError(f"site {name} is aligned to {store.sites[name].table}, not tokens")
+        if store.site(name).table != "tokens":
+            raise SchemaError(f"site {name} is aligned to {store.site(name).table}, not tokens")
     sentence = store.columns(["sentence_id"]).column("sentence_id").to_numpy()
     rows = np.arange(sentence.size, dtype=np.int64)
-    spans = sentence_spans(sentence, store.sites[site].chunk_rows)
+    spans = sentence_spans(sentence, store.site(site).chunk_rows)
     states = span_blocks(store, site, rows, spans)
     gates = span_blocks(store, gate_site, rows, spans) if gate_site else [None] * len(spans)
     parts = [

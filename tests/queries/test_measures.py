@@ -139,3 +139,5 @@ def test_cli_reports_by_category_and_needs_a_convention(
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert main([*args, "--gate-site", "gru/z"]) == 2
     assert "does not declare provenance['gate_convention']" in capsys.readouterr().err
+    assert main([*args, "--gate-site", "gru/nope"]) == 2
+    assert "no site 'gru/nope'" in capsys.readouterr().err
