@@ -125,9 +125,9 @@ def _finish(
     figure: Callable[[], Any] | None = None,
 ) -> None:
     """Save the full table, draw the plot, print ``shown`` (default: the table)."""
-    if getattr(args, "save", None):
+    if args.save:
         store.write_result(args.save, pa.Table.from_pandas(table, preserve_index=False))
-    if getattr(args, "plot", None) and figure is not None:
+    if args.plot and figure is not None:
         from queries.plots import save
 
         save(figure(), args.plot)
@@ -135,7 +135,7 @@ def _finish(
 
 
 def _open(args: argparse.Namespace, *, write: bool = False) -> actstore.Store:
-    return actstore.open(args.store, mode="a" if write or getattr(args, "save", None) else "r")
+    return actstore.open(args.store, mode="a" if write or args.save else "r")
 
 
 def cmd_probe(args: argparse.Namespace) -> None:

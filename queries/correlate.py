@@ -36,7 +36,7 @@ from scipy import stats
 import actstore
 from actstore.errors import SchemaError
 from queries.reduce import block_bounds, blocks, broadcast, compute, tree
-from queries.select import natural_key, token_column
+from queries.select import natural_key, numeric_column
 
 RANK_BUDGET_BYTES = 256 << 20
 SUB_ROWS = 2048
@@ -207,14 +207,8 @@ def unit_correlations(
     --------
     >>> unit_correlations(store, "minilm/layer.6", "depth", "upos = 'NOUN'")  # doctest: +SKIP
     """
-    quoted = token_column(store, covariate)
-    condition = f"({where}) AND {quoted} IS NOT NULL" if where else f"{quoted} IS NOT NULL"
-    frame = store.sql(f"SELECT row, {quoted} AS y FROM tokens WHERE {condition} ORDER BY row")
-    rows = frame["row"].to_numpy(np.int64)
-    try:
-        y = frame["y"].to_numpy(np.float64)
-    except (TypeError, ValueError):
-        raise SchemaError(f"column {covariate!r} is not numeric") from None
+    frame = numeric_column(store, covariate, where)
+    rows, y = frame["row"].to_numpy(np.int64), frame["y"].to_numpy(np.float64)
     if rows.size < 3:
         raise SchemaError(f"only {rows.size} tokens selected; correlations need at least 3")
     acts = store.acts(site, rows, dtype=None)

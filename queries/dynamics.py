@@ -21,7 +21,7 @@ from dask.delayed import delayed
 import actstore
 from actstore.errors import SchemaError
 from queries.reduce import compute, sentence_bounds, sentence_spans, span_blocks
-from queries.select import natural_key, token_column, where_clause
+from queries.select import natural_key, numeric_column
 
 
 def sentence_correlations(
@@ -68,18 +68,10 @@ def sentence_dynamics(
     --------
     >>> sentence_dynamics(store, "minilm/layer.3", "depth")  # doctest: +SKIP
     """
-    quoted = token_column(store, covariate)
-    frame = store.sql(
-        f"SELECT row, sentence_id, lang, {quoted} AS y FROM tokens{where_clause(where)} "
-        "ORDER BY row"
-    )
-    frame = frame[frame["y"].notna()]
+    frame = numeric_column(store, covariate, where, extra=("sentence_id", "lang"))
     if frame.empty:
         raise SchemaError(f"no tokens with a {covariate!r} value are selected")
-    try:
-        y = frame["y"].to_numpy(np.float64)
-    except (TypeError, ValueError):
-        raise SchemaError(f"column {covariate!r} is not numeric") from None
+    y = frame["y"].to_numpy(np.float64)
     rows = frame["row"].to_numpy(np.int64)
     sentence = frame["sentence_id"].to_numpy(np.int64)
     spans = sentence_spans(sentence, store.site(site).chunk_rows)

@@ -6,6 +6,7 @@ import fnmatch
 import re
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 import actstore
@@ -36,6 +37,26 @@ def token_column(store: actstore.Store, name: str) -> str:
     if name not in columns:
         raise SchemaError(f"no column {name!r} in tokens; columns: {', '.join(columns)}")
     return '"' + name.replace('"', '""') + '"'
+
+
+def numeric_column(
+    store: actstore.Store, name: str, where: str | None = None, extra: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """Selected tokens that have a value of the numeric column ``name``, in row order.
+
+    Columns: ``row``, the ``extra`` columns, and ``y`` (the value, float64).
+    """
+    quoted = token_column(store, name)
+    condition = f"{quoted} IS NOT NULL"
+    if where and where.strip():
+        condition = f"({where}) AND {condition}"
+    columns = ", ".join(["row", *extra, f"{quoted} AS y"])
+    frame: pd.DataFrame = store.sql(f"SELECT {columns} FROM tokens WHERE {condition} ORDER BY row")
+    try:
+        frame["y"] = frame["y"].to_numpy(np.float64)
+    except (TypeError, ValueError):
+        raise SchemaError(f"column {name!r} is not numeric") from None
+    return frame
 
 
 def where_clause(where: str | None) -> str:
