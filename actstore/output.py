@@ -1,30 +1,128 @@
-"""Printing result tables the way every verb does: aligned text, CSV or JSON."""
+"""Printing result tables the way every verb does: aligned text, CSV or JSON.
+
+:class:`Output` and :class:`Keep` are the parameter classes every verb that prints a
+table shares (``--format``, ``-o``; ``--save``, ``--plot``).
+"""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
+from actstore.verbs import option
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 FORMATS = ("table", "csv", "json")
+MAX_ROWS = 500
 
 
-def render(frame: pd.DataFrame, fmt: str) -> str:
-    """A result table as text: aligned columns, CSV or JSON records."""
+@dataclass(frozen=True)
+class Output:
+    """Where and how a verb prints its table."""
+
+    format: Literal["table", "csv", "json"] = option("table", help="output format")
+    output: Path | None = option(None, short="-o", help="write to this file instead of stdout")
+    quiet: bool = option(False, short="-q", help="print nothing (with --save or --plot)")
+
+
+@dataclass(frozen=True)
+class Keep:
+    """What an analysis keeps besides printing: a results table and a figure."""
+
+    save: str | None = option(None, metavar="NAME", help="also store the full table as result NAME")
+    plot: Path | None = option(None, metavar="FILE.png", help="draw the result as a PNG")
+
+
+def render(frame: pd.DataFrame | pa.Table, fmt: str) -> str:
+    """A result table as text: aligned columns, CSV or JSON records.
+
+    Takes a pandas DataFrame or a ``pyarrow.Table`` (rendered without pandas, which
+    keeps ``actstore sql`` quick to start).
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> print(render(pa.table({"upos": ["NOUN", None], "n": [3, 12]}), "csv"), end="")
+    upos,n
+    NOUN,3
+    ,12
+    >>> print(render(pa.table({"upos": ["NOUN", None], "n": [3, 12]}), "table"), end="")
+    upos  n
+    NOUN  3
+    NULL 12
+    """
+    import pyarrow as pa
+
+    if isinstance(frame, pa.Table):
+        return _render_arrow(frame, fmt)
+    import pandas as pd
+
     if fmt == "csv":
         return str(frame.to_csv(index=False))
     if fmt == "json":
         return str(frame.to_json(orient="records", indent=1, force_ascii=False)) + "\n"
     with pd.option_context(
-        "display.max_rows", 500, "display.max_columns", 50, "display.width", 200
+        "display.max_rows", MAX_ROWS, "display.max_columns", 50, "display.width", 200
     ):
         return frame.to_string(index=False) + "\n"
 
 
+def _render_arrow(table: pa.Table, fmt: str) -> str:
+    import csv
+    import io
+    import json
+
+    names = table.column_names
+    records = table.to_pylist()
+    if fmt == "json":
+        return json.dumps(records, indent=1, ensure_ascii=False, default=str) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows([["" if r[n] is None else r[n] for n in names] for r in records])
+        return buffer.getvalue()
+    shown = records
+    if len(records) > MAX_ROWS:
+        half = MAX_ROWS // 2
+        shown = [*records[:half], {n: "..." for n in names}, *records[-half:]]
+    cells = [[_cell(r[n]) for n in names] for r in shown]
+    widths = [max(len(n), *(len(row[i]) for row in cells)) for i, n in enumerate(names)]
+    lines = [" ".join(n.rjust(w) for n, w in zip(names, widths, strict=True))]
+    lines += [" ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    if len(records) > MAX_ROWS:
+        lines.append(f"[{len(records):,} rows; --format csv -o FILE writes them all]")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
 def emit(text: str, output: Path | None) -> None:
-    """Write ``text`` to ``output``, or to stdout when None."""
+    """Write ``text`` to ``output``, or to stdout when None.
+
+    Examples
+    --------
+    >>> emit("hello\\n", None)
+    hello
+    """
     if output is None:
         sys.stdout.write(text)
     else:
         output.write_text(text, encoding="utf-8")
+
+
+def show(frame: pd.DataFrame, out: Output) -> None:
+    """Print (or write) ``frame`` as ``out`` asks."""
+    if not out.quiet:
+        emit(render(frame, out.format), out.output)

@@ -1,0 +1,79 @@
+"""Names and constants every layer shares, with no heavy imports: site dtypes, site
+names, glob matching of site names, natural sort order.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from typing import Literal
+
+from actstore.errors import SchemaError, SiteNotFoundError
+
+Dtype = Literal["float16", "bfloat16", "float32"]
+DTYPES: tuple[Dtype, ...] = ("float16", "bfloat16", "float32")  # most compact first
+_SITE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+def check_site_name(name: str) -> str:
+    """Site names are ``<model>/<component>[/...]`` of letters, digits, ``_ . -``.
+
+    Examples
+    --------
+    >>> check_site_name("minilm/layer.3")
+    'minilm/layer.3'
+    >>> check_site_name("../etc")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.SchemaError: invalid site name '../etc': expected '<model>/<component>' ...
+    """
+    parts = name.split("/") if isinstance(name, str) else []
+    if len(parts) < 2 or not all(_SITE_PART.match(p) and p not in {".", ".."} for p in parts):
+        raise SchemaError(
+            f"invalid site name {name!r}: expected '<model>/<component>' such as "
+            "'minilm/layer.3', each part of letters, digits, '_', '.', '-'"
+        )
+    return name
+
+
+def natural_key(name: str) -> list[object]:
+    """Sort key that orders the numbers inside names by value (``layer.2`` < ``layer.10``).
+
+    Examples
+    --------
+    >>> sorted(["m/layer.10", "m/layer.2"], key=natural_key)
+    ['m/layer.2', 'm/layer.10']
+    """
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def match_names(names: Iterable[str], pattern: str, what: str = "site") -> list[str]:
+    """The names matching any of the comma-separated globs in ``pattern``, naturally sorted.
+
+    A glob matches a whole name (``minilm/layer.*``) or, for ``<model>/<component>``
+    names, the component alone (``layer.*``). No match raises
+    :class:`~actstore.errors.SiteNotFoundError` listing the names there are.
+
+    Examples
+    --------
+    >>> match_names(["m/layer.0", "m/layer.10", "m/layer.2"], "layer.*")
+    ['m/layer.0', 'm/layer.2', 'm/layer.10']
+    >>> match_names(["m/layer.0"], "x/*")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.SiteNotFoundError: no site matches 'x/*'; sites: m/layer.0
+    """
+    pool = list(names)
+    globs = [p.strip() for p in pattern.split(",") if p.strip()]
+    chosen = [
+        n
+        for n in pool
+        if any(
+            fnmatch.fnmatchcase(n, g) or fnmatch.fnmatchcase(n.split("/", 1)[-1], g) for g in globs
+        )
+    ]
+    if not chosen:
+        known = ", ".join(sorted(pool, key=natural_key)) or "none"
+        raise SiteNotFoundError(f"no {what} matches {pattern!r}; {what}s: {known}")
+    return sorted(chosen, key=natural_key)
