@@ -23,7 +23,8 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 from zarr.codecs import ZstdCodec
 
-from actstore.errors import SchemaError
+from actstore.errors import ParameterError
+from actstore.names import DTYPES
 
 # Logical dtype -> dtype stored in Zarr. numpy has no bfloat16, so bfloat16 sites
 # keep the raw 16 bits as uint16 and are read back as float32.
@@ -35,11 +36,17 @@ CODECS = ("none", "zstd")
 
 
 def check_dtype(dtype: str) -> str:
-    if dtype not in STORAGE_DTYPES:
-        raise SchemaError(
-            f"unsupported site dtype {dtype!r}; choose one of {sorted(STORAGE_DTYPES)}"
-        )
+    """``dtype`` if it is a site dtype (:data:`actstore.names.DTYPES`)."""
+    if dtype not in DTYPES:
+        raise ParameterError("dtype", f"must be one of {list(DTYPES)}, got {dtype!r}")
     return dtype
+
+
+def check_codec(codec: str) -> str:
+    """``codec`` if sites can be stored with it (``none`` or ``zstd``)."""
+    if codec not in CODECS:
+        raise ParameterError("codec", f"must be one of {list(CODECS)}, got {codec!r}")
+    return codec
 
 
 def read_dtype(dtype: str, as_dtype: str | None = None) -> np.dtype[Any]:
@@ -83,8 +90,7 @@ def create_array(
     path: Path, n_rows: int, n_units: int, dtype: str, chunk_rows: int, codec: str
 ) -> None:
     """Create an empty site array (metadata only; no chunk is written)."""
-    if codec not in CODECS:
-        raise SchemaError(f"unsupported codec {codec!r}; choose one of {list(CODECS)}")
+    check_codec(codec)
     compressors: Any = ZstdCodec(level=3) if codec == "zstd" else None
     zarr.create_array(
         str(path),

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from actstore.conllu import ParsedConllu, read_conllu
 from actstore.errors import CorpusError
-from actstore.manifest import now_utc
+from actstore.manifest import SourceInfo, now_utc
 from actstore.store import Store
 
 BASE_COLUMNS = (
@@ -175,15 +175,15 @@ def ingest_conllu(
 
     Examples
     --------
-    >>> store = actstore.create("ewt.actstore")  # doctest: +SKIP
-    >>> ingest_conllu(store, ["en_ewt-ud-dev.conllu"])[0]["n_words"]  # doctest: +SKIP
-    25147
+    >>> with actstore.create(tmp / "ewt.actstore") as new:
+    ...     ingest_conllu(new, [sample_conllu])[0]["n_words"]
+    698
     """
-    store._require_writable()
+    store.check_writable(exclusive=True)
     if not paths:
         raise CorpusError("(no files)", None, "give at least one CoNLL-U file to ingest")
     parsed = [read_conllu(p) for p in paths]
-    known = {s["sha256"]: s["path"] for s in store.manifest["sources"]}
+    known = {s.sha256: s.path for s in store.sources}
     for p in parsed:
         if p.sha256 in known:
             raise CorpusError(
@@ -191,12 +191,12 @@ def ingest_conllu(
             )
         known[p.sha256] = p.path
     with store.transaction():
-        return [_append(store, p, corpus, lang, split) for p in parsed]
+        return [vars(_append(store, p, corpus, lang, split)) for p in parsed]
 
 
 def _append(
     store: Store, parsed: ParsedConllu, corpus: str | None, lang: str | None, split: str | None
-) -> dict[str, Any]:
+) -> SourceInfo:
     path = Path(parsed.path).resolve()
     guessed = describe_source(path)
     source = {
@@ -208,16 +208,19 @@ def _append(
     first_row, first_sentence = store.n_rows("tokens"), store.n_rows("sentences")
     store.append_table("tokens", tokens_table(parsed, first_row, first_sentence, source))
     store.append_table("sentences", sentences_table(parsed, first_row, first_sentence, source))
-    record = {
-        **source,
-        "sha256": parsed.sha256,
-        "n_sentences": parsed.n_sentences,
-        "n_words": parsed.n_words,
-        "n_multiword_tokens": parsed.n_multiword,
-        "n_empty_nodes": parsed.n_empty_nodes,
-        "first_row": first_row,
-        "first_sentence": first_sentence,
-        "ingested": now_utc(),
-    }
-    store.manifest["sources"].append(record)
+    record = SourceInfo(
+        path=source["path"] or "",
+        corpus=source["corpus"],
+        lang=source["lang"],
+        split=source["split"],
+        sha256=parsed.sha256,
+        n_sentences=parsed.n_sentences,
+        n_words=parsed.n_words,
+        n_multiword_tokens=parsed.n_multiword,
+        n_empty_nodes=parsed.n_empty_nodes,
+        first_row=first_row,
+        first_sentence=first_sentence,
+        ingested=now_utc(),
+    )
+    store.add_source(record)
     return record

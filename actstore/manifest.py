@@ -1,17 +1,21 @@
-"""The manifest: the store's commit record (see docs/FORMAT.md).
+"""The manifest: the store's commit record (see docs/FORMAT.md), as typed records.
 
 A reader sees exactly what ``manifest.json`` names. Writers prepare new files first
 and replace the manifest last, atomically, so a crash at any point leaves the
-previous committed state intact.
+previous committed state intact. In memory the manifest is a :class:`Manifest` of
+dataclass records; on disk it is the same JSON as format version 1 always was, so
+stores written before these records existed open unchanged.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import os
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from actstore.errors import FormatError, StoreNotFoundError
 
@@ -20,28 +24,162 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PARTIAL_SUFFIX = ".partial"
 
-Manifest = dict[str, Any]
+SiteStatus = Literal["partial", "complete"]
+ResultKind = Literal["table", "matrix"]
 
 
 def now_utc() -> str:
-    """The current time as an ISO 8601 string in UTC, to the second."""
+    """The current time as an ISO 8601 string in UTC, to the second.
+
+    Examples
+    --------
+    >>> now_utc()[:2], now_utc().endswith("+00:00")
+    ('20', True)
+    """
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
-def new_manifest(version: str) -> Manifest:
-    """An empty store's manifest."""
-    return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "created": now_utc(),
-        "updated": now_utc(),
-        "generation": 0,
-        "actstore_version": version,
-        "tables": {},
-        "sources": [],
-        "sites": {},
-        "results": {},
-    }
+@dataclass
+class Part:
+    """One Parquet file of a table: its path (relative to the store) and rows."""
+
+    path: str
+    n_rows: int
+    first_row: int
+
+
+@dataclass
+class TableRecord:
+    """A corpus table: its Parquet parts in row order."""
+
+    n_rows: int = 0
+    parts: list[Part] = field(default_factory=list)
+
+
+@dataclass
+class ResultRecord:
+    """An analysis result: a table (Parquet parts) or a matrix (a Zarr array with
+    Parquet tables of row and column labels)."""
+
+    kind: ResultKind = "table"
+    n_rows: int = 0
+    parts: list[Part] = field(default_factory=list)
+    shape: list[int] = field(default_factory=list)  # matrices: [rows, columns]
+    path: str | None = None  # matrices: the Zarr array
+    labels: dict[str, str] = field(default_factory=dict)  # matrices: axis -> Parquet file
+    provenance: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+
+    def files(self) -> list[str]:
+        """Every path (relative to the store) this result owns."""
+        named = [p.path for p in self.parts] + list(self.labels.values())
+        return named + ([self.path] if self.path else [])
+
+
+@dataclass
+class SiteRecord:
+    """A declared site: shape, storage, provenance and progress."""
+
+    table: str
+    n_rows: int
+    n_units: int
+    dtype: str
+    chunk_rows: int
+    codec: str
+    provenance: dict[str, Any]
+    path: str
+    status: SiteStatus = "partial"
+    done_chunks: int = 0
+    created: str = ""
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n_rows // self.chunk_rows)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """One ingested corpus file: where it came from, its labels, hash and counts."""
+
+    path: str
+    corpus: str | None
+    lang: str | None
+    split: str | None
+    sha256: str
+    n_sentences: int
+    n_words: int
+    n_multiword_tokens: int
+    n_empty_nodes: int
+    first_row: int
+    first_sentence: int
+    ingested: str
+
+
+@dataclass
+class Manifest:
+    """Everything a store has committed."""
+
+    created: str
+    updated: str
+    actstore_version: str
+    generation: int = 0
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+    tables: dict[str, TableRecord] = field(default_factory=dict)
+    sources: list[SourceInfo] = field(default_factory=list)
+    sites: dict[str, SiteRecord] = field(default_factory=dict)
+    results: dict[str, ResultRecord] = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, version: str) -> Manifest:
+        """An empty store's manifest."""
+        return cls(created=now_utc(), updated=now_utc(), actstore_version=version)
+
+    def table_like(self, name: str) -> TableRecord | ResultRecord | None:
+        """The corpus table or table result ``name`` (both are SQL tables)."""
+        if name in self.tables:
+            return self.tables[name]
+        result = self.results.get(name)
+        return result if result is not None and result.kind == "table" else None
+
+    def copy(self) -> Manifest:
+        return copy.deepcopy(self)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: Path) -> Manifest:
+        """Records from the JSON of ``manifest.json`` at ``where``; malformed -> FormatError."""
+        try:
+            body = {k: v for k, v in data.items() if k not in _COLLECTIONS}
+            manifest = cls(**body)
+            manifest.tables = {n: _table(t) for n, t in data.get("tables", {}).items()}
+            manifest.sources = [SourceInfo(**s) for s in data.get("sources", [])]
+            manifest.sites = {n: SiteRecord(**s) for n, s in data.get("sites", {}).items()}
+            manifest.results = {n: _result(r) for n, r in data.get("results", {}).items()}
+        except (TypeError, AttributeError, KeyError) as exc:
+            raise FormatError(f"{where}: malformed manifest ({exc})") from None
+        return manifest
+
+
+_COLLECTIONS = {
+    f.name for f in fields(Manifest) if f.name in ("tables", "sources", "sites", "results")
+}
+
+
+def _parts(items: list[dict[str, Any]]) -> list[Part]:
+    return [Part(**p) for p in items]
+
+
+def _table(data: dict[str, Any]) -> TableRecord:
+    return TableRecord(n_rows=data["n_rows"], parts=_parts(data["parts"]))
+
+
+def _result(data: dict[str, Any]) -> ResultRecord:
+    record = ResultRecord(**{k: v for k, v in data.items() if k != "parts"})
+    record.parts = _parts(data.get("parts", []))
+    return record
 
 
 def fsync_dir(path: Path) -> None:
@@ -58,6 +196,12 @@ def atomic_write(path: Path, data: bytes) -> None:
 
     The bytes go to ``path.partial`` first, are flushed to disk, then renamed over
     ``path`` (``os.replace`` is atomic on POSIX file systems).
+
+    Examples
+    --------
+    >>> atomic_write(tmp / "note.txt", b"hello")
+    >>> (tmp / "note.txt").read_bytes()
+    b'hello'
     """
     tmp = path.with_name(path.name + PARTIAL_SUFFIX)
     with open(tmp, "wb") as fh:
@@ -69,7 +213,13 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def read_manifest(root: Path) -> Manifest:
-    """Load and check the manifest of the store at ``root``."""
+    """Load and check the manifest of the store at ``root``.
+
+    Examples
+    --------
+    >>> read_manifest(store_path).tables["tokens"].n_rows
+    698
+    """
     path = root / MANIFEST
     if not root.exists():
         raise StoreNotFoundError(f"no store at {root}: the path does not exist")
@@ -79,23 +229,23 @@ def read_manifest(root: Path) -> Manifest:
             "(create one with actstore.create or `actstore ingest`)"
         )
     try:
-        manifest: Manifest = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise FormatError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise FormatError(f"{path}: expected an actstore manifest (format: {FORMAT_NAME!r})")
-    version = manifest.get("format_version")
+    version = data.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise FormatError(
             f"{path}: format version {version!r} is newer than this actstore understands "
             f"(up to {FORMAT_VERSION}); upgrade actstore"
         )
-    return manifest
+    return Manifest.from_json(data, path)
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
     """Commit ``manifest``: bump its generation and replace the file atomically."""
-    manifest["generation"] = int(manifest.get("generation", 0)) + 1
-    manifest["updated"] = now_utc()
-    data = json.dumps(manifest, indent=1, sort_keys=False).encode("utf-8")
+    manifest.generation += 1
+    manifest.updated = now_utc()
+    data = json.dumps(manifest.to_json(), indent=1).encode("utf-8")
     atomic_write(root / MANIFEST, data + b"\n")

@@ -6,7 +6,8 @@ slower in Zarr). After a chunk's bytes are written, an empty marker file
 ``progress/<site>/<chunk>.done`` records it. A writer killed at any point therefore
 leaves finished chunks marked and unfinished ones unmarked; declaring the same site
 again resumes with the unmarked chunks, and rows written into finished chunks are
-ignored. :meth:`SiteWriter.commit` publishes the site in the manifest.
+ignored. :meth:`SiteWriter.commit` hands the chunks done to the store, which
+publishes them in the manifest; the writer never edits the manifest itself.
 
 Memory: the writer holds every chunk that is partly filled. Feed rows roughly in
 order (or a chunk's worth of sentences at a time) to keep that small.
@@ -15,19 +16,26 @@ order (or a chunk's worth of sentences at a time) to keep that small.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import zarr
 
 from actstore.arrays import STORAGE_DTYPES, to_bfloat16_bits
+from actstore.commit import PROGRESS_DIR
 from actstore.errors import SiteError
+from actstore.manifest import SiteRecord
 
-if TYPE_CHECKING:
-    from actstore.store import Store
+# (site name, chunks done) -> whether the site is now complete
+Publish = Callable[[str, set[int]], bool]
 
-PROGRESS_DIR = "progress"
+
+def marked_chunks(root: Path, name: str) -> set[int]:
+    """Chunks of site ``name`` with a done marker, written by any process."""
+    folder = root / PROGRESS_DIR / name
+    return {int(p.name.split(".")[0]) for p in folder.glob("*.done")}
 
 
 class SiteWriter:
@@ -35,35 +43,31 @@ class SiteWriter:
 
     Examples
     --------
-    >>> import numpy as np, actstore
-    >>> store = actstore.create(tmp_path / "s.actstore")  # doctest: +SKIP
-    >>> writer = store.create_site("demo/layer.0", table="tokens", n_units=4)  # doctest: +SKIP
-    >>> for start, stop in writer.pending_ranges():  # doctest: +SKIP
-    ...     writer.write(start, np.zeros((stop - start, 4), np.float32))
-    >>> writer.commit()  # doctest: +SKIP
+    >>> writer = store.create_site("demo/layer.0", table="tokens", n_units=4)
+    >>> for start, stop in writer.pending_ranges():
+    ...     writer.write(start, np.ones((stop - start, 4), np.float32))
+    >>> writer.commit()
+    >>> store.site("demo/layer.0").status
+    'complete'
     """
 
-    def __init__(self, store: Store, name: str) -> None:
-        entry = store.manifest["sites"][name]
-        self.store = store
+    def __init__(self, root: Path, name: str, record: SiteRecord, publish: Publish) -> None:
+        self.root = root
         self.name = name
-        self.n_rows: int = entry["n_rows"]
-        self.n_units: int = entry["n_units"]
-        self.chunk_rows: int = entry["chunk_rows"]
-        self.dtype: str = entry["dtype"]
-        self.n_chunks: int = -(-self.n_rows // self.chunk_rows)
-        self._dir = store.path / entry["path"]
+        self.n_rows: int = record.n_rows
+        self.n_units: int = record.n_units
+        self.chunk_rows: int = record.chunk_rows
+        self.dtype: str = record.dtype
+        self.n_chunks: int = record.n_chunks
+        self._publish = publish
+        self._dir = root / record.path
         self._array: Any = zarr.open_array(str(self._dir), mode="r+")
-        self._progress = store.path / PROGRESS_DIR / name
+        self._progress = root / PROGRESS_DIR / name
         self._progress.mkdir(parents=True, exist_ok=True)
         self.done: set[int] = (
-            self._marked() if entry["status"] != "complete" else set(range(self.n_chunks))
+            marked_chunks(root, name) if record.status != "complete" else set(range(self.n_chunks))
         )
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def _marked(self) -> set[int]:
-        """Chunks with a done marker, written by this process or any other shard."""
-        return {int(p.name.split(".")[0]) for p in self._progress.glob("*.done")}
 
     # -- what is left ---------------------------------------------------------------
     def chunk_range(self, chunk: int) -> tuple[int, int]:
@@ -169,17 +173,12 @@ class SiteWriter:
         Rows buffered in partly filled chunks are not written: a commit with pending
         chunks records the site as partial, and declaring it again resumes.
         """
-        with self.store.update() as manifest:
-            self.done |= self._marked()
-            entry = manifest["sites"][self.name]
-            entry["done_chunks"] = len(self.done)
-            if self.complete:
-                entry["status"] = "complete"
-        if self.complete:  # nobody writes this site any more: drop a killed run's debris
-            for debris in self._dir.rglob("*.partial"):
+        self.done |= marked_chunks(self.root, self.name)
+        if self._publish(self.name, self.done):  # nobody writes this site any more
+            for debris in self._dir.rglob("*.partial"):  # a killed run's chunk debris
                 debris.unlink(missing_ok=True)
             shutil.rmtree(self._progress, ignore_errors=True)
-            _prune_empty_parents(self._progress.parent, self.store.path / PROGRESS_DIR)
+            _prune_empty_parents(self._progress.parent, self.root / PROGRESS_DIR)
 
     @property
     def buffered_rows(self) -> int:

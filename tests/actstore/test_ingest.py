@@ -82,8 +82,8 @@ def test_hand_worked_example(example_store: actstore.Store) -> None:
     assert column(s, "n_empty_nodes", "sentences") == [0, 1]
     assert column(s, "first_row", "sentences") == [0, 5]
     assert column(s, "line", "sentences") == [1, 10]
-    (source,) = s.manifest["sources"]
-    assert (source["n_multiword_tokens"], source["n_empty_nodes"]) == (1, 1)
+    (source,) = s.sources
+    assert (source.n_multiword_tokens, source.n_empty_nodes) == (1, 1)
 
 
 def _official_counts(stats: Path) -> dict[str, dict[str, int]]:
@@ -113,9 +113,7 @@ def test_counts_equal_stats_xml(ud_dir: Path, tmp_path: Path) -> None:
             arrow=True,
         ).to_pylist()
         by_file = {(r["corpus"], r["split"]): r for r in got}
-        fused = {
-            (s["corpus"], s["split"]): s["n_multiword_tokens"] for s in store.manifest["sources"]
-        }
+        fused = {(s.corpus, s.split): s.n_multiword_tokens for s in store.sources}
         assert store.n_rows("tokens") == sum(r["words"] for r in got)
     for path in files:
         corpus, split = path.parent.name, path.stem.rsplit("-", 1)[1]

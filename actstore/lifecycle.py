@@ -1,0 +1,70 @@
+"""Creating and opening stores: ``actstore.create`` and ``actstore.open``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from actstore.commit import ARRAYS_DIR, RESULTS_DIR, TABLES_DIR
+from actstore.errors import ParameterError, StoreExistsError
+from actstore.lock import WriterLock
+from actstore.manifest import MANIFEST, Manifest, read_manifest, write_manifest
+from actstore.store import Store
+from actstore.version import __version__
+
+
+def create(path: str | Path, *, overwrite: bool = False) -> Store:
+    """Create an empty store at ``path`` and open it for writing.
+
+    ``overwrite`` replaces an existing *store* (a directory with a manifest); any
+    other existing path is refused.
+
+    Examples
+    --------
+    >>> with actstore.create(tmp / "new.actstore") as new:
+    ...     new.n_rows("tokens")
+    0
+    """
+    root = Path(path)
+    if root.exists():
+        if not overwrite or not (root / MANIFEST).is_file():
+            is_store = (root / MANIFEST).is_file()
+            what = "a store" if is_store else "a path that is not a store"
+            advice = "pass overwrite=True to replace it" if is_store else "choose another path"
+            raise StoreExistsError(f"{root} already exists ({what}); {advice}")
+        open_store(root, mode="a").close()  # takes the lock: never delete under a writer
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    for folder in (TABLES_DIR, ARRAYS_DIR, RESULTS_DIR):
+        (root / folder).mkdir()
+    write_manifest(root, Manifest.new(__version__))
+    return open_store(root, mode="a")
+
+
+def open_store(path: str | Path, mode: Literal["r", "a"] = "r", *, shared: bool = False) -> Store:
+    """Open the store at ``path``: ``mode="r"`` to read, ``"a"`` to add to it.
+
+    ``shared=True`` (with ``mode="a"``) opens a shard writer: several processes may
+    hold the store this way at once to fill disjoint chunks of the same sites; other
+    changes need the exclusive writer (``mode="a"`` alone).
+
+    Examples
+    --------
+    >>> with actstore.open(store_path) as reader:
+    ...     reader.mode, reader.n_rows("sentences")
+    ('r', 30)
+    """
+    root = Path(path)
+    if mode not in ("r", "a"):
+        raise ParameterError("mode", f"must be 'r' or 'a', got {mode!r}")
+    read_manifest(root)  # raises the precise error for a missing or foreign path
+    if mode == "r":
+        return Store(root, "r", None)
+    lock = WriterLock(root, shared=shared)
+    lock.acquire()
+    try:
+        return Store(root, "a", lock)
+    except BaseException:
+        lock.release()
+        raise

@@ -1,0 +1,213 @@
+"""Sites: declaring them, publishing their progress, reading them lazily, deleting them.
+
+A site is one Zarr array aligned to a row table (row i of the array is row i of the
+table). Declaring it creates the empty array and names it in the manifest as
+``partial``; its :class:`~actstore.writer.SiteWriter` fills whole chunks and the
+store publishes the chunks done; once all are, the site is ``complete`` and can be
+read with :func:`view`.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from actstore.commit import ARRAYS_DIR, PROGRESS_DIR, Ledger
+from actstore.errors import SchemaError, SiteError, SiteNotFoundError
+from actstore.manifest import SiteRecord, SiteStatus, now_utc
+from actstore.names import check_site_name
+
+if TYPE_CHECKING:  # zarr, dask and xarray load only when a site is written or read
+    import xarray as xr
+
+    from actstore.writer import SiteWriter
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """A declared site: shape, storage, provenance (a copy) and whether it is complete."""
+
+    name: str
+    table: str
+    n_rows: int
+    n_units: int
+    dtype: str
+    chunk_rows: int
+    codec: str
+    status: SiteStatus
+    done_chunks: int
+    n_chunks: int
+    provenance: dict[str, Any]
+
+
+def info_of(name: str, record: SiteRecord) -> SiteInfo:
+    return SiteInfo(
+        name=name,
+        table=record.table,
+        n_rows=record.n_rows,
+        n_units=record.n_units,
+        dtype=record.dtype,
+        chunk_rows=record.chunk_rows,
+        codec=record.codec,
+        status=record.status,
+        done_chunks=record.done_chunks,
+        n_chunks=record.n_chunks,
+        provenance=copy.deepcopy(record.provenance),
+    )
+
+
+def record_of(ledger: Ledger, name: str) -> SiteRecord:
+    """The manifest record of site ``name``; the error lists the sites there are."""
+    sites = ledger.manifest.sites
+    if name not in sites:
+        raise SiteNotFoundError(
+            f"no site {name!r} in {ledger.root}; sites: {', '.join(sorted(sites)) or 'none'}"
+        )
+    return sites[name]
+
+
+def declare(
+    ledger: Ledger,
+    name: str,
+    *,
+    table: str,
+    n_units: int,
+    dtype: str,
+    chunk_rows: int | None,
+    codec: str,
+    provenance: Mapping[str, Any] | None,
+    overwrite: bool,
+) -> SiteWriter:
+    """Declare a site (or resume the same declaration) and return its writer."""
+    from actstore import arrays
+    from actstore.writer import SiteWriter
+
+    ledger.require_writable()
+    check_site_name(name)
+    arrays.check_dtype(dtype)
+    arrays.check_codec(codec)
+    if table not in ledger.manifest.tables:
+        raise SchemaError(
+            f"no table {table!r} to align site {name} to; tables: {sorted(ledger.manifest.tables)}"
+        )
+    if not isinstance(n_units, int) or isinstance(n_units, bool) or n_units < 1:
+        raise SchemaError(f"site {name}: n_units must be a positive integer, got {n_units!r}")
+    n_rows = ledger.manifest.tables[table].n_rows
+    declared: dict[str, Any] = {
+        "table": table,
+        "n_rows": n_rows,
+        "n_units": n_units,
+        "dtype": dtype,
+        "chunk_rows": int(chunk_rows or arrays.default_chunk_rows(n_rows, n_units, dtype)),
+        "codec": codec,
+        "provenance": copy.deepcopy(dict(provenance or {})),
+    }
+    old = ledger.manifest.sites.get(name)
+    if old is not None and overwrite and _differences(old, declared):
+        delete(ledger, name)
+    with ledger.update() as manifest:  # shards declare the same site at once: decide here
+        old = manifest.sites.get(name)
+        if old is not None:
+            changed = _differences(old, declared)
+            if changed:
+                raise SiteError(
+                    f"site {name} already exists with different {', '.join(changed)}; "
+                    "pass overwrite=True to replace it"
+                )
+            record = old
+        else:
+            arrays.create_array(
+                ledger.root / ARRAYS_DIR / name, n_rows, n_units, dtype,
+                declared["chunk_rows"], codec,
+            )  # fmt: skip
+            record = manifest.sites[name] = SiteRecord(
+                **declared, path=f"{ARRAYS_DIR}/{name}", created=now_utc()
+            )
+    return SiteWriter(ledger.root, name, copy.deepcopy(record), lambda n, d: publish(ledger, n, d))
+
+
+def _differences(old: SiteRecord, declared: Mapping[str, Any]) -> list[str]:
+    return [k for k, v in declared.items() if getattr(old, k) != v]
+
+
+def publish(ledger: Ledger, name: str, done: set[int]) -> bool:
+    """Record the chunks done of site ``name``; True once the site is complete."""
+    with ledger.update() as manifest:
+        record = manifest.sites[name]
+        record.done_chunks = len(done)
+        if len(done) == record.n_chunks:
+            record.status = "complete"
+        return record.status == "complete"
+
+
+def written_chunks(ledger: Ledger, name: str) -> frozenset[int]:
+    """Chunks of site ``name`` whose bytes are durably written, a running writer's too."""
+    from actstore.writer import marked_chunks
+
+    record = record_of(ledger, name)
+    if record.status == "complete":
+        return frozenset(range(record.n_chunks))
+    return frozenset(marked_chunks(ledger.root, name))
+
+
+def delete(ledger: Ledger, name: str) -> None:
+    """Remove a site from the manifest (committed), then its array and progress."""
+    ledger.require_writable(exclusive=True)
+    record_of(ledger, name)
+    with ledger.update() as manifest:
+        del manifest.sites[name]
+    shutil.rmtree(ledger.root / ARRAYS_DIR / name, ignore_errors=True)
+    shutil.rmtree(ledger.root / PROGRESS_DIR / name, ignore_errors=True)
+
+
+def view(
+    ledger: Ledger,
+    name: str,
+    rows: Iterable[int] | np.ndarray | None,
+    dtype: str | None,
+) -> xr.DataArray:
+    """A lazy ``(row, unit)`` view of a complete site, optionally of some rows only."""
+    import xarray as xr
+
+    from actstore import arrays
+
+    record = record_of(ledger, name)
+    if record.status != "complete":
+        raise SiteError(
+            f"site {name} is incomplete ({record.done_chunks}/{record.n_chunks} chunks "
+            "written); rerun its extraction to resume"
+        )
+    if rows is None:
+        selected, contiguous = np.arange(record.n_rows, dtype=np.int64), True
+    else:
+        selected = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows)
+        selected = check_rows(selected, name, record.n_rows)
+        contiguous = selected.size == 0 or int(selected[-1] - selected[0]) + 1 == selected.size
+    reader = arrays.RowReader(ledger.root / record.path, record.dtype, dtype)
+    data = arrays.lazy_rows(
+        reader, record.n_units, record.chunk_rows, selected, contiguous=contiguous
+    )
+    return xr.DataArray(
+        data,
+        dims=("row", "unit"),
+        coords={"row": selected, "unit": np.arange(record.n_units)},
+        name=name,
+        attrs={"site": name, "table": record.table, "stored_dtype": record.dtype},
+    )
+
+
+def check_rows(rows: np.ndarray, name: str, n_rows: int) -> np.ndarray:
+    """``rows`` as sorted unique int64 row ids of a site of ``n_rows`` rows, or an error."""
+    if rows.size and not np.issubdtype(rows.dtype, np.integer):
+        raise SchemaError(f"rows must be integers, got dtype {rows.dtype}")
+    rows = rows.astype(np.int64, copy=False).ravel()
+    if rows.size > 1 and not (np.diff(rows) > 0).all():
+        raise SchemaError("rows must be strictly increasing (sort them, e.g. np.unique(rows))")
+    if rows.size and (rows[0] < 0 or rows[-1] >= n_rows):
+        raise SchemaError(f"rows must lie in 0..{n_rows - 1} for site {name}")
+    return rows

@@ -1,0 +1,89 @@
+"""Row tables on disk: Parquet parts written atomically, appended, read by column.
+
+A corpus table (``tokens``, ``sentences``) is a list of parts in row order; each new
+part is written to ``*.partial``, fsynced by rename, and only then named in the
+manifest. Reading whole columns goes straight to the parts (no query engine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from actstore import sql
+from actstore.commit import TABLES_DIR
+from actstore.errors import SchemaError
+from actstore.manifest import PARTIAL_SUFFIX, Manifest, Part, ResultRecord, TableRecord, fsync_dir
+
+
+def as_arrow(table: Any) -> pa.Table:
+    """A ``pyarrow.Table`` from Arrow or pandas input (the index is dropped).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> as_arrow(pd.DataFrame({"x": [1, 2]})).num_rows
+    2
+    """
+    if isinstance(table, pa.Table):
+        return table
+    import pandas as pd
+
+    if isinstance(table, pd.DataFrame):
+        return pa.Table.from_pandas(table, preserve_index=False)
+    raise SchemaError(f"expected a pyarrow.Table or a pandas.DataFrame, got {type(table).__name__}")
+
+
+def write_parquet(root: Path, rel: str, table: pa.Table) -> None:
+    """Write ``table`` to ``root / rel`` atomically (``*.partial`` then rename)."""
+    tmp = root / (rel + PARTIAL_SUFFIX)
+    pq.write_table(table, tmp, compression="zstd", row_group_size=128 * 1024)
+    tmp.replace(root / rel)
+    fsync_dir(tmp.parent)
+
+
+def append_part(root: Path, manifest: Manifest, name: str, table: pa.Table) -> None:
+    """Write ``table`` as the next part of corpus table ``name`` and name it in ``manifest``
+    (published when the manifest is committed)."""
+    sql.check_table_name(name)
+    if name in manifest.results:
+        raise SchemaError(f"{name!r} is a result; choose another name for a corpus table")
+    record = manifest.tables.setdefault(name, TableRecord())
+    folder = root / TABLES_DIR / name
+    folder.mkdir(parents=True, exist_ok=True)
+    rel = f"{TABLES_DIR}/{name}/part-{len(record.parts):05d}.parquet"
+    write_parquet(root, rel, table)
+    record.parts.append(Part(rel, table.num_rows, record.n_rows))
+    record.n_rows += table.num_rows
+
+
+def read_columns(
+    root: Path, record: TableRecord | ResultRecord, table: str, names: Sequence[str]
+) -> pa.Table:
+    """Whole columns of a table in row order, read straight from its Parquet parts.
+
+    Strings come dictionary-encoded; a column missing from some parts (a UD feature
+    absent in one corpus) is NULL there.
+    """
+    files = [pq.ParquetFile(root / part.path) for part in record.parts]
+    kinds = {f.name: f.type for file in files for f in file.schema_arrow}
+    unknown = [n for n in names if n not in kinds]
+    if unknown:
+        raise SchemaError(f"no column {unknown[0]!r} in {table}; columns: {', '.join(kinds)}")
+    strings = [n for n in names if pa.types.is_string(kinds[n])]
+    pieces = []
+    for part, file in zip(record.parts, files, strict=True):
+        have = [n for n in names if n in file.schema_arrow.names]
+        piece = pq.read_table(root / part.path, columns=have, read_dictionary=strings)
+        for n in names:
+            if n not in have:
+                kind = pa.dictionary(pa.int32(), pa.string()) if n in strings else kinds[n]
+                piece = piece.append_column(n, pa.nulls(piece.num_rows, kind))
+        pieces.append(piece.select(list(names)))
+    if not pieces:
+        return pa.table({n: pa.array([], kinds.get(n, pa.null())) for n in names})
+    return pa.concat_tables(pieces, promote_options="permissive")
