@@ -22,7 +22,7 @@ from timing import compare, peak_rss_mib
 
 import actstore
 from queries.correlate import unit_correlations
-from queries.reduce import compute
+from queries.engine import compute
 
 
 def build(path: Path, n_rows: int, n_units: int) -> actstore.Store:

@@ -28,7 +28,9 @@ from timing import peak_rss_mib
 
 import actstore
 from actstore.data import corpus_path
-from queries.probe import ProbeOptions, metric_value, prepare_labels, probe
+from actstore.verbs import verb
+from queries.options import ProbeOptions
+from queries.probe import metric_value, prepare_labels, probe
 
 RUNS = Path("runs/bench")
 SITE = "minilm/layer.4"
@@ -38,14 +40,12 @@ N_CLASSES = 17
 
 
 def ewt_train() -> Path:
-    from extractors.transformer import ExtractOptions, extract
-
     path = RUNS / "ewt-train.actstore"
     if not (path / "manifest.json").is_file():
         RUNS.mkdir(parents=True, exist_ok=True)
         with actstore.create(path, overwrite=True) as store:
             actstore.ingest_conllu(store, [corpus_path("en_ewt", "train")])
-    extract(path, ExtractOptions(model="minilm", sites="layer.4"))  # resumes or skips
+    verb("extract")(store=path, model="minilm", sites="layer.4", quiet=True)  # resumes or skips
     return path
 
 

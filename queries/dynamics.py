@@ -8,26 +8,51 @@ the layout of the LSTM probing paper's Table 2 (languages x components). Sentenc
 of fewer than ``min_words`` selected words are skipped, and so are sentences where
 either sequence is constant (the correlation is undefined); both are counted.
 
-One pass: blocks are runs of whole sentences, each block returns its sentences'
-correlations, and the blocks run as one dask graph.
+One pass on the query engine: blocks are runs of whole sentences, each returns its
+sentences' correlations (:func:`queries.engine.map_blocks`).
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
-from dask.delayed import delayed
 
 import actstore
 from actstore.errors import SchemaError
-from queries.reduce import compute, sentence_bounds, sentence_spans, span_blocks
-from queries.select import natural_key, numeric_column
+from actstore.names import natural_key
+from queries.engine import Selection, map_blocks, sentence_bounds
+from queries.options import DynamicsOptions
+from queries.results import Column, TableSchema
+from queries.select import not_null, numeric, token_column
+
+DYNAMICS = TableSchema(
+    "dynamics",
+    (
+        Column("site", "string"),
+        Column("target", "string"),
+        Column("lang", "string"),
+        Column("metric", "string"),
+        Column("value", "float64"),
+        Column("sd", "float64"),
+        Column("n", "int64"),
+        Column("skipped", "int64"),
+    ),
+)
 
 
 def sentence_correlations(
     means: np.ndarray, y: np.ndarray, sentence: np.ndarray, min_words: int
 ) -> np.ndarray:
-    """Pearson r between ``means`` and ``y`` within each sentence run (NaN: skipped)."""
+    """Pearson r between ``means`` and ``y`` within each sentence run (NaN: skipped).
+
+    Examples
+    --------
+    >>> sentence_correlations(np.array([1.0, 2, 3, 1, 1]), np.array([1.0, 2, 4, 1, 2]),
+    ...                       np.array([0, 0, 0, 1, 1]), 2).round(3)
+    array([0.982,   nan])
+    """
     bounds = sentence_bounds(sentence)
     starts, counts = bounds[:-1], np.diff(bounds)
     centred = []
@@ -43,7 +68,7 @@ def sentence_correlations(
 
 
 def _block_correlations(
-    x: np.ndarray, y: np.ndarray, sentence: np.ndarray, min_words: int
+    x: np.ndarray, *, y: np.ndarray, sentence: np.ndarray, min_words: int
 ) -> np.ndarray:
     return sentence_correlations(np.asarray(x, np.float64).mean(axis=1), y, sentence, min_words)
 
@@ -51,45 +76,49 @@ def _block_correlations(
 def sentence_dynamics(
     store: actstore.Store,
     site: str,
-    covariate: str = "depth",
+    covariate: str = DynamicsOptions.covariate,
     where: str | None = None,
     *,
-    min_words: int = 3,
+    min_words: int = DynamicsOptions.min_words,
 ) -> pd.DataFrame:
     """Mean over sentences of r(mean activation, ``covariate``), per language.
 
     Returns
     -------
     pandas.DataFrame
-        ``site, target, lang, metric ("mean_r"), value, sd, n, skipped``: ``n``
-        sentences averaged, ``skipped`` too short or constant.
+        :data:`DYNAMICS`: ``site, target, lang, metric ("mean_r"), value, sd, n,
+        skipped``: ``n`` sentences averaged, ``skipped`` too short or constant.
 
     Examples
     --------
-    >>> sentence_dynamics(store, "minilm/layer.3", "depth")  # doctest: +SKIP
+    >>> table = sentence_dynamics(store, "toy/layer.0", "depth")
+    >>> table[["site", "lang", "metric"]].values.tolist(), int(table["n"].iloc[0]) > 20
+    ([['toy/layer.0', 'en', 'mean_r']], True)
     """
-    frame = numeric_column(store, covariate, where, extra=("sentence_id", "lang"))
-    if frame.empty:
+    quoted = token_column(store, covariate)
+    selection = Selection(store, (site,), not_null(where, quoted), sentences=True)
+    if selection.rows.size == 0:
         raise SchemaError(f"no tokens with a {covariate!r} value are selected")
-    y = frame["y"].to_numpy(np.float64)
-    rows = frame["row"].to_numpy(np.int64)
-    sentence = frame["sentence_id"].to_numpy(np.int64)
-    spans = sentence_spans(sentence, store.site(site).chunk_rows)
-    parts = [
-        delayed(_block_correlations)(x, y[s], sentence[s], min_words)
-        for x, s in zip(span_blocks(store, site, rows, spans), spans, strict=True)
-    ]
-    r = np.concatenate(compute(*parts))
+    columns = selection.values([covariate, "lang"])
+    y = numeric(columns.column(covariate), covariate)
+    sentence = selection.sentence
+    parts = map_blocks(
+        partial(_block_correlations, min_words=min_words),
+        selection,
+        per_row={"y": y, "sentence": sentence},
+    )
+    r = np.concatenate(parts)
     starts = sentence_bounds(sentence)[:-1]
-    per_sentence = pd.DataFrame({"lang": frame["lang"].to_numpy()[starts], "r": r})
+    lang = columns.column("lang").to_numpy(zero_copy_only=False)[starts]
+    per_sentence = pd.DataFrame({"lang": lang, "r": r})
     records = []
-    for lang, group in per_sentence.groupby("lang", sort=True):
+    for lang_name, group in per_sentence.groupby("lang", sort=True):
         kept = group["r"].dropna()
         records.append(
             {
                 "site": site,
                 "target": covariate,
-                "lang": lang,
+                "lang": lang_name,
                 "metric": "mean_r",
                 "value": float(kept.mean()) if len(kept) else float("nan"),
                 "sd": float(kept.std(ddof=1)) if len(kept) > 1 else float("nan"),
@@ -97,11 +126,19 @@ def sentence_dynamics(
                 "skipped": int(len(group) - len(kept)),
             }
         )
-    return pd.DataFrame.from_records(records)
+    return DYNAMICS.frame(records)
 
 
 def layout(table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's layout: one row per language, one column per site, mean r in cells."""
+    """The paper's layout: one row per language, one column per site, mean r in cells.
+
+    Examples
+    --------
+    >>> layout(sentence_dynamics(store, "toy/layer.0")).columns.tolist()
+    ['lang', 'toy/layer.0']
+    """
     wide = table.pivot_table(index="lang", columns="site", values="value", aggfunc="first")
     sites: list[str] = sorted(map(str, wide.columns), key=natural_key)
-    return wide[sites].round(3).reset_index()
+    out = wide[sites].round(3).reset_index()
+    out.columns.name = None
+    return out

@@ -21,7 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from actstore.errors import SchemaError
+from actstore.devices import resolve_device
 
 Batches = Iterator[tuple[np.ndarray, np.ndarray]]
 
@@ -42,22 +42,6 @@ class Schedule:
         """``epochs`` passes over ``n_rows`` rows, but never fewer than ``min_steps`` steps."""
         steps = max(min_steps, int(np.ceil(epochs * n_rows / batch_size)))
         return cls(n_steps=steps, batch_size=batch_size, **kw)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA where available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` as given.
-
-    Raises :class:`SchemaError` (a ``ValueError``) for a device that cannot be used.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise SchemaError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise SchemaError(f"device {device!r} asked for, but CUDA is not available here")
-    return resolved
 
 
 def train_softmax(

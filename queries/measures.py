@@ -18,22 +18,51 @@ at a time, and written as a results table ``(row, dred[, zmean, keep])`` that jo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-from dask.delayed import delayed
 
 import actstore
 from actstore import sql
 from actstore.errors import SchemaError
-from queries.reduce import compute, sentence_bounds, sentence_spans, span_blocks
+from queries.engine import Selection, map_blocks, sentence_bounds
+from queries.options import MeasuresOptions
+from queries.results import Column, TableSchema, TidyResult, provenance
 from queries.select import token_column, where_clause
 
 CONVENTIONS = ("torch", "cho")
 
+TOKEN_MEASURES = TableSchema(
+    "measures",
+    (
+        Column("row", "int64"),
+        Column("dred", "float64"),
+        Column("zmean", "float64", required=False),
+        Column("keep", "float64", required=False),
+    ),
+)
+BY_CATEGORY = TableSchema(
+    "measures",
+    (
+        Column("site", "string"),
+        Column("target", "string"),
+        Column("category", "string"),
+        Column("metric", "string"),
+        Column("value", "float64"),
+        Column("n", "int64"),
+    ),
+)
+
 
 def distance_reduction(states: np.ndarray, sentence: np.ndarray) -> np.ndarray:
-    """``dred`` of every row; rows are the words of whole sentences, in order."""
+    """``dred`` of every row; rows are the words of whole sentences, in order.
+
+    Examples
+    --------
+    >>> distance_reduction(np.array([[1.0, 0], [1, 1], [0, 1]]), np.array([0, 0, 0])).round(3)
+    array([0.   , 0.707, 0.293])
+    """
     x = np.asarray(states, np.float64)
     bounds = sentence_bounds(sentence)
     counts = np.diff(bounds)
@@ -47,12 +76,26 @@ def distance_reduction(states: np.ndarray, sentence: np.ndarray) -> np.ndarray:
 
 
 def gate_keep(zmean: np.ndarray, convention: str) -> np.ndarray:
-    """Mean weight on h_{t-1} from the mean update gate, under the model's convention."""
+    """Mean weight on h_{t-1} from the mean update gate, under the model's convention.
+
+    Examples
+    --------
+    >>> gate_keep(np.array([0.25]), "cho")
+    array([0.75])
+    """
     return zmean if convention == "torch" else 1.0 - zmean
 
 
 def gate_convention(store: actstore.Store, gate_site: str) -> str:
-    """The update-gate convention a gate site declares in its provenance."""
+    """The update-gate convention a gate site declares in its provenance.
+
+    Examples
+    --------
+    >>> gate_convention(store, "toy/layer.1")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.SchemaError: site toy/layer.1 does not declare provenance['gate_convention'] ...
+    """
     convention = store.site(gate_site).provenance.get("gate_convention")
     if convention not in CONVENTIONS:
         raise SchemaError(
@@ -64,7 +107,7 @@ def gate_convention(store: actstore.Store, gate_site: str) -> str:
 
 
 def _block_measures(
-    states: np.ndarray, gates: np.ndarray | None, sentence: np.ndarray
+    states: np.ndarray, gates: np.ndarray | None = None, *, sentence: np.ndarray
 ) -> np.ndarray:
     dred = distance_reduction(states, sentence)
     if gates is None:
@@ -73,50 +116,68 @@ def _block_measures(
 
 
 def token_measures(store: actstore.Store, site: str, gate_site: str | None = None) -> pd.DataFrame:
-    """``row, dred`` (and ``zmean, keep`` with a gate site) for every token.
+    """``row, dred`` (and ``zmean, keep`` with a gate site) for every token
+    (:data:`TOKEN_MEASURES`).
 
     Examples
     --------
-    >>> token_measures(store, "gru/layer.0.h", "gru/layer.0.gate_z")  # doctest: +SKIP
+    >>> token_measures(store, "toy/layer.0").columns.tolist()
+    ['row', 'dred']
     """
     convention = gate_convention(store, gate_site) if gate_site else None
-    for name in filter(None, (site, gate_site)):
+    sites = tuple(filter(None, (site, gate_site)))
+    for name in sites:
         if store.site(name).table != "tokens":
             raise SchemaError(f"site {name} is aligned to {store.site(name).table}, not tokens")
-    sentence = store.columns(["sentence_id"]).column("sentence_id").to_numpy()
-    rows = np.arange(sentence.size, dtype=np.int64)
-    spans = sentence_spans(sentence, store.site(site).chunk_rows)
-    states = span_blocks(store, site, rows, spans)
-    gates = span_blocks(store, gate_site, rows, spans) if gate_site else [None] * len(spans)
-    parts = [
-        delayed(_block_measures)(s, g, sentence[span])
-        for s, g, span in zip(states, gates, spans, strict=True)
-    ]
-    values = np.concatenate(compute(*parts))
-    frame = pd.DataFrame({"row": rows, "dred": values[:, 0]})
+    selection = Selection(store, sites, sentences=True)
+    parts = map_blocks(_block_measures, selection, per_row={"sentence": selection.sentence})
+    values = np.concatenate(parts)
+    frame = pd.DataFrame({"row": selection.rows, "dred": values[:, 0]})
     if convention is not None:
         frame["zmean"] = values[:, 1]
         frame["keep"] = gate_keep(values[:, 1], convention)
-    return frame
+    return TOKEN_MEASURES.check(frame)
 
 
-def save_measures(store: actstore.Store, frame: pd.DataFrame, name: str = "measures") -> None:
-    """Write the measures as results table ``name`` (replacing an older one)."""
-    store.write_result(name, pa.Table.from_pandas(frame, preserve_index=False))
+def save_measures(
+    store: actstore.Store,
+    frame: pd.DataFrame,
+    name: str = MeasuresOptions.name,
+    *,
+    sites: Sequence[str] = (),
+) -> None:
+    """Write the per-token measures of ``sites`` as results table ``name`` (replacing
+    an older one).
+
+    Examples
+    --------
+    >>> save_measures(store, token_measures(store, "toy/layer.0"), "dred", sites=["toy/layer.0"])
+    >>> int(store.sql("SELECT count(*) AS n FROM dred")["n"].iloc[0]) == store.n_rows()
+    True
+    """
+    made = provenance(store, "measures", sites, {"name": name})
+    TidyResult(TOKEN_MEASURES, frame, made).save(store, name)
 
 
 def by_category(
     store: actstore.Store,
     table: str,
     site: str,
-    by: tuple[str, ...] = ("upos", "deprel"),
+    by: tuple[str, ...] = MeasuresOptions.by,
     *,
-    min_count: int = 500,
+    min_count: int = MeasuresOptions.min_count,
     where: str | None = None,
 ) -> pd.DataFrame:
     """Mean of each measure per category of each column in ``by`` (count >= ``min_count``).
 
-    Returns ``site, target (the column), category, metric, value, n``.
+    Returns :data:`BY_CATEGORY`: ``site, target (the column), category, metric, value, n``.
+
+    Examples
+    --------
+    >>> save_measures(store, token_measures(store, "toy/layer.0"))
+    >>> table = by_category(store, "measures", "toy/layer.0", ("upos",), min_count=40)
+    >>> table[["category", "metric"]].values.tolist()[:2]
+    [['ADJ', 'dred'], ['ADP', 'dred']]
     """
     stored = store.sql(f"SELECT * FROM {sql.quote_ident(sql.check_table_name(table))} LIMIT 0")
     measures = [c for c in ("dred", "zmean", "keep") if c in stored.columns]
@@ -133,4 +194,4 @@ def by_category(
         long = frame.melt(id_vars=["category", "n"], var_name="metric", value_name="value")
         frames.append(long.assign(site=site, target=column))
     out = pd.concat(frames, ignore_index=True)
-    return pd.DataFrame(out[["site", "target", "category", "metric", "value", "n"]])
+    return BY_CATEGORY.check(out[BY_CATEGORY.names])

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from queries.select import natural_key
+from actstore.names import natural_key
 
 
 def save(figure: Figure, path: Path) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -29,32 +30,32 @@ import torch
 from sklearn.metrics import f1_score
 
 import actstore
-from actstore.errors import SchemaError
-from queries.linear import Batches, Schedule, logits, resolve_device, train_softmax
-from queries.reduce import block_bounds, blocks, compute, sentence_bounds
+from actstore.devices import resolve_device
+from actstore.errors import ParameterError, SchemaError
+from queries.engine import Selection, map_blocks, map_reduce, read_block, sentence_bounds
+from queries.linear import Batches, Schedule, logits, train_softmax
+from queries.options import ProbeOptions
+from queries.results import Column, TableSchema
 from queries.select import categorical_codes
 
 NA = "N/A"
 POOL_ROWS = 32768
 
 
-@dataclass(frozen=True)
-class ProbeOptions:
-    """What to decode and how to train. ``target`` is any column of ``tokens``."""
-
-    target: str
-    where: str | None = None
-    offsets: tuple[int, ...] = (0,)
-    control: bool = False
-    control_type: str = "form"
-    device: str = "auto"
-    seed: int = 0
-    test_fraction: float = 0.1
-    epochs: float = 5.0
-    min_steps: int = 2000
-    batch_size: int = 512
-    learning_rate: float = 0.01
-    alpha: float = 1e-4
+PROBE = TableSchema(
+    "probe",
+    (
+        Column("site", "string"),
+        Column("target", "string"),
+        Column("word_offset", "int64"),
+        Column("metric", "string"),
+        Column("value", "float64"),
+        Column("n", "int64"),
+        Column("n_train", "int64"),
+        Column("n_classes", "int64"),
+        Column("seed", "int64"),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,14 @@ class Labels:
 
 
 def prepare_labels(store: actstore.Store, options: ProbeOptions) -> Labels:
-    """Read the target (and word types) once; build the split and the heads' labels."""
+    """Read the target (and word types) once; build the split and the heads' labels.
+
+    Examples
+    --------
+    >>> labels = prepare_labels(store, ProbeOptions("upos", offsets=(0, 1)))
+    >>> [(h.offset, h.control) for h in labels.heads], labels.codes.shape[1]
+    ([(0, False), (1, False)], 2)
+    """
     names_read = ["sentence_id", options.target]
     if options.control:
         names_read.append(options.control_type)
@@ -91,12 +99,13 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions) -> Labels:
     values, names = categorical_codes(table.column(options.target))
     rows = store.rows(options.where) if options.where else np.arange(sentence.size)
     if rows.size == 0:
-        raise SchemaError(f"no tokens selected by --where {options.where!r}")
+        raise ParameterError("where", f"{options.where!r}: no tokens selected")
     present = np.unique(values[rows][values[rows] >= 0])
     if present.size < 2:
-        raise SchemaError(
-            f"target {options.target!r} has {present.size} class(es) on the selected tokens; "
-            "a probe needs at least 2"
+        raise ParameterError(
+            "target",
+            f"{options.target!r} has {present.size} class(es) on the selected tokens; "
+            "a probe needs at least 2",
         )
     test = _sentence_split(sentence[rows], options.test_fraction, options.seed)
     control = None
@@ -129,8 +138,6 @@ def _sentence_split(sentence: np.ndarray, fraction: float, seed: int) -> np.ndar
 
     ``sentence`` is non-decreasing (rows are in corpus order), so each sentence is one run.
     """
-    if not 0 < fraction < 1:
-        raise SchemaError(f"test fraction must lie between 0 and 1, got {fraction}")
     bounds = sentence_bounds(sentence)
     counts = np.diff(bounds)
     if counts.size < 2:
@@ -181,17 +188,19 @@ def probe(
 
     Examples
     --------
-    >>> probe(store, "minilm/layer.3", ProbeOptions("upos", control=True))  # doctest: +SKIP
+    >>> options = ProbeOptions("upos", control=True, device="cpu", min_steps=20)
+    >>> probe(store, "toy/layer.0", options)["metric"].tolist()
+    ['accuracy', 'macro_f1', 'majority', 'control_accuracy', 'selectivity']
     """
     labels = labels or prepare_labels(store, options)
     device = resolve_device(options.device)
-    train_rows, test_rows = labels.rows[~labels.test], labels.rows[labels.test]
-    train_codes = labels.codes[~labels.test]
-    acts = store.acts(site, train_rows, dtype=None)  # float16 stays float16 until torch
-    parts, bounds = blocks(acts), block_bounds(acts)
-    mean, scale = _standardisation(parts)
+    selected = Selection(store, (site,), options.where, row_ids=labels.rows)
+    train, test = selected.subset(~labels.test), selected.subset(labels.test)
+    mean, scale = _standardisation(train)
+    parts = [block for (block,) in train.blocks(dtype=None)]  # float16 stays float16
+    bounds = np.cumsum([0, *(s.stop - s.start for s in train.spans)])
     schedule = Schedule.for_rows(
-        train_rows.size,
+        train.rows.size,
         epochs=options.epochs,
         min_steps=options.min_steps,
         batch_size=options.batch_size,
@@ -199,29 +208,30 @@ def probe(
         alpha=options.alpha,
     )
     rng = np.random.default_rng([options.seed, 2])
-    stream = _pooled_batches(parts, bounds, train_codes, options.batch_size, rng)
+    stream = _pooled_batches(parts, bounds, labels.codes[~labels.test], options.batch_size, rng)
     weights = train_softmax(
         stream, mean, scale, [len(h.classes) for h in labels.heads], schedule, device
     )
-    predicted = _predict(store.acts(site, test_rows), weights)
-    return _score(site, options, labels, predicted)
+    predicted = map_blocks(partial(_predict, weights=weights), test)
+    return _score(site, options, labels, np.concatenate(predicted))
 
 
-def _read(part: object) -> np.ndarray:
-    """One block, read in this process (the probe's loop is local, whatever the scheduler)."""
-    return np.asarray(compute(part, scheduler="sync")[0])
+def _moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    x64 = torch.from_numpy(x).double().numpy()  # torch converts float16 fast
+    return len(x64), x64.sum(axis=0), (x64 * x64).sum(axis=0)
 
 
-def _standardisation(parts: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+def _add(
+    a: tuple[int, np.ndarray, np.ndarray], b: tuple[int, np.ndarray, np.ndarray]
+) -> tuple[int, np.ndarray, np.ndarray]:
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+
+
+def _standardisation(train: Selection) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of every unit over the training rows (one pass)."""
-    n, total, squares = 0, 0.0, 0.0
-    for part in parts:
-        x = torch.from_numpy(_read(part)).double().numpy()  # torch converts float16 fast
-        n += len(x)
-        total = total + x.sum(axis=0)
-        squares = squares + np.einsum("ij,ij->j", x, x)
-    mean = np.asarray(total) / n
-    scale = np.sqrt(np.maximum(np.asarray(squares) / n - mean * mean, 0.0))
+    n, total, squares = map_reduce(_moments, _add, train, dtype=None)
+    mean = total / n
+    scale = np.sqrt(np.maximum(squares / n - mean * mean, 0.0))
     scale[scale == 0] = 1.0
     return mean, scale
 
@@ -241,11 +251,11 @@ def _pooled_batches(
     with concurrent.futures.ThreadPoolExecutor(1) as ahead:
         while True:
             order = rng.permutation(len(parts))
-            pending = ahead.submit(_read, parts[order[0]])
+            pending = ahead.submit(read_block, parts[order[0]])
             for i, index in enumerate(order):
                 x = pending.result()
                 if i + 1 < len(order):
-                    pending = ahead.submit(_read, parts[order[i + 1]])
+                    pending = ahead.submit(read_block, parts[order[i + 1]])
                 pool_x.append(x)
                 pool_y.append(codes[bounds[index] : bounds[index + 1]])
                 if sum(len(p) for p in pool_x) >= max(POOL_ROWS, batch) or i + 1 == len(order):
@@ -267,13 +277,9 @@ def _cut(
     pool_y[:] = [y[rest]] if rest.size else []
 
 
-def _predict(acts: object, weights: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Predicted class codes (test rows x heads), streamed block by block."""
-    out = []
-    for part in blocks(acts):
-        x = _read(part)
-        out.append(np.stack([logits(x, c, b).argmax(axis=1) for c, b in weights], axis=1))
-    return np.concatenate(out) if out else np.zeros((0, len(weights)), np.int64)
+def _predict(x: np.ndarray, *, weights: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Predicted class codes of one block (rows x heads)."""
+    return np.stack([logits(x, c, b).argmax(axis=1) for c, b in weights], axis=1)
 
 
 def _score(site: str, options: ProbeOptions, labels: Labels, predicted: np.ndarray) -> pd.DataFrame:
@@ -306,23 +312,17 @@ def _score(site: str, options: ProbeOptions, labels: Labels, predicted: np.ndarr
             ("majority", float((y == majority).mean()) if y.size else float("nan")),
         ):
             records.append({**base, "metric": metric, "value": value, **counts})
-    return pd.DataFrame.from_records(records)
-
-
-def parse_offsets(text: str) -> tuple[int, ...]:
-    """``"-2,-1,0,1,2"`` -> ``(-2, -1, 0, 1, 2)``, with a message naming a bad item."""
-    try:
-        offsets = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise SchemaError(
-            f"--offsets takes comma-separated integers such as -2,-1,0,1,2; got {text!r}"
-        ) from None
-    if not offsets:
-        raise SchemaError("--offsets names no offset")
-    return tuple(dict.fromkeys(offsets))
+    return PROBE.frame(records)
 
 
 def metric_value(table: pd.DataFrame, metric: str, word_offset: int = 0) -> float:
-    """One number of a single site's probe table, e.g. its ``accuracy`` at offset 0."""
+    """One number of a single site's probe table, e.g. its ``accuracy`` at offset 0.
+
+    Examples
+    --------
+    >>> table = probe(store, "toy/layer.0", ProbeOptions("upos", device="cpu", min_steps=20))
+    >>> 0 <= metric_value(table, "accuracy") <= 1
+    True
+    """
     hit = table[(table["metric"] == metric) & (table["word_offset"] == word_offset)]
     return float(hit["value"].to_numpy(np.float64)[0])

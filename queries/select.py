@@ -1,66 +1,114 @@
-"""Choosing what an analysis reads: sites by glob, token columns checked against the schema."""
+"""Choosing what an analysis reads: sites by glob, columns checked against the schema."""
 
 from __future__ import annotations
 
-import fnmatch
-import re
+from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 import actstore
-from actstore.errors import SchemaError, SiteNotFoundError
+from actstore.errors import SchemaError
+from actstore.names import match_names
+from actstore.sql import quote_ident
 
 
 def resolve_sites(store: actstore.Store, pattern: str) -> list[str]:
     """Complete sites whose name matches a glob (comma-separated globs allowed), sorted
-    naturally (``layer.2`` before ``layer.10``)."""
+    naturally (``layer.2`` before ``layer.10``).
+
+    Examples
+    --------
+    >>> resolve_sites(store, "toy/*")
+    ['toy/layer.0', 'toy/layer.1']
+    >>> resolve_sites(store, "nope/*")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.SiteNotFoundError: no complete site matches 'nope/*'; complete sites: ...
+    """
     complete = [name for name, site in store.sites.items() if site.status == "complete"]
-    globs = [p.strip() for p in pattern.split(",") if p.strip()]
-    chosen = [n for n in complete if any(fnmatch.fnmatchcase(n, g) for g in globs)]
-    if not chosen:
-        raise SiteNotFoundError(
-            f"no complete site matches {pattern!r}; sites: {', '.join(sorted(complete)) or 'none'}"
-        )
-    return sorted(chosen, key=natural_key)
+    return match_names(complete, pattern, what="complete site")
 
 
-def natural_key(name: str) -> list[object]:
-    """Sort key that orders the numbers inside names by value (``layer.2`` < ``layer.10``)."""
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+def table_columns(store: actstore.Store, table: str = "tokens") -> list[str]:
+    """The column names of ``table``.
+
+    Examples
+    --------
+    >>> table_columns(store)[:3]
+    ['row', 'sentence_id', 'position']
+    """
+    return list(store.sql(f"SELECT * FROM {quote_ident(table)} LIMIT 0").columns)
+
+
+def check_columns(store: actstore.Store, table: str, names: Sequence[str]) -> None:
+    """Raise :class:`SchemaError` naming the first of ``names`` that ``table`` lacks.
+
+    Examples
+    --------
+    >>> check_columns(store, "tokens", ["upos", "nope"])
+    Traceback (most recent call last):
+    ...
+    actstore.errors.SchemaError: no column 'nope' in tokens; columns: ...
+    """
+    columns = table_columns(store, table)
+    for name in names:
+        if name not in columns:
+            raise SchemaError(f"no column {name!r} in {table}; columns: {', '.join(columns)}")
 
 
 def token_column(store: actstore.Store, name: str) -> str:
-    """``name`` quoted for SQL, after checking it is a column of ``tokens``."""
-    columns = list(store.sql("SELECT * FROM tokens LIMIT 0").columns)
-    if name not in columns:
-        raise SchemaError(f"no column {name!r} in tokens; columns: {', '.join(columns)}")
-    return '"' + name.replace('"', '""') + '"'
+    """``name`` quoted for SQL, after checking it is a column of ``tokens``.
 
-
-def numeric_column(
-    store: actstore.Store, name: str, where: str | None = None, extra: tuple[str, ...] = ()
-) -> pd.DataFrame:
-    """Selected tokens that have a value of the numeric column ``name``, in row order.
-
-    Columns: ``row``, the ``extra`` columns, and ``y`` (the value, float64).
+    Examples
+    --------
+    >>> token_column(store, "upos")
+    '"upos"'
     """
-    quoted = token_column(store, name)
-    condition = f"{quoted} IS NOT NULL"
-    if where and where.strip():
-        condition = f"({where}) AND {condition}"
-    columns = ", ".join(["row", *extra, f"{quoted} AS y"])
-    frame: pd.DataFrame = store.sql(f"SELECT {columns} FROM tokens WHERE {condition} ORDER BY row")
-    try:
-        frame["y"] = frame["y"].to_numpy(np.float64)
-    except (TypeError, ValueError):
-        raise SchemaError(f"column {name!r} is not numeric") from None
-    return frame
+    check_columns(store, "tokens", [name])
+    return quote_ident(name)
+
+
+def not_null(where: str | None, column: str) -> str:
+    """``where`` narrowed to rows where ``column`` (checked, quoted) has a value.
+
+    Examples
+    --------
+    >>> not_null("upos = 'NOUN'", '"depth"')
+    '(upos = \\'NOUN\\') AND "depth" IS NOT NULL'
+    """
+    condition = f"{column} IS NOT NULL"
+    return f"({where}) AND {condition}" if where and where.strip() else condition
+
+
+def numeric(column: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
+    """A numeric column as float64; a text column raises :class:`SchemaError`.
+
+    Examples
+    --------
+    >>> numeric(pa.array([1, 2]), "depth")
+    array([1., 2.])
+    >>> numeric(pa.array(["a"]), "upos")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.SchemaError: column 'upos' is not numeric
+    """
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+        raise SchemaError(f"column {name!r} is not numeric")
+    return np.asarray(column.to_numpy(zero_copy_only=False), np.float64)
 
 
 def where_clause(where: str | None) -> str:
-    """`` WHERE (...)`` for an optional user condition, or nothing."""
+    """`` WHERE (...)`` for an optional user condition, or nothing.
+
+    Examples
+    --------
+    >>> where_clause("depth > 2"), where_clause(None)
+    (' WHERE (depth > 2)', '')
+    """
     return f" WHERE ({where})" if where and where.strip() else ""
 
 
@@ -69,6 +117,12 @@ def categorical_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
 
     Dictionary-encoded columns (as ``Store.columns`` reads strings) keep their codes;
     the chunks' dictionaries are unified first.
+
+    Examples
+    --------
+    >>> codes, names = categorical_codes(pa.chunked_array([["b", None, "a", "b"]]))
+    >>> codes.tolist(), names
+    ([1, -1, 0, 1], ['a', 'b'])
     """
     if pa.types.is_dictionary(column.type):
         column = column.unify_dictionaries()

@@ -1,0 +1,143 @@
+"""The parameters of the analyses, declared once for the library and the command line.
+
+Each class is a frozen dataclass whose :func:`~actstore.verbs.option` fields are the
+flags of its verb (``actstore probe --target upos``) and the keyword arguments of the
+Python call (``verb("probe")(target="upos")``); the library functions take the same
+objects or default to the same values. Light: standard library and ``actstore.verbs``
+only, so ``actstore --help`` imports nothing heavy.
+
+Examples
+--------
+>>> ProbeOptions("upos", offsets="-1,0,1,0").offsets
+(-1, 0, 1)
+>>> ProbeOptions("upos", offsets="0,x")
+Traceback (most recent call last):
+...
+actstore.errors.ParameterError: offsets takes comma-separated integers ...; got '0,x'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from actstore.errors import ParameterError
+from actstore.verbs import option
+
+_WHERE = "SQL condition selecting tokens"
+
+
+@dataclass(frozen=True)
+class StoreParam:
+    """The store an analysis reads (and writes results to, with ``save``)."""
+
+    store: Path = option(positional=True, help="store directory")
+
+
+@dataclass(frozen=True)
+class SitesParam:
+    """The store and the sites an analysis runs on, by glob."""
+
+    store: Path = option(positional=True, help="store directory")
+    sites: str = option(help="glob(s) over site names, comma-separated")
+
+
+def parse_offsets(offsets: str | tuple[int, ...]) -> tuple[int, ...]:
+    """Word offsets from text (``"-2,-1,0"``) or integers, without repeats.
+
+    Examples
+    --------
+    >>> parse_offsets("-2, -1,0,-1")
+    (-2, -1, 0)
+    """
+    if isinstance(offsets, str):
+        try:
+            offsets = tuple(int(p) for p in offsets.split(",") if p.strip())
+        except ValueError:
+            raise ParameterError(
+                "offsets", f"takes comma-separated integers such as -2,-1,0,1,2; got {offsets!r}"
+            ) from None
+    if not offsets:
+        raise ParameterError("offsets", "names no offset")
+    return tuple(dict.fromkeys(int(k) for k in offsets))
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What a probe decodes and how it trains. ``target`` is any column of ``tokens``.
+
+    The fields without a flag are the training schedule's finer settings.
+    """
+
+    target: str = option(help="token column: upos, deprel, Gender ...")
+    where: str | None = option(None, help=_WHERE)
+    offsets: tuple[int, ...] = option(
+        (0,), metavar="K,K,...", help="decode word w+k from w, e.g. -2,-1,0,1,2"
+    )
+    control: bool = option(False, help="also run the control task")
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N")
+    seed: int = option(0, help="seeds the split, batches and control")
+    epochs: float = option(5.0, help="passes over the training words")
+    control_type: str = "form"
+    test_fraction: float = 0.1
+    min_steps: int = 2000
+    batch_size: int = 512
+    learning_rate: float = 0.01
+    alpha: float = 1e-4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "offsets", parse_offsets(self.offsets))
+        if not 0 < self.test_fraction < 1:
+            raise ParameterError(
+                "test_fraction", f"must lie between 0 and 1, got {self.test_fraction}"
+            )
+
+
+@dataclass(frozen=True)
+class CorrelateOptions:
+    """Which token column the units are correlated with, and what is shown."""
+
+    covariate: str = option(flag="--with", help="numeric tokens column")
+    where: str | None = option(None, help=_WHERE)
+    top: int = option(5, help="units per site and metric (0 = all)")
+    spearman: bool = option(True, flag="--no-spearman", help="Pearson only (one pass)")
+
+
+@dataclass(frozen=True)
+class DynamicsOptions:
+    """Sentence dynamics: the column followed through each sentence."""
+
+    covariate: str = option("depth", flag="--with", help="numeric tokens column")
+    where: str | None = option(None, help=_WHERE)
+    min_words: int = option(3, help="skip shorter sentences")
+
+
+@dataclass(frozen=True)
+class MeasuresOptions:
+    """dred (and zmean, keep) of a site, stored per token and reported by category."""
+
+    site: str = option(help="site of the hidden states")
+    gate_site: str | None = option(None, help="site of the update gates (declares gate_convention)")
+    name: str = option("measures", help="results table for the per-token values")
+    by: tuple[str, ...] = option(("upos", "deprel"), help="token columns to report by")
+    min_count: int = option(500, help="smallest category reported")
+    where: str | None = option(None, help="SQL condition selecting the tokens reported")
+
+
+@dataclass(frozen=True)
+class SelectivityOptions:
+    """Mean activation per word type: which site, types, units and lexical map."""
+
+    site: str = option(help="site to analyse")
+    by: str = option("form", help="token column defining word types")
+    where: str | None = option(None, help=_WHERE)
+    min_count: int = option(5, help="leave out rarer types")
+    top: int = option(10, help="types per unit and direction")
+    units: str | None = option(
+        None, help="comma-separated units to report, or 'all' (default: 5 most selective)"
+    )
+    map_site: str | None = option(
+        None,
+        help="site whose type means place words on the lexical map (default: the site of "
+        "the same model at hidden state 0, else --site)",
+    )
