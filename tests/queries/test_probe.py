@@ -15,8 +15,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import actstore
 from actstore.cli import main
+from actstore.verbs import verb
 from queries.linear import LinearProbe
-from queries.probe import ProbeOptions, prepare_labels, probe
+from queries.options import ProbeOptions
+from queries.probe import prepare_labels, probe
 
 UPOS = [
     "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
@@ -143,8 +145,12 @@ def test_cli_prints_saves_and_plots(
     with actstore.open(path) as store:
         saved = store.sql("SELECT value FROM p WHERE metric = 'accuracy' AND word_offset = 1")
     assert saved["value"].iloc[0] > 0.99
-    assert main([*args[:-2], "--offsets", "0,x"]) == 2
-    assert "--offsets takes comma-separated integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:  # argparse converts flags: its one-line error
+        main([*args[:-2], "--offsets", "0,x"])
+    assert bad.value.code == 2
+    assert "--offsets: expects an integer, got 'x'" in capsys.readouterr().err
+    with pytest.raises(actstore.ParameterError, match="offsets takes comma-separated integers"):
+        verb("probe")(store=path, sites="toy/*", target="upos", offsets="0,x")
     if not torch.cuda.is_available():
         assert main([*args, "--device", "cuda"]) == 2
         assert "CUDA is not available here" in capsys.readouterr().err
