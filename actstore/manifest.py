@@ -160,7 +160,21 @@ class Manifest:
             manifest.results = {n: _result(r) for n, r in data.get("results", {}).items()}
         except (TypeError, AttributeError, KeyError) as exc:
             raise FormatError(f"{where}: malformed manifest ({exc})") from None
+        manifest.check_paths(where)
         return manifest
+
+    def check_paths(self, where: Path) -> None:
+        """Every file the manifest names lies inside the store, in the folder of its kind."""
+        named = [("tables", p.path) for t in self.tables.values() for p in t.parts]
+        named += [("results", f) for r in self.results.values() for f in r.files()]
+        named += [("arrays.zarr", s.path) for s in self.sites.values()]
+        for folder, rel in named:
+            parts = rel.split("/") if isinstance(rel, str) else []
+            if len(parts) < 2 or parts[0] != folder or any(p in ("", ".", "..") for p in parts):
+                raise FormatError(
+                    f"{where}: names {rel!r}, which is not a path inside the store's {folder}/ "
+                    "folder; the manifest was edited or damaged"
+                )
 
 
 _COLLECTIONS = {

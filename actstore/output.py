@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from actstore.errors import ParameterError
 from actstore.verbs import option
 
 if TYPE_CHECKING:
@@ -108,8 +109,29 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def check_output_path(path: Path, parameter: str = "output") -> Path:
+    """``path`` if a file may be written there: not inside a store, not a folder.
+
+    Examples
+    --------
+    >>> check_output_path(store_path / "manifest.json")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.ParameterError: output ... lies inside the store ...; write it elsewhere
+    """
+    resolved = path.resolve()
+    if resolved.is_dir():
+        raise ParameterError(parameter, f"{path} is a folder; give a file name")
+    for folder in resolved.parents:
+        if (folder / "manifest.json").is_file() and (folder / "arrays.zarr").is_dir():
+            raise ParameterError(
+                parameter, f"{path} lies inside the store {folder}; write it elsewhere"
+            )
+    return path
+
+
 def emit(text: str, output: Path | None) -> None:
-    """Write ``text`` to ``output``, or to stdout when None.
+    """Write ``text`` to ``output`` (never inside a store), or to stdout when None.
 
     Examples
     --------
@@ -118,8 +140,9 @@ def emit(text: str, output: Path | None) -> None:
     """
     if output is None:
         sys.stdout.write(text)
-    else:
-        output.write_text(text, encoding="utf-8")
+        return
+    check_output_path(output)
+    output.write_text(text, encoding="utf-8")
 
 
 def show(frame: pd.DataFrame, out: Output) -> None:

@@ -1,37 +1,66 @@
-"""Read-only SQL over a store's Parquet tables with DuckDB.
+"""Read-only SQL over a store's Parquet tables with DuckDB, read-only by construction.
 
-Each table is a view over the Parquet parts the manifest names (``union_by_name``,
-so parts with different feature columns line up). The connection can read files
-inside the store only, its configuration is locked, and only queries (``SELECT``,
-``WITH``, ``DESCRIBE``, ``EXPLAIN`` ...) are accepted: any statement that would change
-data or write a file is refused before it runs.
+What a user's query can reach is decided before it runs, not by inspecting it:
+
+- DuckDB's own file access is switched off (``enable_external_access = false``) and
+  the configuration is locked, so no query can read, write, attach or install
+  anything on the file system, or turn that back on;
+- the tables are views over ``actstore://`` paths, served by :class:`StoreFiles`, an
+  fsspec file system that opens exactly the Parquet parts the manifest names, for
+  reading only; every other path, and every write, is refused;
+- Python objects are not visible to queries (no replacement scans), and spilled
+  intermediate results go to a private temporary folder;
+- every query gets a fresh connection, so nothing it does (a view replaced under
+  ``EXPLAIN ANALYZE``, a macro) outlives it.
+
+On top of that, only queries (``SELECT``, ``WITH``, ``DESCRIBE``, ``SUMMARIZE``,
+``EXPLAIN`` of those) are accepted, which turns attempts into clear messages.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
 import re
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import fsspec
 
-from actstore.errors import ReadOnlyError, SchemaError, SQLError
+from actstore.errors import ParameterError, ReadOnlyError, SchemaError, SQLError
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(ANALYZE\s+|ANALYSE\s+)?(?P<inner>.*)$", re.I | re.S)
+PROTOCOL = "actstore"
 
 Params = Sequence[Any] | Mapping[str, Any] | None
 
 
 def quote_ident(name: str) -> str:
-    """Quote a table or column name that was checked against the schema."""
+    """Quote a table or column name that was checked against the schema.
+
+    Examples
+    --------
+    >>> quote_ident('odd"name')
+    '"odd""name"'
+    """
     return '"' + name.replace('"', '""') + '"'
 
 
 def check_table_name(name: str) -> str:
-    """Table names are plain identifiers: letters, digits and underscores."""
-    if not _IDENT.match(name):
+    """Table names are plain identifiers: letters, digits and underscores.
+
+    Examples
+    --------
+    >>> check_table_name("probe_upos")
+    'probe_upos'
+    """
+    if not isinstance(name, str) or not _IDENT.match(name):
         raise SchemaError(
             f"invalid table name {name!r}: use letters, digits and underscores, "
             "starting with a letter"
@@ -39,32 +68,129 @@ def check_table_name(name: str) -> str:
     return name
 
 
-def connect(root: Path, views: Mapping[str, list[str]]) -> duckdb.DuckDBPyConnection:
-    """A locked-down DuckDB connection with one view per table.
+def condition(where: str, parameter: str = "where") -> str:
+    """A user's SQL filter, checked to be one expression, ready to sit in ``WHERE (...)``.
+
+    The filter cannot close the surrounding query (``1=1) OR (1=1`` is refused) and a
+    trailing comment cannot swallow what follows it.
+
+    Examples
+    --------
+    >>> condition("upos = 'NOUN' AND depth > 3 -- nouns")
+    "\\nupos = 'NOUN' AND depth > 3\\n"
+    >>> condition("1=1) OR (1=1")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.ParameterError: where is not one SQL expression: ...
+    """
+    try:
+        expression = duckdb.SQLExpression(where)
+    except (duckdb.Error, TypeError) as exc:
+        raise ParameterError(parameter, f"is not one SQL expression: {_first_line(exc)}") from None
+    return f"\n{expression}\n"
+
+
+class StoreFiles(fsspec.AbstractFileSystem):  # type: ignore[misc]
+    """The Parquet parts of one store, for reading only, as ``actstore://<relative path>``.
+
+    Only the files given (relative to ``root``) exist here; opening anything else, or
+    opening for writing, raises :class:`PermissionError`.
+    """
+
+    protocol = PROTOCOL
+    root_marker = ""
+    cachable = False
+
+    def __init__(self, root: Path, files: Sequence[str]) -> None:
+        super().__init__()
+        self.root = root
+        self.files = frozenset(files)
+        self.opened: list[Any] = []
+
+    def _real(self, path: str) -> str:
+        rel = str(self._strip_protocol(path)).lstrip("/")
+        if rel not in self.files:
+            raise PermissionError(f"{path}: not a table file of this store")
+        return os.path.join(self.root, rel)
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        if mode != "rb":
+            raise PermissionError(f"{path}: the store is read-only through SQL")
+        handle = open(self._real(path), "rb")  # noqa: SIM115 - closed by close_all
+        self.opened.append(handle)
+        return handle
+
+    def close_all(self) -> None:
+        """Close every file DuckDB opened (it leaves them to the garbage collector)."""
+        for handle in self.opened:
+            handle.close()
+        self.opened.clear()
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        real = self._real(path)
+        return {"name": path, "size": os.path.getsize(real), "type": "file"}
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        return [self.info(path)] if detail else [path]
+
+    def modified(self, path: str) -> _dt.datetime:
+        return _dt.datetime.fromtimestamp(os.path.getmtime(self._real(path)), _dt.UTC)
+
+    def rm_file(self, path: str) -> None:
+        raise PermissionError(f"{path}: the store is read-only through SQL")
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        raise PermissionError(f"{path}: the store is read-only through SQL")
+
+
+@contextmanager
+def connect(root: Path, views: Mapping[str, list[str]]) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A fresh, locked-down DuckDB connection with one view per table, closed afterwards.
 
     Parameters
     ----------
     root
-        The store directory: the only place the connection may read files.
+        The store directory.
     views
         Table name -> Parquet files (relative to ``root``) that make up the table.
     """
+    spill = tempfile.TemporaryDirectory(prefix="actstore-sql-")
     con = duckdb.connect(":memory:")
-    for name, files in views.items():
-        paths = ", ".join("'" + str(root / f).replace("'", "''") + "'" for f in files)
-        con.execute(
-            f"CREATE VIEW {quote_ident(check_table_name(name))} AS "
-            f"SELECT * FROM read_parquet([{paths}], union_by_name = true)"
-        )
-    allowed = str(root.resolve()).replace("'", "''") + "/"
-    con.execute(f"SET allowed_directories = ['{allowed}']")
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
-    return con
+    served = StoreFiles(root, [f for parts in views.values() for f in parts])
+    try:
+        con.register_filesystem(served)
+        con.execute("SET python_enable_replacements = false")
+        con.execute(f"SET temp_directory = '{_literal(spill.name)}'")
+        con.execute(f"SET allowed_directories = ['{PROTOCOL}://']")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        con.execute("SET lock_configuration = true")
+        for name, files in views.items():
+            paths = ", ".join(f"'{PROTOCOL}://{_literal(f)}'" for f in files)
+            con.execute(
+                f"CREATE VIEW {quote_ident(check_table_name(name))} AS "
+                f"SELECT * FROM read_parquet([{paths}], union_by_name = true)"
+            )
+        yield con
+    except duckdb.Error as exc:
+        raise SQLError(
+            f"{root}: cannot open its tables: {_first_line(exc)}; run `actstore verify` on it"
+        ) from None
+    finally:
+        con.close()
+        served.close_all()
+        spill.cleanup()
+
+
+def _literal(text: str) -> str:
+    return text.replace("'", "''")
 
 
 def check_query(con: duckdb.DuckDBPyConnection, query: str) -> None:
     """Refuse anything but a single read-only query, with a message that says why."""
+    if not isinstance(query, str):
+        raise SQLError(f"a query must be text, got {type(query).__name__}")
     try:
         statements = con.extract_statements(query)
     except duckdb.Error as exc:
@@ -77,6 +203,11 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str) -> None:
             f"the store is read-only through SQL: {kind.name} statements are not allowed; "
             "run a query (SELECT, WITH ..., DESCRIBE, SUMMARIZE, EXPLAIN)"
         )
+    if kind == duckdb.StatementType.EXPLAIN:
+        match = _EXPLAIN.match(query)
+        if match is None or match["inner"].lstrip().startswith("("):
+            raise ReadOnlyError("EXPLAIN is allowed only as EXPLAIN [ANALYZE] <query>")
+        check_query(con, match["inner"])
 
 
 def run_query(
@@ -90,7 +221,7 @@ def run_query(
     check_query(con, query)
     try:
         relation = con.sql(query, params=params)
-        if relation is None:  # a statement that returns nothing, e.g. EXPLAIN in some modes
+        if relation is None:  # a statement that returns nothing
             raise SQLError("the statement returned no result")
         return relation.to_arrow_table() if arrow else relation.df()
     except duckdb.PermissionException as exc:

@@ -17,7 +17,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -60,15 +59,12 @@ class Store:
         self.path = path
         self.mode = mode
         self._ledger = Ledger(path, lock)
-        self._ledger.on_commit.append(self._drop_connection)
-        self._con: duckdb.DuckDBPyConnection | None = None
         if mode == "a" and not self._ledger.shared:
             remove_uncommitted(path, self._ledger.manifest)
 
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
-        """Release the writer lock and the SQL connection."""
-        self._drop_connection()
+        """Release the writer lock."""
         if self._ledger.lock is not None:
             self._ledger.lock.release()
 
@@ -159,20 +155,13 @@ class Store:
         return summarize(self)
 
     # -- reading -----------------------------------------------------------------------
-    def _drop_connection(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
-
-    def _connection(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None:
-            m = self._ledger.manifest
-            views = {n: [p.path for p in t.parts] for n, t in m.tables.items()}
-            views.update(
-                {n: [p.path for p in r.parts] for n, r in m.results.items() if r.kind == "table"}
-            )
-            self._con = sql.connect(self.path, views)
-        return self._con
+    def _views(self) -> dict[str, list[str]]:
+        m = self._ledger.manifest
+        views = {n: [p.path for p in t.parts] for n, t in m.tables.items()}
+        views.update(
+            {n: [p.path for p in r.parts] for n, r in m.results.items() if r.kind == "table"}
+        )
+        return views
 
     def sql(self, query: str, params: Params = None, *, arrow: bool = False) -> Any:
         """Run a read-only SQL query over the store's tables; a DataFrame (or Arrow table).
@@ -184,7 +173,8 @@ class Store:
         >>> store.sql("SELECT count(*) AS n FROM tokens WHERE depth > ?", [5]).n[0]
         np.int64(92)
         """
-        return sql.run_query(self._connection(), query, params, arrow=arrow)
+        with sql.connect(self.path, self._views()) as con:
+            return sql.run_query(con, query, params, arrow=arrow)
 
     def rows(
         self, where: str | None = None, table: str = "tokens", params: Params = None
@@ -200,8 +190,8 @@ class Store:
             raise SchemaError(f"no table {table!r}; tables: {sorted(self.tables)}")
         query = f"SELECT row FROM {sql.quote_ident(table)}"
         if where is not None and where.strip():
-            query += f" WHERE ({where})"
-        result = sql.run_query(self._connection(), query + " ORDER BY row", params, arrow=True)
+            query += f" WHERE ({sql.condition(where)})"
+        result = self.sql(query + " ORDER BY row", params, arrow=True)
         return np.asarray(result.column("row").to_numpy(), dtype=np.int64)
 
     def columns(self, names: Sequence[str], table: str = "tokens") -> pa.Table:

@@ -113,8 +113,14 @@ def test_rows_selects_sorted_ids(dev_store: actstore.Store, ewt_dev: Path) -> No
     assert dev_store.rows("n_words > ?", "sentences", [60]).size == len(long_sentences) > 0
     with pytest.raises(actstore.SchemaError, match="no table 'nope'"):
         dev_store.rows("1=1", table="nope")
-    with pytest.raises(actstore.SQLError, match="exactly one SQL statement"):
-        dev_store.rows("1=1); DROP VIEW tokens; SELECT (1")
+    for escape in ("1=1); DROP VIEW tokens; SELECT (1", "1=1) OR (1=1", "depth > 3 /*"):
+        with pytest.raises(actstore.ParameterError, match="where is not one SQL expression"):
+            dev_store.rows(escape)
+    # a trailing comment cannot swallow the rest of the query
+    assert (
+        dev_store.rows("upos = 'NOUN' -- nouns").tolist()
+        == dev_store.rows("upos = 'NOUN'").tolist()
+    )
 
 
 def test_cli_sql_formats(
