@@ -1,5 +1,8 @@
-"""Queries: analyses over stored sites (probes, correlations, RSA, CKA ...).
+"""Queries: analyses over stored sites (probes, correlations, dynamics, selectivity ...).
 
-They select rows with ``Store.rows`` (SQL over annotations) and stream the lazy
-arrays from ``Store.acts``; results are tidy tables saved with ``Store.append_table``.
+Every analysis runs on one engine (:mod:`queries.engine`): a ``Selection`` of sites
+and rows (SQL over the annotations) cut into blocks, and a deterministic map-reduce
+over the lazy arrays of ``Store.acts``. Results are typed tidy tables with provenance
+(:mod:`queries.results`), saved with ``Store.write_result``. The verbs of the command
+line are declared in :mod:`queries.verbs`.
 """

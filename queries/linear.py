@@ -39,7 +39,13 @@ class Schedule:
     def for_rows(
         cls, n_rows: int, *, epochs: float, min_steps: int, batch_size: int, **kw: float
     ) -> Schedule:
-        """``epochs`` passes over ``n_rows`` rows, but never fewer than ``min_steps`` steps."""
+        """``epochs`` passes over ``n_rows`` rows, but never fewer than ``min_steps`` steps.
+
+        Examples
+        --------
+        >>> Schedule.for_rows(10_000, epochs=5, min_steps=50, batch_size=500).n_steps
+        100
+        """
         steps = max(min_steps, int(np.ceil(epochs * n_rows / batch_size)))
         return cls(n_steps=steps, batch_size=batch_size, **kw)
 
@@ -70,6 +76,16 @@ def train_softmax(
     list of (coef, intercept)
         Per head, ``coef`` (classes x features) and ``intercept`` (classes) that act on
         raw features: ``X @ coef.T + intercept`` are the logits.
+
+    Examples
+    --------
+    >>> x = np.array([[0.0], [1.0], [2.0], [3.0]], np.float32)
+    >>> y = np.array([[0], [0], [1], [1]])
+    >>> batches = iter(lambda: (x, y), None)  # the same batch, forever
+    >>> ((coef, intercept),) = train_softmax(batches, np.array([1.5]), np.array([1.0]), [2],
+    ...                                      Schedule(200, learning_rate=0.1), torch.device("cpu"))
+    >>> logits(x, coef, intercept).argmax(axis=1).tolist()
+    [0, 0, 1, 1]
     """
     n_features, n_heads, width = mean.size, len(n_classes), max(n_classes)
     shift = torch.as_tensor(mean, dtype=torch.float32, device=device)
@@ -118,7 +134,13 @@ class _Adam:
 
 
 def logits(x: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
-    """Raw-feature logits of a trained head, in float32 (float16 never computes on CPU)."""
+    """Raw-feature logits of a trained head, in float32 (float16 never computes on CPU).
+
+    Examples
+    --------
+    >>> logits(np.ones((1, 2), np.float16), np.array([[1.0, 2.0]]), np.array([0.5]))
+    array([[3.5]])
+    """
     x32 = torch.from_numpy(np.ascontiguousarray(x)).float().numpy()
     return np.asarray(x32 @ coef.T + intercept)
 

@@ -15,7 +15,14 @@ from actstore.names import natural_key
 
 
 def save(figure: Figure, path: Path) -> None:
-    """Write ``figure`` as a PNG, making the folder if needed."""
+    """Write ``figure`` as a PNG, making the folder if needed.
+
+    Examples
+    --------
+    >>> save(Figure(), tmp / "plots" / "empty.png")
+    >>> (tmp / "plots" / "empty.png").read_bytes()[:4]
+    b'\\x89PNG'
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")
 
@@ -29,7 +36,16 @@ def _short(site: str) -> str:
 
 
 def probe_figure(table: pd.DataFrame) -> Figure:
-    """Accuracy per site (one line per word offset), with majority and control dashed."""
+    """Accuracy per site (one line per word offset), with majority and control dashed.
+
+    Examples
+    --------
+    >>> from queries.probe import probe
+    >>> from queries.options import ProbeOptions
+    >>> options = ProbeOptions("upos", control=True, device="cpu", min_steps=20)
+    >>> len(probe_figure(probe(store, "toy/layer.0", options)).axes)
+    1
+    """
     sites = _sites(table)
     figure = Figure(figsize=(max(5.0, 0.9 * len(sites) + 2), 3.8))
     ax = figure.subplots()
@@ -58,7 +74,14 @@ def probe_figure(table: pd.DataFrame) -> Figure:
 
 
 def correlation_figure(table: pd.DataFrame, alpha: float = 0.05) -> Figure:
-    """Every unit's correlation per site as a strip; units with q < ``alpha`` in colour."""
+    """Every unit's correlation per site as a strip; units with q < ``alpha`` in colour.
+
+    Examples
+    --------
+    >>> from queries.correlate import unit_correlations
+    >>> len(correlation_figure(unit_correlations(store, "toy/layer.0", "depth")).axes)
+    2
+    """
     sites = _sites(table)
     metrics = sorted(table["metric"].unique(), reverse=True)
     figure = Figure(figsize=(max(5.0, 0.9 * len(sites) + 2), 3.2 * len(metrics)))
@@ -79,7 +102,14 @@ def correlation_figure(table: pd.DataFrame, alpha: float = 0.05) -> Figure:
 
 
 def dynamics_figure(table: pd.DataFrame) -> Figure:
-    """Mean sentence-level r per site, one bar per language, error bars one SEM."""
+    """Mean sentence-level r per site, one bar per language, error bars one SEM.
+
+    Examples
+    --------
+    >>> from queries.dynamics import sentence_dynamics
+    >>> len(dynamics_figure(sentence_dynamics(store, "toy/layer.0")).axes)
+    1
+    """
     sites = _sites(table)
     langs = sorted(table["lang"].unique())
     figure = Figure(figsize=(max(5.0, 0.9 * len(sites) + 2), 3.6))
@@ -100,7 +130,16 @@ def dynamics_figure(table: pd.DataFrame) -> Figure:
 
 def measures_figure(table: pd.DataFrame) -> Figure:
     """Bar charts of the GRU analysis paper: one panel per measure and grouping column,
-    categories sorted by value."""
+    categories sorted by value.
+
+    Examples
+    --------
+    >>> from queries.measures import by_category, save_measures, token_measures
+    >>> save_measures(store, token_measures(store, "toy/layer.0"))
+    >>> table = by_category(store, "measures", "toy/layer.0", min_count=20)
+    >>> len([ax for ax in measures_figure(table).axes if ax.get_visible()])
+    2
+    """
     panels = list(table.groupby(["metric", "target"], sort=True))
     figure = Figure(figsize=(6.5 * min(len(panels), 2), 3.6 * -(-len(panels) // 2)))
     axes = figure.subplots(-(-len(panels) // 2), min(len(panels), 2), squeeze=False).ravel()
@@ -127,6 +166,15 @@ def lexical_map_figure(
     Position: first two principal components; colour: first three as RGB; size:
     log(1 + frequency) x |mean activation|; opacity: the activation's place between
     the unit's lowest and highest type mean. The ``max_words`` largest words are drawn.
+
+    Examples
+    --------
+    >>> from queries.selectivity import principal_components, type_means
+    >>> means = type_means(store, "toy/layer.0", "form", min_count=2)
+    >>> figure = lexical_map_figure(means.types, principal_components(means.means),
+    ...                             means.counts, means.means[:, 0], "unit 0")
+    >>> figure.axes[0].get_title()
+    'unit 0'
     """
     size = np.log1p(counts) * np.abs(activation)
     shown = np.argsort(-size)[:max_words]

@@ -71,12 +71,13 @@ class TableSchema:
 
     def frame(self, data: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         """A checked table from columns (a mapping) or records (a list of mappings)."""
-        frame = (
-            pd.DataFrame.from_records(list(data), columns=self.names)
-            if not isinstance(data, Mapping)
-            else pd.DataFrame(dict(data))
-        )
-        return self.check(frame)
+        if isinstance(data, Mapping):
+            return self.check(pd.DataFrame(dict(data)))
+        records = list(data)
+        given = {key for record in records for key in record}
+        names = [c.name for c in self.columns if c.required or c.name in given]
+        names += sorted(given - set(names))  # unknown keys: refused by check, by name
+        return self.check(pd.DataFrame.from_records(records, columns=names))
 
     def check(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame`` with the schema's columns in order and dtypes; raises
@@ -105,6 +106,8 @@ class TableSchema:
 
 def _coerce(series: pd.Series, column: Column, analysis: str) -> pd.Series:
     kind = series.dtype
+    if len(series) == 0:
+        return series.astype(object if column.kind == "string" else column.kind)
     ok = {
         "string": pd.api.types.is_string_dtype(kind) or series.isna().all(),
         "int64": pd.api.types.is_integer_dtype(kind) or pd.api.types.is_bool_dtype(kind),

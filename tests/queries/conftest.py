@@ -9,6 +9,7 @@ model's representations are what is tested.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,15 @@ def write_site(
     writer.write(0, values)
     writer.commit()
     return values.astype(dtype).astype(np.float64)
+
+
+SiteWriter = Callable[..., np.ndarray]
+
+
+@pytest.fixture(scope="session")
+def site_writer() -> SiteWriter:
+    """:func:`write_site`, for test modules (conftest is not importable by name)."""
+    return write_site
 
 
 @pytest.fixture(scope="session")

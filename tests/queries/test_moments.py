@@ -1,0 +1,75 @@
+"""Block kernels give the same bits whatever the thread count, and the right numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from queries.moments import block_moments, merge_moments, pairwise_rows, value_moments
+
+
+@pytest.fixture
+def torch_threads() -> Iterator[None]:
+    """Restore torch's thread count after a test changes it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def sample(rows: int = 9000, units: int = 384) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(4)
+    y = rng.integers(1, 12, rows).astype(np.float64)
+    x = rng.normal(2, 3, (rows, units)) + 0.1 * y[:, None]
+    return x.astype(np.float16), y
+
+
+@pytest.mark.usefixtures("torch_threads")
+def test_value_moments_do_not_depend_on_torch_threads() -> None:
+    x, y = sample()
+    results = []
+    for threads in (1, 2, 1):
+        torch.set_num_threads(threads)
+        results.append(value_moments(x, y))
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_block_moments_do_not_depend_on_blas_threads() -> None:
+    x, y = sample(5000, 64)
+    x64 = x.astype(np.float64)
+    with threadpool_limits(1):
+        one = block_moments(x64, y)
+    with threadpool_limits(2):
+        two = block_moments(x64, y)
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_value_moments_match_float64_moments() -> None:
+    x, y = sample()
+    x64 = x.astype(np.float64)  # the float16 values, exactly
+    n, mx, my, sxx, syy, sxy = value_moments(x, y)
+    dx, dy = x64 - x64.mean(axis=0), y - y.mean()
+    assert n == len(y)
+    np.testing.assert_allclose(mx, x64.mean(axis=0), rtol=1e-6, atol=1e-6)
+    assert my == pytest.approx(y.mean(), rel=1e-14)
+    np.testing.assert_allclose(sxx, (dx**2).sum(axis=0), rtol=1e-5)
+    assert syy == pytest.approx(float((dy**2).sum()), rel=1e-12)
+    np.testing.assert_allclose(sxy, dx.T @ dy, rtol=1e-4, atol=1e-2)
+
+
+def test_pairwise_rows_and_merges() -> None:
+    values = np.random.default_rng(0).normal(size=(1001, 5)).astype(np.float32)
+    got = pairwise_rows(torch.from_numpy(values.copy())).numpy()
+    np.testing.assert_allclose(got, values.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-5)
+    assert pairwise_rows(torch.zeros((0, 3))).tolist() == [0.0, 0.0, 0.0]
+    x, y = sample(300, 4)
+    x64 = x.astype(np.float64)
+    merged = merge_moments(block_moments(x64[:100], y[:100]), block_moments(x64[100:], y[100:]))
+    for a, b in zip(merged, block_moments(x64, y), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
