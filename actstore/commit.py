@@ -12,6 +12,8 @@ exclusive writer opens the store.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -90,30 +92,62 @@ def named_files(manifest: Manifest) -> set[str]:
     return named
 
 
+# The only names the store itself writes under tables/ and results/; anything else
+# there (a user's notes, a symlink) is left alone.
+_OWN = re.compile(
+    r"^(part-\d{5}|(part|rows|columns)-[0-9a-f]{16})\.parquet(\.partial)?$|^matrix-[0-9a-f]{16}\.zarr$"
+)
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    """Entries of a real folder (not a symlink), or none."""
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    with os.scandir(folder) as it:
+        return list(it)
+
+
 def remove_uncommitted(root: Path, manifest: Manifest) -> None:
-    """Delete files a crashed or failed writer left that the manifest does not name."""
+    """Delete files a crashed or failed writer left that the manifest does not name.
+
+    Never follows a symlink, never leaves the store, and deletes only names the store
+    itself writes.
+    """
     named = named_files(manifest)
-    for folder in (TABLES_DIR, RESULTS_DIR):
-        for path in (root / folder).glob("*/*"):
-            if str(path.relative_to(root)) not in named:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        for empty in (root / folder).glob("*"):
-            if empty.is_dir() and not any(empty.iterdir()):
-                empty.rmdir()
+    for kind in (TABLES_DIR, RESULTS_DIR):
+        for table in _entries(root / kind):
+            if not table.is_dir(follow_symlinks=False):
+                continue
+            for entry in _entries(Path(table.path)):
+                rel = f"{kind}/{table.name}/{entry.name}"
+                if rel in named or entry.is_symlink() or not _OWN.match(entry.name):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            if not _entries(Path(table.path)):
+                os.rmdir(table.path)
     (root / (MANIFEST + PARTIAL_SUFFIX)).unlink(missing_ok=True)
-    arrays_root = root / ARRAYS_DIR
-    # zarr writes each chunk to "<chunk>.<uuid>.partial" and renames it; a killed
-    # writer leaves such files behind
-    for path in arrays_root.rglob("*" + PARTIAL_SUFFIX):
-        path.unlink()
-    sites = manifest.sites
-    for meta in list(arrays_root.glob("**/zarr.json")):
-        rel = str(meta.parent.relative_to(arrays_root))
+    _clear_arrays(root / ARRAYS_DIR, set(manifest.sites))
+
+
+def _clear_arrays(arrays_root: Path, sites: set[str]) -> None:
+    """Remove zarr's chunk debris (``*.partial``: a killed write) and arrays of sites
+    no longer declared, walking real folders only."""
+    for folder, dirs, files in os.walk(arrays_root, followlinks=False):
+        here = Path(folder)
+        rel = here.relative_to(arrays_root).as_posix()
+        for name in files:
+            if name.endswith(PARTIAL_SUFFIX) and not (here / name).is_symlink():
+                (here / name).unlink()
         if (
             rel != "."
-            and meta.parent.exists()
+            and "zarr.json" in files
             and not any(
                 rel == s or rel.startswith(s + "/") or s.startswith(rel + "/") for s in sites
             )
         ):
-            shutil.rmtree(meta.parent, ignore_errors=True)
+            shutil.rmtree(here)
+            dirs.clear()
+        dirs[:] = [d for d in dirs if not (here / d).is_symlink()]

@@ -65,10 +65,27 @@ def info_of(name: str, record: ResultRecord) -> ResultInfo:
     return ResultInfo(name, record.kind, shape, copy.deepcopy(record.provenance), record.created)
 
 
-def _check_name(ledger: Ledger, name: str) -> Path:
+def _check_name(ledger: Ledger, name: str, replace: bool) -> Path:
+    """The folder of result ``name``, after checking the name is free (or may be replaced).
+
+    Names are compared ignoring case, as SQL compares them: ``Tokens`` would clash with
+    the view ``tokens``.
+    """
     sql.check_table_name(name)
-    if name in ledger.manifest.tables:
+    manifest = ledger.manifest
+    for other in [*manifest.tables, *manifest.results]:
+        if other.lower() == name.lower() and other != name:
+            raise SchemaError(
+                f"result name {name!r} clashes with {other!r} (SQL names ignore case); "
+                "choose another name"
+            )
+    if name in manifest.tables:
         raise SchemaError(f"{name!r} is a corpus table; choose another name for a result")
+    if name in manifest.results and not replace:
+        raise SchemaError(
+            f"a result named {name!r} exists already; pass replace=True to replace it "
+            "or choose another name"
+        )
     folder = ledger.root / RESULTS_DIR / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -86,12 +103,16 @@ def _provenance(provenance: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def write_table(
-    ledger: Ledger, name: str, table: Any, provenance: Mapping[str, Any] | None
+    ledger: Ledger,
+    name: str,
+    table: Any,
+    provenance: Mapping[str, Any] | None,
+    replace: bool = False,
 ) -> None:
-    """Write (or replace) table result ``name`` and commit it."""
+    """Write table result ``name`` (``replace``: over an existing one) and commit it."""
     ledger.require_writable()
     data = as_arrow(table)
-    _check_name(ledger, name)
+    _check_name(ledger, name, replace)
     rel = f"{RESULTS_DIR}/{name}/part-{uuid.uuid4().hex[:16]}.parquet"
     write_parquet(ledger.root, rel, data)
     record = ResultRecord(
@@ -134,6 +155,7 @@ class MatrixWriter:
         columns: Any,
         dtype: str = "float32",
         provenance: Mapping[str, Any] | None = None,
+        replace: bool = False,
     ) -> None:
         import zarr
 
@@ -142,7 +164,7 @@ class MatrixWriter:
             raise SchemaError(f"matrix dtype must be one of {list(MATRIX_DTYPES)}, got {dtype!r}")
         if len(shape) != 2 or min(shape) < 1:
             raise SchemaError(f"a matrix needs a 2-D shape of positive sizes, got {shape}")
-        folder = _check_name(ledger, name)
+        folder = _check_name(ledger, name, replace)
         self.ledger, self.name, self.shape = ledger, name, (int(shape[0]), int(shape[1]))
         tag = uuid.uuid4().hex[:16]
         self.labels = {
@@ -196,13 +218,16 @@ def write_matrix(
     rows: Sequence[Any] | Any,
     columns: Sequence[Any] | Any,
     provenance: Mapping[str, Any] | None,
+    replace: bool = False,
 ) -> None:
     """Write a whole matrix (numpy or any array with ``shape`` and slicing) and commit it."""
     shape = tuple(int(s) for s in values.shape)
     if len(shape) != 2:
         raise SchemaError(f"a matrix result must be 2-D, got shape {shape}")
     dtype = "float64" if np.dtype(getattr(values, "dtype", "float32")) == np.float64 else "float32"
-    writer = MatrixWriter(ledger, name, (shape[0], shape[1]), rows, columns, dtype, provenance)
+    writer = MatrixWriter(
+        ledger, name, (shape[0], shape[1]), rows, columns, dtype, provenance, replace
+    )
     step = max(1, _BLOCK_BYTES // (8 * shape[1]))
     for lo in range(0, shape[0], step):
         writer.write(lo, 0, np.asarray(values[lo : lo + step], dtype=dtype))

@@ -266,11 +266,18 @@ class Store:
         self._ledger.manifest.sources.append(source)
 
     def write_result(
-        self, name: str, table: Any, *, provenance: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        table: Any,
+        *,
+        provenance: Mapping[str, Any] | None = None,
+        replace: bool = False,
     ) -> None:
-        """Write (or replace) table result ``name`` (Arrow or pandas) and commit it.
+        """Write table result ``name`` (Arrow or pandas) and commit it.
 
-        Allowed for shard writers too. It becomes an SQL view named ``name``.
+        It becomes an SQL view named ``name``. An existing result of that name is
+        replaced only with ``replace=True``; names clash ignoring case, as in SQL.
+        Allowed for shard writers too.
 
         Examples
         --------
@@ -280,7 +287,7 @@ class Store:
         >>> store.sql("SELECT sum(s) AS total FROM scores").total[0], store.results["scores"].kind
         (np.float64(0.75), 'table')
         """
-        results.write_table(self._ledger, name, table, provenance)
+        results.write_table(self._ledger, name, table, provenance, replace)
 
     def write_matrix(
         self,
@@ -290,8 +297,10 @@ class Store:
         rows: Any,
         columns: Any,
         provenance: Mapping[str, Any] | None = None,
+        replace: bool = False,
     ) -> None:
-        """Write (or replace) matrix result ``name`` with its row and column labels.
+        """Write matrix result ``name`` with its row and column labels (``replace``: over
+        an existing result of that name).
 
         Examples
         --------
@@ -299,14 +308,14 @@ class Store:
         >>> store.matrix("rdm").values.sel(row="dog", column="dog").compute().item()
         1.0
         """
-        results.write_matrix(self._ledger, name, values, rows, columns, provenance)
+        results.write_matrix(self._ledger, name, values, rows, columns, provenance, replace)
 
     def create_matrix(
         self, name: str, shape: tuple[int, int], *, rows: Any, columns: Any, dtype: str = "float32",
-        provenance: Mapping[str, Any] | None = None,
+        provenance: Mapping[str, Any] | None = None, replace: bool = False,
     ) -> MatrixWriter:  # fmt: skip
         """A writer that fills matrix result ``name`` block by block (then ``commit()``)."""
-        return MatrixWriter(self._ledger, name, shape, rows, columns, dtype, provenance)
+        return MatrixWriter(self._ledger, name, shape, rows, columns, dtype, provenance, replace)
 
     def delete_result(self, name: str) -> None:
         """Remove result ``name`` from the manifest; its files go at the next exclusive open."""

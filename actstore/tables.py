@@ -50,8 +50,9 @@ def append_part(root: Path, manifest: Manifest, name: str, table: pa.Table) -> N
     """Write ``table`` as the next part of corpus table ``name`` and name it in ``manifest``
     (published when the manifest is committed)."""
     sql.check_table_name(name)
-    if name in manifest.results:
-        raise SchemaError(f"{name!r} is a result; choose another name for a corpus table")
+    for other in [*manifest.tables, *manifest.results]:
+        if other.lower() == name.lower() and (other != name or other in manifest.results):
+            raise SchemaError(f"table name {name!r} clashes with {other!r} (SQL names ignore case)")
     record = manifest.tables.setdefault(name, TableRecord())
     folder = root / TABLES_DIR / name
     folder.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,9 @@ def test_table_result_from_pandas_and_arrow(writable_store: actstore.Store) -> N
     )
     info.provenance["k"].append(3)  # a copy: the manifest is not changed through it
     assert writable_store.results["scores"].provenance["k"] == [1, 2]
-    writable_store.write_result("scores", pa.table({"row": [7]}))
+    with pytest.raises(actstore.SchemaError, match="exists already; pass replace=True"):
+        writable_store.write_result("scores", pa.table({"row": [7]}))
+    writable_store.write_result("scores", pa.table({"row": [7]}), replace=True)
     assert writable_store.sql("SELECT * FROM scores")["row"].tolist() == [7]
 
 
@@ -39,9 +41,18 @@ def test_bad_results_are_refused(writable_store: actstore.Store) -> None:
         writable_store.write_result("tokens", pa.table({"a": [1]}))
     with pytest.raises(actstore.SchemaError, match="JSON-ready"):
         writable_store.write_result("x", pa.table({"a": [1]}), provenance={"f": object()})
+    for clash in ("Tokens", "SENTENCES"):
+        with pytest.raises(actstore.SchemaError, match=r"clashes with .* ignore case"):
+            writable_store.write_result(clash, pa.table({"a": [1]}))
+    writable_store.write_result("scores", pa.table({"a": [1]}))
+    with pytest.raises(actstore.SchemaError, match="clashes with 'scores'"):
+        writable_store.write_result("Scores", pa.table({"a": [1]}), replace=True)
+    with pytest.raises(actstore.SchemaError, match="clashes with 'scores'"):
+        writable_store.append_table("SCORES", pa.table({"a": [1]}))
     with pytest.raises(actstore.ParameterError, match="'nothing' is not a result"):
         writable_store.delete_result("nothing")
     assert "x" not in writable_store.results
+    assert writable_store.sql("SELECT count(*) AS n FROM tokens")["n"][0] == 25147
 
 
 def test_matrix_round_trip_with_labels(writable_store: actstore.Store) -> None:
@@ -85,8 +96,8 @@ def test_replacing_a_result_keeps_an_old_reader_working(tmp_path: Path, ewt_dev:
         store.write_matrix("m", np.ones((2, 2)), rows=["a", "b"], columns=["a", "b"])
     reader = actstore.open(path)
     with actstore.open(path, mode="a") as store:
-        store.write_result("r", pa.table({"v": [3]}))
-        store.write_matrix("m", np.zeros((2, 2)), rows=["a", "b"], columns=["a", "b"])
+        store.write_result("r", pa.table({"v": [3]}), replace=True)
+        store.write_matrix("m", np.zeros((2, 2)), rows=["a", "b"], columns=["a", "b"], replace=True)
     assert reader.sql("SELECT sum(v) AS s FROM r")["s"][0] == 3  # the snapshot it took
     assert float(reader.matrix("m").values.sum()) == 4.0
     reader.close()

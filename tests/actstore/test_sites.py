@@ -281,3 +281,28 @@ def test_debris_of_a_killed_chunk_write_is_removed(writable_store: actstore.Stor
         fill(writer)
         writer.commit()  # complete: nobody writes the site any more
         assert not debris.exists()
+
+
+def test_cleanup_never_follows_symlinks_nor_deletes_foreign_files(
+    tmp_path: Path, ewt_dev: Path
+) -> None:
+    path = tmp_path / "s"
+    with actstore.create(path) as store:
+        actstore.ingest_conllu(store, [ewt_dev])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.parquet").write_text("mine")
+    (elsewhere / "part-00007.parquet").write_text("mine too")
+    (path / "tables" / "evil").symlink_to(elsewhere)
+    (path / "results" / "evil").symlink_to(elsewhere)
+    (path / "arrays.zarr" / "evil").symlink_to(elsewhere)
+    notes = path / "tables" / "tokens" / "NOTES.txt"
+    notes.write_text("my notes")
+    orphan = path / "tables" / "tokens" / "part-00009.parquet"  # a failed writer's part
+    orphan.write_bytes(b"half")
+    actstore.open(path, mode="a").close()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["part-00007.parquet", "precious.parquet"]
+    assert notes.read_text() == "my notes"
+    assert not orphan.exists()
+    with actstore.open(path) as store:
+        assert store.n_rows("tokens") == 25147
