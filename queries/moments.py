@@ -4,11 +4,13 @@ the thread count.
 Multithreaded reductions (torch's ``sum``, BLAS ``gemv`` and ``dot``) split their
 work by the number of threads, so the order in which floats are added, and with it
 the last bits of the result, changes with ``torch.set_num_threads``, the BLAS pool
-and the scheduler a block runs on. Here every reduction is a fixed tree of
-elementwise adds (:func:`pairwise_rows`) or a single-threaded numpy reduction, and
-blocks are cut into sub-blocks at fixed offsets: a block's moments depend on its
-values only. Merges (:func:`merge_moments`) run in float64 in the engine's fixed tree
-order, so a whole pass is reproducible bit for bit on threads, processes or a cluster.
+and the scheduler a block runs on. Here every reduction is a single-threaded numpy
+reduction in a fixed order (:func:`column_sums`), torch only decodes float16 (an
+elementwise copy, exact on any thread count), and blocks are cut into sub-blocks at
+fixed offsets: a block's moments depend on its values only. (Thread-free reductions
+also cost nothing when the dask scheduler already keeps every core busy.) Merges
+(:func:`merge_moments`) run in float64 in the engine's fixed tree order, so a whole
+pass is reproducible bit for bit on threads, processes or a cluster.
 """
 
 from __future__ import annotations
@@ -18,30 +20,29 @@ import torch
 from scipy import stats
 
 SUB_ROWS = 2048
+GROUP = 128
 
 Moments = tuple[float, np.ndarray, float, np.ndarray, float, np.ndarray]
 
 
-def pairwise_rows(buffer: torch.Tensor) -> torch.Tensor:
-    """The sum over rows of ``buffer`` by a fixed tree of elementwise adds (in place).
+def column_sums(values: np.ndarray) -> np.ndarray:
+    """Sums over rows in a fixed order: float32 runs of ``GROUP`` rows, then float64.
 
-    Row ``i`` of the upper half is added to row ``i`` of the lower half until one row
-    is left; elementwise adds give the same bits on any number of threads, and the
-    tree keeps float32 error near log2(rows) roundings. Overwrites ``buffer``.
+    numpy reduces on one thread, row after row within a run, so the result depends on
+    the values only; runs of 128 keep the float32 error near that of a pairwise sum.
 
     Examples
     --------
-    >>> pairwise_rows(torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
-    tensor([ 9., 12.])
+    >>> column_sums(np.ones((300, 2), np.float32))
+    array([300., 300.])
     """
-    n = buffer.shape[0]
-    if n == 0:
-        return buffer.new_zeros(buffer.shape[1:])
-    while n > 1:
-        half, keep = n // 2, n - n // 2
-        buffer[:half] += buffer[keep:n]
-        n = keep
-    return buffer[0].clone()
+    rows, width = values.shape
+    full = rows - rows % GROUP
+    runs = values[:full].reshape(-1, GROUP, width).sum(axis=1)
+    total: np.ndarray = runs.sum(axis=0, dtype=np.float64)
+    if full < rows:
+        total += values[full:].sum(axis=0, dtype=np.float64)
+    return total
 
 
 def block_moments(x: np.ndarray, y: np.ndarray) -> Moments:
@@ -70,10 +71,11 @@ def block_moments(x: np.ndarray, y: np.ndarray) -> Moments:
 def value_moments(x: np.ndarray, y: np.ndarray) -> Moments:
     """:func:`block_moments` of site values, computed in float32 by torch.
 
-    The block is decoded ``SUB_ROWS`` rows at a time into a reused float32 buffer and
-    centred on that sub-block's mean, so the float32 sums keep about six significant
-    digits (more than a 16-bit site stores); the sub-blocks' moments are merged in
-    float64. Every sum is :func:`pairwise_rows`: the same bits on any thread count.
+    The block is decoded ``SUB_ROWS`` rows at a time into a reused float32 buffer (by
+    torch, several times faster than numpy's float16 conversion) and centred on that
+    sub-block's mean, so the float32 products keep about six significant digits (more
+    than a 16-bit site stores); the sub-blocks' moments are merged in float64. Every
+    sum is :func:`column_sums`: the same bits on any thread count.
 
     Examples
     --------
@@ -86,27 +88,24 @@ def value_moments(x: np.ndarray, y: np.ndarray) -> Moments:
     target = np.asarray(y, np.float64)
     total: Moments = block_moments(np.zeros((0, values.shape[1])), np.zeros(0))
     shape = (min(SUB_ROWS, len(target)), values.shape[1])
-    buffer, scratch = torch.empty(shape), torch.empty(shape)
+    buffer, scratch = torch.empty(shape), np.empty(shape, np.float32)
     for lo in range(0, len(target), SUB_ROWS):
         rows = min(SUB_ROWS, len(target) - lo)
-        xs, work = buffer[:rows], scratch[:rows]
-        xs.copy_(values[lo : lo + rows])
-        work.copy_(xs)
-        mx = pairwise_rows(work) / rows
-        xs -= mx
+        decoded = buffer[:rows]
+        decoded.copy_(values[lo : lo + rows])  # float16 -> float32 in torch: fast, exact
+        xs, work = decoded.numpy(), scratch[:rows]
+        mean = column_sums(xs) / rows
+        xs -= mean.astype(np.float32)
         ys = target[lo : lo + rows]
         my = float(ys.mean())
         dy = ys - my
-        dy32 = torch.from_numpy(dy.astype(np.float32))
-        squares = pairwise_rows(torch.mul(xs, xs, out=work))
-        products = pairwise_rows(torch.mul(xs, dy32[:, None], out=work))
         part = (
             float(rows),
-            mx.double().numpy(),
+            mean,
             my,
-            squares.double().numpy(),
+            column_sums(np.multiply(xs, xs, out=work)),
             float((dy * dy).sum()),
-            products.double().numpy(),
+            column_sums(np.multiply(xs, dy.astype(np.float32)[:, None], out=work)),
         )
         total = merge_moments(total, part)
     return total

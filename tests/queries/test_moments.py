@@ -9,7 +9,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from queries.moments import block_moments, merge_moments, pairwise_rows, value_moments
+from queries.moments import block_moments, column_sums, merge_moments, value_moments
 
 
 @pytest.fixture
@@ -63,11 +63,11 @@ def test_value_moments_match_float64_moments() -> None:
     np.testing.assert_allclose(sxy, dx.T @ dy, rtol=1e-4, atol=1e-2)
 
 
-def test_pairwise_rows_and_merges() -> None:
-    values = np.random.default_rng(0).normal(size=(1001, 5)).astype(np.float32)
-    got = pairwise_rows(torch.from_numpy(values.copy())).numpy()
-    np.testing.assert_allclose(got, values.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-5)
-    assert pairwise_rows(torch.zeros((0, 3))).tolist() == [0.0, 0.0, 0.0]
+def test_column_sums_and_merges() -> None:
+    values = np.random.default_rng(0).normal(size=(1001, 5)).astype(np.float32) ** 2
+    exact = values.astype(np.float64).sum(axis=0)
+    np.testing.assert_allclose(column_sums(values), exact, rtol=1e-6)
+    assert column_sums(np.zeros((0, 3), np.float32)).tolist() == [0.0, 0.0, 0.0]
     x, y = sample(300, 4)
     x64 = x.astype(np.float64)
     merged = merge_moments(block_moments(x64[:100], y[:100]), block_moments(x64[100:], y[100:]))
