@@ -15,16 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actstore.errors import ActStoreError
+from actstore.errors import ModelError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing can be downloaded here
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
-
-
-class ModelError(ActStoreError, ValueError):
-    """A model cannot be found or loaded."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,62 @@
+"""What ``actstore extract`` runs: pick the extractor for the model, run the driver.
+
+Only transformers exist today; a new family (recurrent checkpoints, CNNs, static
+vectors) adds a branch to :func:`extractor_for` that recognises its models.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+from extractors.base import Extractor
+from extractors.driver import ExtractReport, run
+from extractors.verbs import ExtractOptions, ExtractTarget
+
+
+def extractor_for(options: ExtractOptions) -> Extractor:
+    """The extractor that runs ``options.model``."""
+    from extractors.transformer import TransformerExtractor
+
+    return TransformerExtractor(options)
+
+
+def return_large_frees(threshold: int = 1 << 20) -> bool:
+    """Have glibc map blocks over ``threshold`` bytes and unmap them when freed.
+
+    By default glibc raises its mmap threshold to the largest block freed so far (up
+    to 32 MiB), after which a forward pass's activation-sized temporaries are carved
+    from the heap and stay resident, fragmented: about 100 MiB of the peak of
+    ``actstore extract`` on CPU. A fixed threshold gives them back at once. Only the
+    command does this (it owns its process); returns False where it cannot.
+
+    Examples
+    --------
+    >>> return_large_frees() in (True, False)
+    True
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_mmap_threshold = -3
+    return bool(libc.mallopt(m_mmap_threshold, threshold))
+
+
+def extract(target: ExtractTarget, options: ExtractOptions) -> ExtractReport:
+    """Run the extraction ``options`` describe into ``target.store``; print its summary.
+
+    Examples
+    --------
+    >>> store.close()
+    >>> report = extract(ExtractTarget(store_path), ExtractOptions(sites="layer.0"))
+    extracted 1 sites (minilm/layer.0 .. minilm/layer.0) over 510 rows, 636 model tokens, ...
+    """
+    options.check()
+    return_large_frees()
+    report = run(target.store, extractor_for(options), options)
+    if not target.quiet:
+        print(report.summary())
+    return report

@@ -1,0 +1,347 @@
+"""The generic extraction driver: chunks, shards, a background writer, provenance.
+
+:func:`run` opens the store, asks the :class:`~extractors.base.Extractor` which sites
+it can write, declares the chosen ones (or resumes them), and goes through the chunks
+still missing from any of them that belong to this shard (``chunk * N // n_chunks ==
+I``). Each chunk's batches are computed on the calling thread and written by a
+background thread; at most ``writer_bytes`` of finished blocks wait for it, and each
+site's writer holds only the chunk being filled, so memory does not grow with the
+corpus. Finally every site is committed (complete once all its chunks are written).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import actstore
+from actstore.errors import ActStoreError, ParameterError, SchemaError, SiteNotFoundError
+from actstore.names import match_names
+from extractors.base import Block, Extractor, SiteSpec
+from extractors.progress import Progress
+from extractors.verbs import ExtractOptions
+
+log = logging.getLogger("actstore.extract")
+
+
+@dataclass
+class ExtractReport:
+    """What a run did: sites, rows, chunks written by this process, device, time.
+
+    Examples
+    --------
+    >>> report = ExtractReport(["m/layer.0", "m/layer.1"], 510, 2, 1.5, "cpu")
+    >>> report.summary()
+    'extracted 2 sites (m/layer.0 .. m/layer.1) over 510 rows, 2 chunks on cpu in 1.5 s'
+    """
+
+    sites: list[str]
+    rows: int
+    chunks_done: int
+    seconds: float
+    device: str
+    stats: dict[str, int] = field(default_factory=dict)
+    middle: str = ""  # extractor-specific parts of the summary line
+    tail: str = ""
+
+    def summary(self) -> str:
+        """One line for the command line."""
+        return (
+            f"extracted {len(self.sites)} sites ({self.sites[0]} .. {self.sites[-1]}) over "
+            f"{self.rows:,} rows{self.middle}, {self.chunks_done} chunks on {self.device} in "
+            f"{self.seconds:.1f} s{self.tail}"
+        )
+
+
+def corpus_sha256(store: actstore.Store) -> str:
+    """Hash of the ingested sources, in order: the corpus a site was extracted from.
+
+    Examples
+    --------
+    >>> len(corpus_sha256(store))
+    64
+    """
+    digest = hashlib.sha256()
+    for source in store.sources:
+        digest.update(source.sha256.encode())
+    return digest.hexdigest()
+
+
+def choose_sites(available: Sequence[SiteSpec], pattern: str) -> list[SiteSpec]:
+    """The sites matching the comma-separated globs ``pattern`` (name or component).
+
+    Examples
+    --------
+    >>> specs = [SiteSpec(f"m/layer.{i}", 4) for i in range(3)]
+    >>> [s.name for s in choose_sites(specs, "layer.0,m/layer.2")]
+    ['m/layer.0', 'm/layer.2']
+    >>> choose_sites(specs, "layer.9")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.ParameterError: sites 'layer.9' matches none of m/layer.0, m/layer.1, m/layer.2
+    """
+    by_name = {s.name: s for s in available}
+    try:
+        chosen = match_names(by_name, pattern)
+    except SiteNotFoundError:
+        raise ParameterError("sites", f"{pattern!r} matches none of {', '.join(by_name)}") from None
+    order = {name: i for i, name in enumerate(by_name)}
+    return [by_name[n] for n in sorted(chosen, key=order.__getitem__)]
+
+
+def shard_chunks(pending: Sequence[int], n_chunks: int, index: int, count: int) -> list[int]:
+    """The pending chunks shard ``index`` of ``count`` fills: contiguous runs of chunks.
+
+    Examples
+    --------
+    >>> shard_chunks(range(8), 8, 1, 2), shard_chunks([0, 5, 6], 8, 1, 2)
+    ([4, 5, 6, 7], [5, 6])
+    """
+    return [c for c in pending if c * count // n_chunks == index]
+
+
+def resolve(extractor: Extractor, device: str) -> Any:
+    """The ``torch.device`` the extractor runs on (None if it needs no device)."""
+    if not extractor.devices:
+        if device not in ("auto", "cpu"):
+            raise ParameterError("device", f"{device!r}: extractor {extractor.name} runs no model")
+        return None
+    from actstore.devices import resolve_device
+
+    chosen = resolve_device(device, parameter="device")
+    if chosen.type not in extractor.devices:
+        raise ParameterError(
+            "device",
+            f"{device!r}: extractor {extractor.name} runs on {', '.join(extractor.devices)}",
+        )
+    return chosen
+
+
+def compute_label(device: Any) -> str:
+    """How values were computed, for provenance."""
+    if device is None:
+        return "none"
+    return "cuda autocast bfloat16" if device.type == "cuda" else "cpu float32"
+
+
+def run(
+    store_path: str | Path,
+    extractor: Extractor,
+    options: ExtractOptions,
+    *,
+    on_chunk: Callable[[int], None] | None = None,
+) -> ExtractReport:
+    """Run ``extractor`` over the store at ``store_path`` as ``options`` say.
+
+    Uses ``options.sites``, ``dtype``, ``device``, ``shard``, ``chunk_rows``,
+    ``overwrite`` and ``writer_bytes``; the rest is the extractor's business.
+    ``on_chunk`` is called with each chunk number once its blocks are queued.
+
+    Examples
+    --------
+    >>> class Rows(Extractor):
+    ...     name = "rows"
+    ...     def sites(self):
+    ...         return [SiteSpec("rows/id", n_units=1)]
+    ...     def compute(self, batch):
+    ...         rows = np.arange(*batch)
+    ...         return Block(rows, [rows[:, None] + 1.0])
+    >>> store.close()
+    >>> run(store_path, Rows(), ExtractOptions(device="cpu")).summary()
+    'extracted 1 sites (rows/id .. rows/id) over 510 rows, 1 chunks on cpu in ... s'
+    >>> actstore.open(store_path).acts("rows/id").values[:3, 0]
+    array([1., 2., 3.], dtype=float32)
+    """
+    options.check()
+    started = time.perf_counter()
+    index, count = options.shard_index
+    if count > 1 and not extractor.shardable:
+        raise ParameterError("shard", f"extractor {extractor.name} cannot run in shards")
+    chosen = choose_sites(extractor.sites(), options.sites)
+    device = resolve(extractor, options.device)
+    with actstore.open(store_path, mode="a", shared=count > 1) as store:
+        n_rows = store.n_rows(extractor.table)
+        if not n_rows and not extractor.allows_zero_rows:
+            raise SchemaError(
+                f"{store.path} has no {extractor.table} yet: run `actstore ingest` first"
+            )
+        extractor.prepare(store, chosen, device)
+        common = {
+            "extractor": extractor.name,
+            **extractor.provenance(),
+            "dtype": options.dtype,
+            "compute": compute_label(device),
+            "corpus_sha256": corpus_sha256(store),
+            "actstore_version": actstore.__version__,
+        }
+        writers = _declare(store, extractor, chosen, options, common)
+        first = writers[0]
+        pending = sorted(set().union(*(w.pending_chunks() for w in writers)))
+        mine = shard_chunks(pending, first.n_chunks, index, count)
+        sizes = {c: _span(first.chunk_range(c)) for c in mine}
+        progress = Progress(total=sum(sizes.values()), unit=extractor.row_unit)
+        background = BackgroundWriter(writers, options.writer_bytes)
+        try:
+            for chunk in mine:
+                lo, hi = first.chunk_range(chunk)
+                for batch in extractor.batches(lo, hi):
+                    block = extractor.compute(batch)
+                    _check_block(extractor, block, lo, hi, len(writers))
+                    background.put(block)
+                progress.advance(sizes[chunk])
+                if on_chunk is not None:
+                    on_chunk(chunk)
+        finally:
+            background.close()
+            progress.close()
+        for writer in writers:
+            if writer.buffered_rows:
+                raise ActStoreError(
+                    f"extractor {extractor.name} left {writer.buffered_rows} rows of site "
+                    f"{writer.name} unwritten: compute() must cover every row of its chunk"
+                )
+        for writer in writers:
+            writer.commit()
+    stats = extractor.stats()
+    middle, tail = extractor.describe(stats)
+    return ExtractReport(
+        sites=[s.name for s in chosen],
+        rows=n_rows,
+        chunks_done=len(mine),
+        seconds=time.perf_counter() - started,
+        device="none" if device is None else str(device),
+        stats=stats,
+        middle=middle,
+        tail=tail,
+    )
+
+
+def _declare(
+    store: actstore.Store,
+    extractor: Extractor,
+    chosen: Sequence[SiteSpec],
+    options: ExtractOptions,
+    common: dict[str, Any],
+) -> list[actstore.SiteWriter]:
+    """One writer per chosen site, in order, all cut into the same chunks: the widest
+    site picks the chunk size (unless ``chunk_rows`` is given), the others follow."""
+    widest = max(range(len(chosen)), key=lambda i: chosen[i].n_units)
+    order = [widest, *(i for i in range(len(chosen)) if i != widest)]
+    writers: dict[int, actstore.SiteWriter] = {}
+    chunk_rows = options.chunk_rows
+    for i in order:
+        spec = chosen[i]
+        writers[i] = store.create_site(
+            spec.name,
+            table=extractor.table,
+            n_units=spec.n_units,
+            dtype=options.dtype,
+            chunk_rows=chunk_rows,
+            provenance={**common, **spec.provenance},
+            overwrite=options.overwrite,
+        )
+        chunk_rows = writers[i].chunk_rows
+    return [writers[i] for i in range(len(chosen))]
+
+
+def _span(chunk_range: tuple[int, int]) -> int:
+    return chunk_range[1] - chunk_range[0]
+
+
+def _check_block(extractor: Extractor, block: Block, lo: int, hi: int, n_sites: int) -> None:
+    """Rows outside the chunk would sit in another chunk's buffer (maybe another
+    shard's) for the rest of the run: refuse them."""
+    rows = block.rows
+    if len(rows) and (int(rows.min()) < lo or int(rows.max()) >= hi):
+        raise ActStoreError(
+            f"extractor {extractor.name} returned rows {int(rows.min())}..{int(rows.max())} "
+            f"for the chunk of rows {lo}..{hi - 1}"
+        )
+    if len(block.values) != n_sites:
+        raise ActStoreError(
+            f"extractor {extractor.name} returned {len(block.values)} value arrays "
+            f"for {n_sites} sites"
+        )
+
+
+class BackgroundWriter:
+    """A thread that writes finished blocks while the caller computes the next ones.
+
+    :meth:`put` waits while more than ``max_bytes`` of blocks are queued (one block is
+    always accepted), so a fast model cannot outrun the disk without bound. An error
+    on the writer thread is raised by the next :meth:`put` or by :meth:`close`.
+
+    Examples
+    --------
+    >>> writer = store.create_site("demo/unit", n_units=2)
+    >>> background = BackgroundWriter([writer], max_bytes=1 << 20)
+    >>> background.put(Block(np.arange(510), [np.ones((510, 2), np.float32)]))
+    >>> background.close()
+    >>> writer.complete
+    True
+    """
+
+    def __init__(self, writers: Sequence[actstore.SiteWriter], max_bytes: int) -> None:
+        self.writers = list(writers)
+        self.max_bytes = max_bytes
+        self.error: BaseException | None = None
+        self._queue: deque[Block | None] = deque()
+        self._queued = 0
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="actstore-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                block = self._queue[0]
+            if block is None:
+                return
+            if self.error is None:
+                try:
+                    self._write(block)
+                except BaseException as exc:  # reported to the calling thread
+                    self.error = exc
+            with self._cond:
+                self._queue.popleft()
+                self._queued -= block.nbytes
+                self._cond.notify_all()
+
+    def _write(self, block: Block) -> None:
+        if block.ready is not None:
+            block.ready()
+        values = block.values
+        if hasattr(values, "numpy"):  # one stacked CPU tensor: a view, no copy
+            values = values.numpy()
+        for writer, site_values in zip(self.writers, values, strict=True):
+            writer.write_rows(block.rows, site_values)
+
+    def put(self, block: Block) -> None:
+        """Queue ``block`` for writing (waits while the queue is over its budget)."""
+        size = block.nbytes
+        with self._cond:
+            while self._queue and self._queued + size > self.max_bytes and self.error is None:
+                self._cond.wait()
+            if self.error is not None:
+                raise self.error
+            self._queue.append(block)
+            self._queued += size
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread, raise its error if it had one."""
+        with self._cond:
+            self._queue.append(None)
+            self._cond.notify_all()
+        self._thread.join()
+        if self.error is not None:
+            raise self.error

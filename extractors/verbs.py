@@ -1,0 +1,107 @@
+"""The ``extract`` verb, declared light: no numpy, torch or transformers at import.
+
+``actstore`` finds it through the entry point ``extract = "extractors.verbs:EXTRACT"``
+and imports :mod:`extractors.commands` only when the verb runs. Its parameters are
+:class:`ExtractTarget` (the store, ``-q``) and :class:`ExtractOptions`, which is also
+what the library takes (:func:`extractors.transformer.extract`), so every default is
+written once.
+
+Examples
+--------
+>>> EXTRACT.name, [p.__name__ for p in EXTRACT.params]
+('extract', ['ExtractTarget', 'ExtractOptions'])
+>>> EXTRACT.build(store="ewt.actstore", align="first")[1].align
+'first'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from actstore.errors import ParameterError
+from actstore.names import DTYPES, Dtype
+from actstore.verbs import Verb, option
+
+AlignRule = Literal["mean", "first", "last"]
+ALIGN_RULES: tuple[AlignRule, ...] = ("mean", "first", "last")
+
+
+@dataclass(frozen=True)
+class ExtractTarget:
+    """Which store ``actstore extract`` fills, and whether it prints its summary."""
+
+    store: Path = option(positional=True, help="store directory (with its corpus ingested)")
+    quiet: bool = option(False, short="-q", help="print no summary line")
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """What an extraction takes; see ``docs/EXTRACTION.md``.
+
+    ``batch_tokens`` defaults to 1024 on CPU (cache-sized) and 16384 on CUDA;
+    ``max_length`` to the model's limit; ``chunk_rows`` to chunks of about 8 MiB.
+    ``shard`` is ``"I/N"``: this process fills every N-th pending chunk, starting at I.
+
+    Examples
+    --------
+    >>> ExtractOptions(sites="layer.6", shard="1/2").shard_index
+    (1, 2)
+    >>> ExtractOptions(align="max").check()
+    Traceback (most recent call last):
+    ...
+    actstore.errors.ParameterError: align must be one of ['mean', 'first', 'last'], got 'max'
+    """
+
+    model: str = option("minilm", help="minilm, smollm2, a Hugging Face folder or a .gguf file")
+    sites: str = option("*", help="comma-separated globs of sites to write, e.g. 'layer.*'")
+    align: AlignRule = option("mean", help="how a word pools its pieces")
+    dtype: Dtype = option("float16", help="stored dtype")
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N")
+    batch_tokens: int | None = option(None, help="padded tokens per batch (CPU 1024, CUDA 16384)")
+    shard: str = option("0/1", metavar="I/N", help="fill only shard I of N (run N processes)")
+    max_length: int | None = option(None, help="longest model input; longer sentences are windowed")
+    chunk_rows: int | None = option(None, help="rows per stored chunk (default: about 8 MiB)")
+    overwrite: bool = option(False, help="replace sites declared with other settings")
+    # not a command-line option: bytes of finished blocks waiting for the writer thread
+    writer_bytes: int = field(default=64 << 20)
+
+    @property
+    def shard_index(self) -> tuple[int, int]:
+        """``shard`` as ``(I, N)``."""
+        try:
+            index, count = (int(x) for x in self.shard.split("/"))
+        except ValueError:
+            raise ParameterError(
+                "shard", f"must look like I/N (e.g. 0/2), got {self.shard!r}"
+            ) from None
+        return index, count
+
+    def check(self) -> None:
+        """Refuse values no extraction can take (each error names its parameter)."""
+        from actstore.devices import check_device
+
+        if self.align not in ALIGN_RULES:
+            raise ParameterError("align", f"must be one of {list(ALIGN_RULES)}, got {self.align!r}")
+        if self.dtype not in DTYPES:
+            raise ParameterError("dtype", f"must be one of {list(DTYPES)}, got {self.dtype!r}")
+        check_device(self.device, "device")
+        index, count = self.shard_index
+        if not 0 <= index < count:
+            raise ParameterError("shard", f"I/N needs 0 <= I < N, got {index}/{count}")
+        for name in ("batch_tokens", "max_length", "chunk_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ParameterError(name, f"must be positive, got {value}")
+        if self.overwrite and count > 1:
+            raise ParameterError("overwrite", "cannot be combined with shard; overwrite first")
+
+
+EXTRACT = Verb(
+    "extract",
+    "run a model over the store's rows and store its activations as sites",
+    'actstore extract ewt.actstore --model minilm --sites "layer.*" --align mean',
+    (ExtractTarget, ExtractOptions),
+    "extractors.commands:extract",
+)
