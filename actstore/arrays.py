@@ -23,7 +23,9 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 from zarr.codecs import ZstdCodec
 
+from actstore.chunks import check_present, chunk_bytes
 from actstore.errors import ParameterError
+from actstore.manifest import SiteRecord
 from actstore.names import DTYPES
 
 # Logical dtype -> dtype stored in Zarr. numpy has no bfloat16, so bfloat16 sites
@@ -107,14 +109,19 @@ def create_array(
 class RowReader:
     """Fetches row ranges of one site array; nothing else.
 
-    Pickles as its path and dtypes, so each dask worker opens the array itself.
-    ``as_dtype`` converts each block as it is read (None: the site's own dtype).
+    Pickles as its path and record, so each dask worker opens the array itself.
+    ``as_dtype`` converts each block as it is read (None: the site's own dtype). Every
+    chunk a read touches must exist with the size it must have: a chunk deleted or cut
+    short under a reader is an error, never zeros.
     """
 
-    def __init__(self, path: Path, dtype: str, as_dtype: str | None = None) -> None:
+    def __init__(self, path: Path, site: str, record: SiteRecord, as_dtype: str | None) -> None:
         self.path = str(path)
-        self.dtype = dtype
-        self.out_dtype = read_dtype(dtype, as_dtype)
+        self.site = site
+        self.dtype = record.dtype
+        self.chunk_rows = record.chunk_rows
+        self.size = chunk_bytes(record)
+        self.out_dtype = read_dtype(record.dtype, as_dtype)
         self._array: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -128,6 +135,8 @@ class RowReader:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` as a numpy array of the site's read dtype."""
+        touched = range(start // self.chunk_rows, (stop - 1) // self.chunk_rows + 1)
+        check_present(Path(self.path), self.site, touched, self.size)
         block = np.asarray(self.array[start:stop])
         if self.dtype == "bfloat16":
             block = from_bfloat16_bits(block)

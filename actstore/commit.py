@@ -129,23 +129,27 @@ def remove_uncommitted(root: Path, manifest: Manifest) -> None:
             if not _entries(Path(table.path)):
                 os.rmdir(table.path)
     (root / (MANIFEST + PARTIAL_SUFFIX)).unlink(missing_ok=True)
-    _clear_arrays(root / ARRAYS_DIR, set(manifest.sites))
+    paths = {s.path.partition("/")[2] for s in manifest.sites.values()}
+    _clear_arrays(root / ARRAYS_DIR, paths, "zarr.json")
+    _clear_arrays(root / PROGRESS_DIR, paths, None)
 
 
-def _clear_arrays(arrays_root: Path, sites: set[str]) -> None:
-    """Remove zarr's chunk debris (``*.partial``: a killed write) and arrays of sites
-    no longer declared, walking real folders only."""
-    for folder, dirs, files in os.walk(arrays_root, followlinks=False):
+def _clear_arrays(base: Path, paths: set[str], marker: str | None) -> None:
+    """Under ``base`` (arrays or progress), remove ``*.partial`` debris of killed writes
+    and the folders of arrays the manifest no longer names (replaced or deleted sites;
+    for arrays, folders holding ``marker``), walking real folders only."""
+    for folder, dirs, files in os.walk(base, followlinks=False):
         here = Path(folder)
-        rel = here.relative_to(arrays_root).as_posix()
+        rel = here.relative_to(base).as_posix()
         for name in files:
             if name.endswith(PARTIAL_SUFFIX) and not (here / name).is_symlink():
                 (here / name).unlink()
+        found = any(n.endswith(".done") for n in files) if marker is None else marker in files
         if (
             rel != "."
-            and "zarr.json" in files
+            and found
             and not any(
-                rel == s or rel.startswith(s + "/") or s.startswith(rel + "/") for s in sites
+                rel == p or rel.startswith(p + "/") or p.startswith(rel + "/") for p in paths
             )
         ):
             shutil.rmtree(here)

@@ -46,6 +46,15 @@ class InfoParams:
 
 
 @dataclass(frozen=True)
+class VerifyParams:
+    """What ``actstore verify`` does besides checking."""
+
+    repair: bool = option(
+        False, help="reopen damaged sites so rerunning their extraction rewrites those chunks"
+    )
+
+
+@dataclass(frozen=True)
 class DemoParams:
     """The main job's inputs."""
 
@@ -74,6 +83,13 @@ INFO = Verb(
     "actstore info ewt.actstore",
     (StoreParam, InfoParams),
     "actstore.commands:info",
+)
+VERIFY = Verb(
+    "verify",
+    "check every chunk and table part of a store against its checksums and manifest",
+    "actstore verify ewt.actstore --repair",
+    (StoreParam, VerifyParams),
+    "actstore.verify:verify",
 )
 DEMO = Verb(
     "demo",

@@ -36,6 +36,7 @@ class Keep:
     """What an analysis keeps besides printing: a results table and a figure."""
 
     save: str | None = option(None, metavar="NAME", help="also store the full table as result NAME")
+    replace: bool = option(False, help="let --save replace an existing result of that name")
     plot: Path | None = option(None, metavar="FILE.png", help="draw the result as a PNG")
 
 

@@ -10,14 +10,14 @@ read with :func:`view`.
 from __future__ import annotations
 
 import copy
-import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from actstore.commit import ARRAYS_DIR, PROGRESS_DIR, Ledger
+from actstore import chunks
+from actstore.commit import ARRAYS_DIR, Ledger
 from actstore.errors import SchemaError, SiteError, SiteNotFoundError
 from actstore.manifest import SiteRecord, SiteStatus, now_utc
 from actstore.names import check_site_name
@@ -107,28 +107,35 @@ def declare(
         "codec": codec,
         "provenance": copy.deepcopy(dict(provenance or {})),
     }
-    old = ledger.manifest.sites.get(name)
-    if old is not None and overwrite and _differences(old, declared):
-        delete(ledger, name)
     with ledger.update() as manifest:  # shards declare the same site at once: decide here
         old = manifest.sites.get(name)
         if old is not None:
             changed = _differences(old, declared)
-            if changed:
+            if changed and not overwrite:
                 raise SiteError(
                     f"site {name} already exists with different {', '.join(changed)}; "
                     "pass overwrite=True to replace it"
                 )
-            record = old
-        else:
+            if not changed:
+                record = old
+        if old is None or _differences(old, declared):
+            # a replacement goes beside the old array: readers of the old manifest keep
+            # reading it, and it is deleted only when the next exclusive writer opens
+            path = _free_path(ledger, name)
             arrays.create_array(
-                ledger.root / ARRAYS_DIR / name, n_rows, n_units, dtype,
-                declared["chunk_rows"], codec,
-            )  # fmt: skip
-            record = manifest.sites[name] = SiteRecord(
-                **declared, path=f"{ARRAYS_DIR}/{name}", created=now_utc()
+                ledger.root / path, n_rows, n_units, dtype, declared["chunk_rows"], codec
             )
+            record = manifest.sites[name] = SiteRecord(**declared, path=path, created=now_utc())
     return SiteWriter(ledger.root, name, copy.deepcopy(record), lambda n, d: publish(ledger, n, d))
+
+
+def _free_path(ledger: Ledger, name: str) -> str:
+    """``arrays.zarr/<name>``, or beside it ``<name>~<n>`` when that is taken on disk."""
+    path = f"{ARRAYS_DIR}/{name}"
+    n = 1
+    while (ledger.root / path).exists():
+        path, n = f"{ARRAYS_DIR}/{name}~{n}", n + 1
+    return path
 
 
 def _differences(old: SiteRecord, declared: Mapping[str, Any]) -> list[str]:
@@ -147,22 +154,21 @@ def publish(ledger: Ledger, name: str, done: set[int]) -> bool:
 
 def written_chunks(ledger: Ledger, name: str) -> frozenset[int]:
     """Chunks of site ``name`` whose bytes are durably written, a running writer's too."""
-    from actstore.writer import marked_chunks
+    from actstore.writer import progress_folder
 
     record = record_of(ledger, name)
     if record.status == "complete":
         return frozenset(range(record.n_chunks))
-    return frozenset(marked_chunks(ledger.root, name))
+    return frozenset(chunks.read_markers(progress_folder(ledger.root, record)))
 
 
 def delete(ledger: Ledger, name: str) -> None:
-    """Remove a site from the manifest (committed), then its array and progress."""
+    """Remove a site from the manifest (committed). Its array stays until the next
+    exclusive writer opens the store, so readers that still see the site finish."""
     ledger.require_writable(exclusive=True)
     record_of(ledger, name)
     with ledger.update() as manifest:
         del manifest.sites[name]
-    shutil.rmtree(ledger.root / ARRAYS_DIR / name, ignore_errors=True)
-    shutil.rmtree(ledger.root / PROGRESS_DIR / name, ignore_errors=True)
 
 
 def view(
@@ -188,7 +194,7 @@ def view(
         selected = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows)
         selected = check_rows(selected, name, record.n_rows)
         contiguous = selected.size == 0 or int(selected[-1] - selected[0]) + 1 == selected.size
-    reader = arrays.RowReader(ledger.root / record.path, record.dtype, dtype)
+    reader = arrays.RowReader(ledger.root / record.path, name, record, dtype)
     data = arrays.lazy_rows(
         reader, record.n_units, record.chunk_rows, selected, contiguous=contiguous
     )
@@ -211,3 +217,26 @@ def check_rows(rows: np.ndarray, name: str, n_rows: int) -> np.ndarray:
     if rows.size and (rows[0] < 0 or rows[-1] >= n_rows):
         raise SchemaError(f"rows must lie in 0..{n_rows - 1} for site {name}")
     return rows
+
+
+def reopen(ledger: Ledger, name: str, damaged: list[int]) -> None:
+    """Make a complete site partial again, without its ``damaged`` chunks: the intact
+    ones get their progress markers back, so the next run of its extraction writes only
+    the damaged chunks."""
+    from actstore.writer import progress_folder
+
+    ledger.require_writable(exclusive=True)
+    record = record_of(ledger, name)
+    array_dir = ledger.root / record.path
+    checksums = chunks.read_checksums(array_dir, record.n_chunks)
+    folder = progress_folder(ledger.root, record)
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = set(damaged)
+    for chunk in range(record.n_chunks):
+        if chunk in bad:
+            chunks.chunk_file(array_dir, chunk).unlink(missing_ok=True)
+        else:
+            chunks.write_marker(folder, chunk, checksums[chunk] or "")
+    with ledger.update() as manifest:
+        manifest.sites[name].status = "partial"
+        manifest.sites[name].done_chunks = record.n_chunks - len(bad)

@@ -24,7 +24,7 @@ from actstore import results, sites, sql, tables
 from actstore.commit import Ledger, remove_uncommitted
 from actstore.errors import ParameterError, SchemaError
 from actstore.lock import WriterLock
-from actstore.manifest import SourceInfo
+from actstore.manifest import Manifest, SourceInfo
 from actstore.results import MatrixResult, MatrixWriter, ResultInfo
 from actstore.sites import SiteInfo
 from actstore.sql import Params
@@ -355,6 +355,15 @@ class Store:
             self._ledger, name, table=table, n_units=n_units, dtype=dtype,
             chunk_rows=chunk_rows, codec=codec, provenance=provenance, overwrite=overwrite,
         )  # fmt: skip
+
+    def reopen_chunks(self, site: str, damaged: list[int]) -> None:
+        """Mark chunks of a complete site as not written (after ``actstore verify``), so
+        rerunning its extraction with the same settings rewrites just those."""
+        sites.reopen(self._ledger, site, damaged)
+
+    def manifest_records(self) -> Manifest:
+        """A copy of the committed manifest records (for tools such as ``verify``)."""
+        return self._ledger.manifest.copy()
 
     def delete_site(self, name: str) -> None:
         """Remove a site from the manifest (committed), then its arrays and progress."""

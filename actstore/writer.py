@@ -2,8 +2,9 @@
 
 A :class:`SiteWriter` accepts row blocks in any order, buffers them until a chunk
 is complete and then writes that chunk whole (partial-chunk writes are many times
-slower in Zarr). After a chunk's bytes are written, an empty marker file
-``progress/<site>/<chunk>.done`` records it. A writer killed at any point therefore
+slower in Zarr). After a chunk's bytes are written, a marker file
+``progress/<site>/<chunk>.done`` holding its checksum records it (see
+:mod:`actstore.chunks`). A writer killed at any point therefore
 leaves finished chunks marked and unfinished ones unmarked; declaring the same site
 again resumes with the unmarked chunks, and rows written into finished chunks are
 ignored. :meth:`SiteWriter.commit` hands the chunks done to the store, which
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from actstore import chunks
 from actstore.arrays import STORAGE_DTYPES, to_bfloat16_bits
 from actstore.commit import PROGRESS_DIR
 from actstore.errors import SiteError
@@ -32,10 +34,9 @@ from actstore.manifest import SiteRecord
 Publish = Callable[[str, set[int]], bool]
 
 
-def marked_chunks(root: Path, name: str) -> set[int]:
-    """Chunks of site ``name`` with a done marker, written by any process."""
-    folder = root / PROGRESS_DIR / name
-    return {int(p.name.split(".")[0]) for p in folder.glob("*.done")}
+def progress_folder(root: Path, record: SiteRecord) -> Path:
+    """Where the chunk markers of the array ``record`` names live while it is written."""
+    return root / PROGRESS_DIR / record.path.partition("/")[2]
 
 
 class SiteWriter:
@@ -62,12 +63,36 @@ class SiteWriter:
         self._publish = publish
         self._dir = root / record.path
         self._array: Any = zarr.open_array(str(self._dir), mode="r+")
-        self._progress = root / PROGRESS_DIR / name
+        self._chunk_size = chunks.chunk_bytes(record)
+        self._progress = progress_folder(root, record)
         self._progress.mkdir(parents=True, exist_ok=True)
-        self.done: set[int] = (
-            marked_chunks(root, name) if record.status != "complete" else set(range(self.n_chunks))
-        )
+        self._checksums: dict[int, str | None] = {}
+        if record.status == "complete":
+            self.done: set[int] = set(range(self.n_chunks))
+        else:
+            self._checksums = self._intact(chunks.read_markers(self._progress))
+            self.done = set(self._checksums)
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _intact(self, marked: dict[int, str | None]) -> dict[int, str | None]:
+        """The marked chunks whose files still hold what was written; the others are
+        unmarked, so a resumed run writes them again."""
+        intact = {}
+        for chunk, checksum in sorted(marked.items()):
+            start, stop = self.chunk_range(chunk)
+            try:
+                chunks.check_present(self._dir, self.name, [chunk], self._chunk_size)
+                ok = (
+                    checksum is None
+                    or chunks.digest(np.asarray(self._array[start:stop])) == checksum
+                )
+            except (SiteError, ValueError, OSError):
+                ok = False
+            if ok:
+                intact[chunk] = checksum
+            else:
+                (self._progress / f"{chunk}.done").unlink(missing_ok=True)
+        return intact
 
     # -- what is left ---------------------------------------------------------------
     def chunk_range(self, chunk: int) -> tuple[int, int]:
@@ -163,7 +188,9 @@ class SiteWriter:
         data, _ = self._buffers.pop(chunk)
         start, stop = self.chunk_range(chunk)
         self._array[start:stop] = data
-        (self._progress / f"{chunk}.done").touch()
+        checksum = chunks.digest(data)
+        chunks.write_marker(self._progress, chunk, checksum)
+        self._checksums[chunk] = checksum
         self.done.add(chunk)
 
     # -- commit ------------------------------------------------------------------------
@@ -173,7 +200,11 @@ class SiteWriter:
         Rows buffered in partly filled chunks are not written: a commit with pending
         chunks records the site as partial, and declaring it again resumes.
         """
-        self.done |= marked_chunks(self.root, self.name)
+        marked = chunks.read_markers(self._progress) if self._progress.is_dir() else {}
+        self._checksums = {**marked, **self._checksums}
+        self.done |= set(marked)
+        if self.complete and self._progress.is_dir():  # before the manifest says complete
+            chunks.write_checksums(self._dir, self._checksums, self.n_chunks)
         if self._publish(self.name, self.done):  # nobody writes this site any more
             for debris in self._dir.rglob("*.partial"):  # a killed run's chunk debris
                 debris.unlink(missing_ok=True)

@@ -1,0 +1,131 @@
+"""Nothing silently wrong: a replaced site never reads as a mix, a missing or damaged chunk
+is an error (never zeros), ``actstore verify`` finds damage and ``--repair`` lets the
+extraction rewrite just the damaged chunks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import actstore
+from actstore.chunks import chunk_file
+
+UNITS = 8
+CHUNK = 1024
+
+
+def _values(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, UNITS)).astype(np.float16)
+
+
+def _write(store: actstore.Store, name: str, values: np.ndarray, **kw: object) -> None:
+    writer = store.create_site(name, n_units=UNITS, chunk_rows=CHUNK, **kw)  # type: ignore[arg-type]
+    writer.write(0, values)
+    writer.commit()
+
+
+@pytest.fixture
+def store_path(tmp_path: Path, ewt_small: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(ewt_small, tmp_path / "s.actstore"))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "actstore.cli", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_a_reader_never_sees_a_half_replaced_site(store_path: Path) -> None:
+    with actstore.open(store_path, mode="a") as store:
+        n = store.n_rows()
+        old = _values(n, 1)
+        _write(store, "toy/layer.0", old, provenance={"v": 1})
+    reader = actstore.open(store_path)
+    new = _values(n, 2)
+    with actstore.open(store_path, mode="a") as store:
+        _write(store, "toy/layer.0", new, provenance={"v": 2}, overwrite=True)
+        np.testing.assert_array_equal(store.acts("toy/layer.0", dtype=None).values, new)
+    np.testing.assert_array_equal(reader.acts("toy/layer.0", dtype=None).values, old)
+    actstore.open(store_path, mode="a").close()  # the next writer removes the old array
+    with pytest.raises(actstore.SiteError, match=r"chunk \d+ .* is missing; the site was replaced"):
+        reader.acts("toy/layer.0").values
+    with actstore.open(store_path) as fresh:
+        np.testing.assert_array_equal(fresh.acts("toy/layer.0", dtype=None).values, new)
+
+
+def test_missing_or_cut_chunks_are_errors_through_the_command_line(store_path: Path) -> None:
+    with actstore.open(store_path, mode="a") as store:
+        _write(store, "toy/layer.0", _values(store.n_rows(), 3))
+    first = chunk_file(store_path / "arrays.zarr" / "toy/layer.0", 0)
+    args = (
+        "correlate",
+        str(store_path),
+        "--sites",
+        "toy/layer.0",
+        "--with",
+        "depth",
+        "--no-spearman",
+    )
+    assert _cli(*args).returncode == 0
+    data = first.read_bytes()
+    first.write_bytes(data[:100])
+    proc = _cli(*args)
+    assert proc.returncode == 2 and "holds 100 bytes, expected" in proc.stderr, proc.stderr
+    first.unlink()
+    proc = _cli(*args)
+    assert proc.returncode == 2 and "chunk 0" in proc.stderr and "is missing" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_verify_finds_damage_and_repair_rewrites_only_it(store_path: Path) -> None:
+    with actstore.open(store_path, mode="a") as store:
+        n = store.n_rows()
+        values = _values(n, 4)
+        _write(store, "toy/layer.0", values)
+        _write(store, "toy/layer.1", values)
+    assert _cli("verify", str(store_path)).returncode == 0
+    array = store_path / "arrays.zarr" / "toy/layer.0"
+    flipped = bytearray(chunk_file(array, 1).read_bytes())
+    flipped[10] ^= 0xFF
+    chunk_file(array, 1).write_bytes(bytes(flipped))  # same size: only the checksum sees it
+    chunk_file(store_path / "arrays.zarr" / "toy/layer.1", 0).unlink()
+    proc = _cli("verify", str(store_path))
+    assert proc.returncode == 2, proc.stdout
+    assert "checksum mismatch" in proc.stdout and "is missing" in proc.stdout
+    assert "actstore verify STORE --repair" in proc.stdout
+    proc = _cli("verify", str(store_path), "--repair")
+    assert proc.returncode == 0, proc.stderr
+    with actstore.open(store_path, mode="a") as store:
+        for site, bad in (("toy/layer.0", [1]), ("toy/layer.1", [0])):
+            writer = store.create_site(site, n_units=UNITS, chunk_rows=CHUNK)  # same settings
+            assert writer.pending_chunks() == bad
+            for start, stop in writer.pending_ranges():
+                writer.write(start, values[start:stop])
+            writer.commit()
+        for site in ("toy/layer.0", "toy/layer.1"):
+            np.testing.assert_array_equal(store.acts(site, dtype=None).values, values)
+    assert _cli("verify", str(store_path)).returncode == 0
+
+
+def test_resume_rewrites_a_chunk_damaged_before_the_crash(store_path: Path) -> None:
+    with actstore.open(store_path, mode="a") as store:
+        n = store.n_rows()
+        values = _values(n, 5)
+        writer = store.create_site("toy/layer.0", n_units=UNITS, chunk_rows=CHUNK)
+        writer.write(0, values[: 2 * CHUNK])  # chunks 0 and 1 written, then "killed"
+    assert n > 2 * CHUNK
+    path = chunk_file(store_path / "arrays.zarr" / "toy/layer.0", 0)
+    os.truncate(path, 64)
+    with actstore.open(store_path, mode="a") as store:
+        writer = store.create_site("toy/layer.0", n_units=UNITS, chunk_rows=CHUNK)
+        assert writer.pending_chunks()[0] == 0 and 1 not in writer.pending_chunks()
+        writer.write(0, values)
+        writer.commit()
+        np.testing.assert_array_equal(store.acts("toy/layer.0", dtype=None).values, values)
