@@ -56,7 +56,7 @@ def _finish(
 ) -> pd.DataFrame:
     """Save the full table, draw the plot, print ``shown`` (default: the table)."""
     if keep.save:
-        result.save(store, keep.save)
+        result.save(store, keep.save, replace=keep.replace)
     if keep.plot is not None:
         from queries.plots import save
 

@@ -156,7 +156,7 @@ def save_measures(
     True
     """
     made = provenance(store, "measures", sites, {"name": name})
-    TidyResult(TOKEN_MEASURES, frame, made).save(store, name)
+    TidyResult(TOKEN_MEASURES, frame, made).save(store, name, replace=True)
 
 
 def by_category(

@@ -213,6 +213,8 @@ class TidyResult:
     frame: pd.DataFrame
     provenance: Mapping[str, Any]
 
-    def save(self, store: actstore.Store, name: str) -> None:
-        """Write the table as the store's result ``name`` (replacing an older one)."""
-        store.write_result(name, self.schema.to_arrow(self.frame), provenance=self.provenance)
+    def save(self, store: actstore.Store, name: str, *, replace: bool = False) -> None:
+        """Write the table as the store's result ``name`` (an older one of that name only
+        with ``replace``)."""
+        table = self.schema.to_arrow(self.frame)
+        store.write_result(name, table, provenance=self.provenance, replace=replace)

@@ -37,7 +37,10 @@ FLAGS = {
         "--units": None, "--map-site": None,
     },
 }  # fmt: skip
-COMMON = {"--format": "table", "--output": None, "--quiet": False, "--save": None, "--plot": None}
+COMMON = {
+    "--format": "table", "--output": None, "--quiet": False, "--save": None, "--replace": False,
+    "--plot": None,
+}  # fmt: skip
 
 
 def test_declaring_the_verbs_imports_nothing_heavy() -> None:
@@ -105,6 +108,11 @@ def test_python_calls_return_the_full_table(
         assert results["c"].provenance["parameters"]["covariate"] == "depth"
         assert results["d"].provenance["sites"] == ["toy/layer.0"]
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(actstore.SchemaError, match="a result named 'c' exists already"):
+        verb("correlate")(**common, covariate="position", save="c")
+    verb("correlate")(**common, covariate="position", save="c", replace=True)
+    with actstore.open(path) as store:
+        assert store.results["c"].provenance["parameters"]["covariate"] == "position"
 
 
 def test_errors_name_parameters(small_store: tuple[Path, np.ndarray]) -> None:
