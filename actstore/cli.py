@@ -135,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        print("actstore: interrupted", file=sys.stderr)
+        return 130
     except OSError as exc:  # disk full, permission denied, a missing file: no traceback
         where = f": {exc.filename}" if exc.filename else ""
         return _fail(f"{exc.strerror or exc}{where}")

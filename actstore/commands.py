@@ -38,7 +38,7 @@ def ingest(params: IngestParams) -> list[dict[str, Any]]:
 def sql(where: StoreParam, query: SQLParams, out: Output) -> Any:
     """Run one read-only query and print its result."""
     with actstore.open(where.store) as store:
-        frame = store.sql(query.query, arrow=True)
+        frame = store.sql(query.query, arrow=True, timeout=query.timeout)
     show(frame, out)
     return frame
 

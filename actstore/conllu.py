@@ -13,6 +13,9 @@ counted but are not rows.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +24,11 @@ import numpy as np
 from actstore.errors import CorpusError
 
 N_COLUMNS = 10
+# The UD validator's ID and HEAD syntax: no sign, no leading zero, ASCII digits only.
+_WORD_ID = re.compile(r"^[1-9][0-9]*$")
+_RANGE_ID = re.compile(r"^([1-9][0-9]*)-([1-9][0-9]*)$")
+_EMPTY_ID = re.compile(r"^(0|[1-9][0-9]*)\.([1-9][0-9]*)$")
+_HEAD = re.compile(r"^(0|[1-9][0-9]*)$")
 
 
 @dataclass
@@ -121,10 +129,11 @@ class _Reader:
             raise self.error(
                 lineno, f"word IDs must run 1, 2, 3, ...: expected {expected}, got {wid}"
             )
-        try:
-            head = int(cols[6])
-        except ValueError:
-            raise self.error(lineno, f"HEAD must be an integer, got {cols[6]!r}") from None
+        if not _HEAD.match(cols[6]):
+            raise self.error(
+                lineno, f"HEAD must be 0 or a word ID (ASCII digits, no sign), got {cols[6]!r}"
+            )
+        head = int(cols[6])
         if not self.n:
             self.start_line = self.start_line or lineno
             out.sent_first.append(len(out.form))
@@ -155,10 +164,16 @@ class _Reader:
             out.space_after.append(_space_after(misc))
 
     def multiword(self, lineno: int, cols: list[str]) -> None:
-        first, _, last = cols[0].partition("-")
-        if not (first.isdecimal() and last.isdecimal() and first.isascii() and last.isascii()):
+        match = _RANGE_ID.match(cols[0])
+        if match is None:
             raise self.error(lineno, f"malformed multiword-token ID {cols[0]!r}: expected 'a-b'")
-        a, b = int(first), int(last)
+        a, b = int(match[1]), int(match[2])
+        if self.mwt is not None and self.mwt[1] > self.n:
+            raise self.error(
+                lineno,
+                f"multiword token {cols[0]} overlaps {self.mwt[0]}-{self.mwt[1]} "
+                f"(line {self.mwt[4]}), whose words have not all appeared",
+            )
         if a != self.n + 1 or b <= a:
             raise self.error(
                 lineno,
@@ -172,11 +187,15 @@ class _Reader:
         self.out.n_multiword += 1
 
     def empty_node(self, lineno: int, cols: list[str]) -> None:
-        major, _, minor = cols[0].partition(".")
-        if not (major.isdecimal() and minor.isdecimal() and major.isascii() and minor.isascii()):
+        match = _EMPTY_ID.match(cols[0])
+        if match is None:
             raise self.error(
                 lineno, f"malformed ID {cols[0]!r}: expected an integer, 'a-b' or 'a.b'"
             )
+        major = match[1]
+        if self.mwt is not None and self.mwt[1] > self.n:
+            raise self.error(lineno, f"empty node {cols[0]} inside multiword token "
+                             f"{self.mwt[0]}-{self.mwt[1]}")  # fmt: skip
         if int(major) != self.n:
             raise self.error(lineno, f"empty node {cols[0]} must follow word {major}")
         self.empty += 1
@@ -234,7 +253,7 @@ class _Reader:
                     lineno, f"expected {N_COLUMNS} tab-separated columns, found {len(cols)}"
                 )
             ident = cols[0]
-            if ident.isdecimal() and ident.isascii():
+            if _WORD_ID.match(ident):
                 self.word(lineno, cols, int(ident))
             elif "-" in ident:
                 self.multiword(lineno, cols)
@@ -301,6 +320,11 @@ def read_conllu(path: str | Path) -> ParsedConllu:
     """
     name = str(path)
     try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(info.st_mode):
+            raise CorpusError(name, None, "not a regular file (a pipe or device?); give a file")
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise CorpusError(name, None, "file not found") from None

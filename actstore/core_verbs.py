@@ -36,6 +36,7 @@ class SQLParams:
     """The query of ``actstore sql``."""
 
     query: str = option(positional=True, help="one read-only SQL query")
+    timeout: float | None = option(None, help="stop the query after this many seconds")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ BASE_COLUMNS = (
     "head_distance", "mwt_start", "mwt_end", "mwt_form", "space_after", "lang", "corpus", "split",
 )  # fmt: skip
 _UD_NAME = re.compile(r"^(?P<lang>[a-z]{2,3})_(?P<name>[a-z0-9_]+)-ud-(?P<split>[a-z]+)$")
-_FEATURE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(\[[a-z0-9]+\])?$")
+_FEATURE = re.compile(r"^[A-Z0-9][A-Za-z0-9]*(\[[a-z0-9]+\])?$")
+_VALUES = re.compile(r"^[A-Z0-9][A-Za-z0-9]*(,[A-Z0-9][A-Za-z0-9]*)*$")
 
 
 def describe_source(path: Path) -> dict[str, str | None]:
@@ -52,18 +53,27 @@ def _features(parsed: ParsedConllu) -> dict[str, pa.Array]:
     for i, feats in enumerate(parsed.feats):
         if feats is None:
             continue
+        keys = []
         for item in feats.split("|"):
             key, eq, value = item.partition("=")
-            if not eq or not value or not _FEATURE.match(key):
+            if not eq or not _FEATURE.match(key) or not _VALUES.match(value):
                 raise CorpusError(
                     parsed.path,
                     parsed.line[i],
-                    f"malformed FEATS item {item!r}: expected Name=Value",
+                    f"malformed FEATS item {item!r}: expected Name=Value, the name starting "
+                    "with a capital letter or digit, values like Fem or Fem,Masc",
                 )
+            if key in keys:
+                raise CorpusError(parsed.path, parsed.line[i], f"feature {key} appears twice")
+            keys.append(key)
             column = columns.get(key)
             if column is None:
                 column = columns[key] = [None] * n
             column[i] = value
+        if keys != sorted(keys, key=str.lower):
+            raise CorpusError(
+                parsed.path, parsed.line[i], f"FEATS {feats!r} are not sorted alphabetically"
+            )
     out = {}
     reserved = {c.lower() for c in BASE_COLUMNS}
     for key in sorted(columns):

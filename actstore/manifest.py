@@ -249,7 +249,9 @@ def read_manifest(root: Path) -> Manifest:
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise FormatError(f"{path}: expected an actstore manifest (format: {FORMAT_NAME!r})")
     version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise FormatError(f"{path}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise FormatError(
             f"{path}: format version {version!r} is newer than this actstore understands "
             f"(up to {FORMAT_VERSION}); upgrade actstore"

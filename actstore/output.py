@@ -143,7 +143,10 @@ def emit(text: str, output: Path | None) -> None:
         sys.stdout.write(text)
         return
     check_output_path(output)
-    output.write_text(text, encoding="utf-8")
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:  # name the file: a full disk does not say which
+        raise OSError(exc.errno, exc.strerror, str(output)) from None
 
 
 def show(frame: pd.DataFrame, out: Output) -> None:

@@ -23,6 +23,7 @@ import datetime as _dt
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -168,10 +169,13 @@ def connect(root: Path, views: Mapping[str, list[str]]) -> Iterator[duckdb.DuckD
         con.execute("SET lock_configuration = true")
         for name, files in views.items():
             paths = ", ".join(f"'{PROTOCOL}://{_literal(f)}'" for f in files)
-            con.execute(
-                f"CREATE VIEW {quote_ident(check_table_name(name))} AS "
-                f"SELECT * FROM read_parquet([{paths}], union_by_name = true)"
-            )
+            view = f"CREATE VIEW {quote_ident(check_table_name(name))} AS "
+            try:
+                con.execute(f"{view}SELECT * FROM read_parquet([{paths}], union_by_name = true)")
+            except duckdb.Error as exc:  # only queries that use this table fail, and say why
+                reason = f"table {name} is damaged ({_first_line(exc)}); run `actstore verify`"
+                fail = f"error('{_literal(reason)}')"
+                con.execute(f"{view}SELECT NULL AS damaged FROM range(1) WHERE {fail} IS NULL")
         yield con
     except duckdb.Error as exc:
         raise SQLError(
@@ -192,6 +196,10 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str) -> None:
     if not isinstance(query, str):
         raise SQLError(f"a query must be text, got {type(query).__name__}")
     try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SQLError("the query is not valid UTF-8 text") from None
+    try:
         statements = con.extract_statements(query)
     except duckdb.Error as exc:
         raise SQLError(f"SQL syntax error: {_first_line(exc)}") from None
@@ -211,25 +219,45 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str) -> None:
 
 
 def run_query(
-    con: duckdb.DuckDBPyConnection, query: str, params: Params = None, *, arrow: bool = False
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    params: Params = None,
+    *,
+    arrow: bool = False,
+    timeout: float | None = None,
 ) -> Any:
-    """Check and run ``query`` with bound ``params``.
+    """Check and run ``query`` with bound ``params``, stopping it after ``timeout`` seconds.
 
     Returns a pandas DataFrame, or a ``pyarrow.Table`` when ``arrow`` is true. DuckDB's
-    errors become :class:`SQLError` (or :class:`ReadOnlyError` for file access).
+    errors become :class:`SQLError` (or :class:`ReadOnlyError` for file access); Ctrl-C
+    stops the query with ``KeyboardInterrupt``.
     """
     check_query(con, query)
+    if timeout is not None and not timeout > 0:
+        raise ParameterError("timeout", f"must be a positive number of seconds, got {timeout}")
+    timer = threading.Timer(timeout, con.interrupt) if timeout else None
+    if timer is not None:
+        timer.start()
     try:
         relation = con.sql(query, params=params)
         if relation is None:  # a statement that returns nothing
             raise SQLError("the statement returned no result")
         return relation.to_arrow_table() if arrow else relation.df()
+    except (duckdb.InterruptException, RuntimeError) as exc:
+        if "interrupt" not in str(exc).lower():
+            raise
+        if timer is not None and timer.finished.is_set():
+            raise SQLError(f"the query was stopped after {timeout:g} s (timeout)") from None
+        raise KeyboardInterrupt from None
     except duckdb.PermissionException as exc:
         raise ReadOnlyError(
             f"query refused: {_first_line(exc)} (SQL reads only the store's tables)"
         ) from None
     except duckdb.Error as exc:
         raise SQLError(_first_line(exc)) from None
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -163,10 +163,18 @@ class Store:
         )
         return views
 
-    def sql(self, query: str, params: Params = None, *, arrow: bool = False) -> Any:
+    def sql(
+        self,
+        query: str,
+        params: Params = None,
+        *,
+        arrow: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
         """Run a read-only SQL query over the store's tables; a DataFrame (or Arrow table).
 
-        ``params`` fills ``?`` (a sequence) or ``$name`` (a mapping) placeholders.
+        ``params`` fills ``?`` (a sequence) or ``$name`` (a mapping) placeholders;
+        ``timeout`` stops the query after so many seconds.
 
         Examples
         --------
@@ -174,7 +182,7 @@ class Store:
         np.int64(92)
         """
         with sql.connect(self.path, self._views()) as con:
-            return sql.run_query(con, query, params, arrow=arrow)
+            return sql.run_query(con, query, params, arrow=arrow, timeout=timeout)
 
     def rows(
         self, where: str | None = None, table: str = "tokens", params: Params = None

@@ -1,0 +1,99 @@
+"""User mistakes, OS errors and damaged files end in one line naming the path, through the
+command line in a real process, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def _cli(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "actstore.cli", *args],
+        capture_output=True, text=True, check=False, **kw,  # type: ignore[call-overload]
+    )  # fmt: skip
+
+
+def _one_line(proc: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("actstore: error: "), proc.stderr
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+
+
+@pytest.fixture
+def small(tmp_path: Path, ewt_small: Path) -> Path:
+    return Path(shutil.copytree(ewt_small, tmp_path / "s.actstore"))
+
+
+def test_disk_full_and_folders_for_output(small: Path, tmp_path: Path) -> None:
+    _one_line(
+        _cli("sql", str(small), "SELECT 1 AS x", "-o", "/dev/full"), "No space left", "/dev/full"
+    )
+    _one_line(_cli("sql", str(small), "SELECT 1 AS x", "-o", str(tmp_path)), "is a folder")
+
+
+def test_non_regular_corpus_files(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.conllu"
+    os.mkfifo(fifo)
+    for source in (str(fifo), "/dev/zero"):
+        proc = _cli("ingest", source, "--store", str(tmp_path / "s"), timeout=60)
+        _one_line(proc, source, "not a regular file")
+        assert not (tmp_path / "s").exists()  # a failed first ingest leaves no store
+
+
+def test_damaged_manifest_and_parts(small: Path) -> None:
+    manifest = json.loads((small / "manifest.json").read_text())
+    (small / "manifest.json").write_text(json.dumps({**manifest, "format_version": "1"}))
+    _one_line(_cli("sql", str(small), "SELECT 1 AS x"), "format_version must be an integer")
+    broken = {k: v for k, v in manifest.items() if k != "created"}
+    (small / "manifest.json").write_text(json.dumps(broken))
+    _one_line(_cli("info", str(small)), "manifest.json: malformed manifest")
+    (small / "manifest.json").write_text(json.dumps(manifest))
+    (small / "tables" / "sentences" / "part-00000.parquet").unlink()
+    proc = _cli("sql", str(small), "SELECT count(*) AS n FROM tokens")
+    assert proc.returncode == 0 and proc.stdout.split()[-1].isdigit(), proc.stderr
+    _one_line(
+        _cli("sql", str(small), "SELECT count(*) FROM sentences"),
+        "table sentences is damaged",
+        "actstore verify",
+    )
+    proc = _cli("verify", str(small))
+    assert proc.returncode == 2 and "sentences" in proc.stdout and "unreadable" in proc.stdout
+
+
+def test_query_timeout_and_ctrl_c(small: Path) -> None:
+    slow = "SELECT count(*) FROM range(100000000000) a"
+    _one_line(_cli("sql", str(small), slow, "--timeout", "0.5"), "stopped after 0.5 s")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actstore.cli", "sql", str(small), slow],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "actstore: interrupted\n", err
+
+
+def test_non_utf8_query_and_paths(small: Path, tmp_path: Path) -> None:
+    odd = os.fsencode(str(tmp_path)) + b"/caf\xe9.actstore"
+    shutil.copytree(small, os.fsdecode(odd))
+    proc = subprocess.run(
+        [sys.executable, "-m", "actstore.cli", "sql", odd, b"SELECT count(*) AS n FROM tokens"],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "actstore.cli", "sql", str(small), b"SELECT '\xff' AS x"],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and b"not valid UTF-8" in proc.stderr, proc.stderr
