@@ -29,7 +29,15 @@ WINDOWED = 8  # the sentence was processed in overlapping windows
 
 @dataclass
 class Words:
-    """The columns of the tokens table that alignment needs, as arrays in row order."""
+    """The columns of the tokens table that alignment needs, as arrays in row order.
+
+    Examples
+    --------
+    >>> words = Words.from_arrow(store.columns(["row", "sentence_id", "position", "form",
+    ...     "mwt_start", "mwt_form", "space_after"]))
+    >>> words.form[:4]
+    ['From', 'the', 'AP', 'comes']
+    """
 
     row: np.ndarray
     sentence_id: np.ndarray
@@ -41,6 +49,7 @@ class Words:
 
     @classmethod
     def from_arrow(cls, table: Any) -> Words:
+        """From an Arrow table (or ``store.columns``) holding those columns."""
         return cls(
             row=table.column("row").to_numpy(),
             sentence_id=table.column("sentence_id").to_numpy(),
@@ -57,6 +66,14 @@ def surface_text(words: Words, lo: int, hi: int) -> tuple[str, np.ndarray, np.nd
 
     Returns the text, ``spans`` (one ``[start, end)`` per surface token) and, per
     word, the index of its surface token.
+
+    Examples
+    --------
+    >>> words = Words(np.arange(3), np.zeros(3), np.array([1, 2, 3]), ["do", "n't", "!"],
+    ...               [1, 1, None], ["don't", "don't", None], [False, False, False])
+    >>> text, spans, token_of = surface_text(words, 0, 3)
+    >>> text, spans.tolist(), token_of.tolist()
+    ("don't!", [[0, 5], [5, 6]], [0, 0, 1])
     """
     parts: list[str] = []
     spans: list[tuple[int, int]] = []
@@ -82,7 +99,10 @@ def surface_text(words: Words, lo: int, hi: int) -> tuple[str, np.ndarray, np.nd
 
 @dataclass
 class Alignment:
-    """Per word: its segment (model input) and piece range; per segment: input ids."""
+    """Per word: its segment (model input) and piece range; per segment: input ids.
+
+    Built by :func:`align`; :meth:`table` is what the store keeps as ``align_<model>``.
+    """
 
     segment: np.ndarray  # per word, global segment index
     first: np.ndarray  # per word, first input position in its segment (specials counted)
@@ -149,7 +169,18 @@ def align(
 ) -> Alignment:
     """Align every word of the store to model pieces, cutting long sentences into windows.
 
-    ``sentence_bounds`` holds each sentence's first word row and one past its last.
+    ``sentence_bounds`` holds each sentence's first word row and one past its last;
+    ``prefix`` and ``suffix`` are the special ids around every model input.
+
+    Examples
+    --------
+    >>> from transformers import AutoTokenizer  # doctest: +SKIP
+    >>> from extractors import models, transformer  # doctest: +SKIP
+    >>> tokenizer = AutoTokenizer.from_pretrained(models.resolve_model("minilm").folder)
+    ... # doctest: +SKIP
+    >>> words, bounds = transformer.load_words(store)  # doctest: +SKIP
+    >>> align(words, bounds, tokenizer, 512, [101], [102]).n_pieces  # doctest: +SKIP
+    775
     """
     n = len(words.row)
     texts, layouts = [], []

@@ -155,7 +155,7 @@ def run(
     ...         return Block(rows, [rows[:, None] + 1.0])
     >>> store.close()
     >>> run(store_path, Rows(), ExtractOptions(device="cpu")).summary()
-    'extracted 1 sites (rows/id .. rows/id) over 510 rows, 1 chunks on cpu in ... s'
+    'extracted 1 sites (rows/id .. rows/id) over 698 rows, 1 chunks on cpu in ... s'
     >>> actstore.open(store_path).acts("rows/id").values[:3, 0]
     array([1., 2., 3.], dtype=float32)
     """
@@ -282,7 +282,7 @@ class BackgroundWriter:
     --------
     >>> writer = store.create_site("demo/unit", n_units=2)
     >>> background = BackgroundWriter([writer], max_bytes=1 << 20)
-    >>> background.put(Block(np.arange(510), [np.ones((510, 2), np.float32)]))
+    >>> background.put(Block(np.arange(698), [np.ones((698, 2), np.float32)]))
     >>> background.close()
     >>> writer.complete
     True

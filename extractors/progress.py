@@ -8,7 +8,16 @@ from typing import TextIO
 
 
 class Progress:
-    """Counts work done and redraws one line on stderr at most a few times a second."""
+    """Counts work done and redraws one line on stderr at most a few times a second.
+
+    Examples
+    --------
+    >>> import io
+    >>> progress = Progress(total=100, unit="words", stream=io.StringIO())
+    >>> progress.advance(40)
+    >>> progress.line(progress.started + 2.0)
+    '40/100 words (40%) 20 words/s, ETA 00:03'
+    """
 
     def __init__(self, total: int, unit: str, stream: TextIO | None = None) -> None:
         self.total = total
@@ -20,6 +29,7 @@ class Progress:
         self._drawn = 0.0
 
     def advance(self, n: int) -> None:
+        """Count ``n`` more done; redraw if a terminal and it is time."""
         self.done += n
         now = time.perf_counter()
         if self.enabled and (now - self._drawn > 0.2 or self.done >= self.total):
@@ -28,6 +38,7 @@ class Progress:
             self.stream.flush()
 
     def line(self, now: float) -> str:
+        """The progress line as of ``now`` (a ``time.perf_counter()`` value)."""
         elapsed = max(now - self.started, 1e-9)
         rate = self.done / elapsed
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
@@ -38,6 +49,7 @@ class Progress:
         )
 
     def close(self) -> None:
+        """End the line (on a terminal)."""
         if self.enabled and self.done:
             self.stream.write("\n")
             self.stream.flush()

@@ -79,7 +79,7 @@ def site_bytes(path: Path) -> dict[str, tuple[Any, bytes]]:
     >>> store.close()
     >>> info, data = site_bytes(store_path)["toy/layer.0"]
     >>> info.n_units, len(data)
-    (16, 16320)
+    (16, 22336)
     """
     with actstore.open(path) as store:
         return {

@@ -38,7 +38,7 @@ def load_words(store: actstore.Store) -> tuple[Words, np.ndarray]:
     --------
     >>> words, bounds = load_words(store)
     >>> len(words.row), bounds[:2].tolist()
-    (510, [[0, 9], [9, 21]])
+    (698, [[0, 7], [7, 26]])
     """
     words = Words.from_arrow(store.columns(WORD_COLUMNS, "tokens"))
     sentences = store.columns(["first_row", "n_words"], "sentences")
@@ -53,7 +53,7 @@ def batches(lengths: np.ndarray, segments: np.ndarray, budget: int) -> list[np.n
     Examples
     --------
     >>> [b.tolist() for b in batches(np.array([5, 2, 3, 2]), np.arange(4), 6)]
-    [[1, 3, 2], [0]]
+    [[1, 3], [2], [0]]
     """
     order = segments[np.lexsort((segments, lengths[segments]))]
     out, start = [], 0
@@ -118,6 +118,7 @@ class TransformerExtractor(Extractor):
             f"align_{self.spec.name.replace('-', '_').replace('.', '_')}",
             self.alignment.table(words),
             provenance={"extractor": self.name, "model": self.spec.name},
+            replace=True,
         )
         del words
         self._lengths = np.fromiter((len(i) for i in self.alignment.segment_ids), np.int64)
@@ -197,9 +198,10 @@ def extract(
     Examples
     --------
     >>> store.close()
-    >>> report = extract(store_path, ExtractOptions(sites="layer.6", device="cpu"))
-    >>> report.sites, report.rows, report.stats["pieces"]
-    (['minilm/layer.6'], 510, 636)
+    >>> options = ExtractOptions(sites="layer.6", device="cpu")
+    >>> report = extract(store_path, options)  # doctest: +SKIP
+    >>> report.sites, report.rows, report.stats["pieces"]  # doctest: +SKIP
+    (['minilm/layer.6'], 698, 775)
     """
     return run(store_path, TransformerExtractor(options, loaded=loaded), options)
 

@@ -94,7 +94,7 @@ def _sentences(store: actstore.Store, limit: int) -> list[dict[str, object]]:
             s["tokens"].append(r["mwt_form"] if mwt == mwt and mwt is not None else r["form"])
         s["word_token"].append(len(s["tokens"]) - 1)
         s["rows"].append(int(r["row"]))
-    return list(out.values())  # type: ignore[arg-type]
+    return list(out.values())
 
 
 def test_vectors_equal_a_direct_single_sentence_call(
@@ -271,9 +271,9 @@ def test_smollm2_vectors_equal_a_direct_call(ewt_small: Path, tmp_path: Path) ->
         texts = store.sql("SELECT text, first_row, n_words FROM sentences ORDER BY row")
         align = store.sql("SELECT piece_first, piece_last FROM align_smollm2 ORDER BY row")
         layers = [store.acts(f"smollm2/layer.{i}").values for i in (0, 15, 30)]
-    base = model.base_model  # type: ignore[attr-defined]
+    base = model.base_model
     for text, lo, n in texts.itertuples(index=False):
-        ids = tokenizer(text, add_special_tokens=True)["input_ids"]  # type: ignore[operator]
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"]
         with torch.inference_mode():
             hidden = base(torch.tensor([ids]), output_hidden_states=True).hidden_states
         for values, layer in zip(layers, (0, 15, 30), strict=True):
