@@ -19,12 +19,13 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import zarr
+import zarr.errors
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 from zarr.codecs import ZstdCodec
 
 from actstore.chunks import check_present, chunk_bytes
-from actstore.errors import ParameterError
+from actstore.errors import ParameterError, SiteError
 from actstore.manifest import SiteRecord
 from actstore.names import DTYPES
 
@@ -130,7 +131,14 @@ class RowReader:
     @property
     def array(self) -> Any:
         if self._array is None:
-            self._array = zarr.open_array(self.path, mode="r")
+            try:
+                self._array = zarr.open_array(self.path, mode="r")
+            except (OSError, ValueError, KeyError, zarr.errors.BaseZarrError) as exc:
+                raise SiteError(
+                    f"site {self.site}: its array {self.path} cannot be opened ({exc!s:.120}); "
+                    "the site was replaced or damaged since the store was opened: reopen it, "
+                    "or run `actstore verify`"
+                ) from None
         return self._array
 
     def read(self, start: int, stop: int) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 from actstore import chunks
 from actstore.commit import ARRAYS_DIR, Ledger
 from actstore.errors import SchemaError, SiteError, SiteNotFoundError
-from actstore.manifest import SiteRecord, SiteStatus, now_utc
+from actstore.manifest import Manifest, SiteRecord, SiteStatus, now_utc
 from actstore.names import check_site_name
 
 if TYPE_CHECKING:  # zarr, dask and xarray load only when a site is written or read
@@ -43,6 +43,7 @@ class SiteInfo:
     done_chunks: int
     n_chunks: int
     provenance: dict[str, Any]
+    path: str  # of its Zarr array, relative to the store
 
 
 def info_of(name: str, record: SiteRecord) -> SiteInfo:
@@ -58,6 +59,7 @@ def info_of(name: str, record: SiteRecord) -> SiteInfo:
         done_chunks=record.done_chunks,
         n_chunks=record.n_chunks,
         provenance=copy.deepcopy(record.provenance),
+        path=record.path,
     )
 
 
@@ -121,7 +123,7 @@ def declare(
         if old is None or _differences(old, declared):
             # a replacement goes beside the old array: readers of the old manifest keep
             # reading it, and it is deleted only when the next exclusive writer opens
-            path = _free_path(ledger, name)
+            path = _new_path(manifest, name)
             arrays.create_array(
                 ledger.root / path, n_rows, n_units, dtype, declared["chunk_rows"], codec
             )
@@ -129,13 +131,11 @@ def declare(
     return SiteWriter(ledger.root, name, copy.deepcopy(record), lambda n, d: publish(ledger, n, d))
 
 
-def _free_path(ledger: Ledger, name: str) -> str:
-    """``arrays.zarr/<name>``, or beside it ``<name>~<n>`` when that is taken on disk."""
-    path = f"{ARRAYS_DIR}/{name}"
-    n = 1
-    while (ledger.root / path).exists():
-        path, n = f"{ARRAYS_DIR}/{name}~{n}", n + 1
-    return path
+def _new_path(manifest: Manifest, name: str) -> str:
+    """A path no array of this store has had: ``arrays.zarr/<name>@<generation>``, the
+    generation of the commit that declares it. Never reusing a path is what keeps a
+    reader of an older manifest from reading a newer array under the same name."""
+    return f"{ARRAYS_DIR}/{name}@{manifest.generation + 1}"
 
 
 def _differences(old: SiteRecord, declared: Mapping[str, Any]) -> list[str]:

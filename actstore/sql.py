@@ -38,6 +38,7 @@ _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(ANALYZE\s+|ANALYSE\s+)?(?P<inner>.*)$", re.I | re.S)
 PROTOCOL = "actstore"
+_DAMAGED: dict[int, dict[str, str]] = {}  # open connection -> its unreadable tables
 
 Params = Sequence[Any] | Mapping[str, Any] | None
 
@@ -117,7 +118,7 @@ class StoreFiles(fsspec.AbstractFileSystem):  # type: ignore[misc]
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         if mode != "rb":
             raise PermissionError(f"{path}: the store is read-only through SQL")
-        handle = open(self._real(path), "rb")  # noqa: SIM115 - closed by close_all
+        handle = _SharedReader(self._real(path))
         self.opened.append(handle)
         return handle
 
@@ -144,6 +145,62 @@ class StoreFiles(fsspec.AbstractFileSystem):  # type: ignore[misc]
         raise PermissionError(f"{path}: the store is read-only through SQL")
 
 
+class _SharedReader:
+    """A read-only file that several DuckDB threads may seek and read at once: each
+    thread has its own position, and reads are ``os.pread`` at that position."""
+
+    def __init__(self, path: str) -> None:
+        self.name = path
+        self._fd: int | None = os.open(path, os.O_RDONLY)
+        self.size = os.fstat(self._fd).st_size
+        self._local = threading.local()
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def _pos(self) -> int:
+        return int(getattr(self._local, "pos", 0))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos(), 2: self.size}[whence]
+        self._local.pos = base + offset
+        return self._local.pos  # type: ignore[no-any-return]
+
+    def tell(self) -> int:
+        return self._pos()
+
+    def read(self, n: int = -1) -> bytes:
+        if self._fd is None:
+            raise ValueError(f"{self.name}: read of a closed file")
+        pos = self._pos()
+        if n is None or n < 0:
+            n = self.size - pos
+        data = os.pread(self._fd, n, pos)
+        self._local.pos = pos + len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> _SharedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @contextmanager
 def connect(root: Path, views: Mapping[str, list[str]]) -> Iterator[duckdb.DuckDBPyConnection]:
     """A fresh, locked-down DuckDB connection with one view per table, closed afterwards.
@@ -157,6 +214,7 @@ def connect(root: Path, views: Mapping[str, list[str]]) -> Iterator[duckdb.DuckD
     """
     spill = tempfile.TemporaryDirectory(prefix="actstore-sql-")
     con = duckdb.connect(":memory:")
+    damaged = _DAMAGED.setdefault(id(con), {})
     served = StoreFiles(root, [f for parts in views.values() for f in parts])
     try:
         con.register_filesystem(served)
@@ -173,7 +231,11 @@ def connect(root: Path, views: Mapping[str, list[str]]) -> Iterator[duckdb.DuckD
             try:
                 con.execute(f"{view}SELECT * FROM read_parquet([{paths}], union_by_name = true)")
             except duckdb.Error as exc:  # only queries that use this table fail, and say why
-                reason = f"table {name} is damaged ({_first_line(exc)}); run `actstore verify`"
+                reason = (
+                    f"table {name} cannot be read ({_first_line(exc)}); if the store changed "
+                    "since it was opened, open it again, else run `actstore verify`"
+                )
+                damaged[name] = reason
                 fail = f"error('{_literal(reason)}')"
                 con.execute(f"{view}SELECT NULL AS damaged FROM range(1) WHERE {fail} IS NULL")
         yield con
@@ -182,6 +244,7 @@ def connect(root: Path, views: Mapping[str, list[str]]) -> Iterator[duckdb.DuckD
             f"{root}: cannot open its tables: {_first_line(exc)}; run `actstore verify` on it"
         ) from None
     finally:
+        _DAMAGED.pop(id(con), None)
         con.close()
         served.close_all()
         spill.cleanup()
@@ -254,6 +317,14 @@ def run_query(
             f"query refused: {_first_line(exc)} (SQL reads only the store's tables)"
         ) from None
     except duckdb.Error as exc:
+        for name, reason in _DAMAGED.get(id(con), {}).items():
+            if re.search(rf"\b{re.escape(name)}\b", query, re.IGNORECASE):
+                raise SQLError(reason) from None
+        if f"{PROTOCOL}://" in str(exc):  # a table file vanished or broke mid-query
+            raise SQLError(
+                f"{_first_line(exc)}; if the store changed since it was opened, open it "
+                "again, else run `actstore verify`"
+            ) from None
         raise SQLError(_first_line(exc)) from None
     finally:
         if timer is not None:

@@ -39,7 +39,7 @@ def check_store(store: actstore.Store) -> list[Problem]:
     --------
     >>> check_store(store)
     []
-    >>> chunks.chunk_file(store_path / "arrays.zarr" / "toy/layer.1", 0).unlink()
+    >>> chunks.chunk_file(store_path / store.site("toy/layer.1").path, 0).unlink()
     >>> [p.problem for p in check_store(store)]
     ['chunk 0 (...) is missing']
     """

@@ -64,7 +64,7 @@ def test_damaged_manifest_and_parts(small: Path) -> None:
     assert proc.returncode == 0 and proc.stdout.split()[-1].isdigit(), proc.stderr
     _one_line(
         _cli("sql", str(small), "SELECT count(*) FROM sentences"),
-        "table sentences is damaged",
+        "table sentences cannot be read",
         "actstore verify",
     )
     proc = _cli("verify", str(small))

@@ -36,6 +36,11 @@ def store_path(tmp_path: Path, ewt_small: Path) -> Path:
     return Path(shutil.copytree(ewt_small, tmp_path / "s.actstore"))
 
 
+def _array(store_path: Path, site: str) -> Path:
+    with actstore.open(store_path) as store:
+        return store_path / store.site(site).path
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "actstore.cli", *args], capture_output=True, text=True, check=False
@@ -63,7 +68,7 @@ def test_a_reader_never_sees_a_half_replaced_site(store_path: Path) -> None:
 def test_missing_or_cut_chunks_are_errors_through_the_command_line(store_path: Path) -> None:
     with actstore.open(store_path, mode="a") as store:
         _write(store, "toy/layer.0", _values(store.n_rows(), 3))
-    first = chunk_file(store_path / "arrays.zarr" / "toy/layer.0", 0)
+    first = chunk_file(_array(store_path, "toy/layer.0"), 0)
     args = (
         "correlate",
         str(store_path),
@@ -91,11 +96,11 @@ def test_verify_finds_damage_and_repair_rewrites_only_it(store_path: Path) -> No
         _write(store, "toy/layer.0", values)
         _write(store, "toy/layer.1", values)
     assert _cli("verify", str(store_path)).returncode == 0
-    array = store_path / "arrays.zarr" / "toy/layer.0"
+    array = _array(store_path, "toy/layer.0")
     flipped = bytearray(chunk_file(array, 1).read_bytes())
     flipped[10] ^= 0xFF
     chunk_file(array, 1).write_bytes(bytes(flipped))  # same size: only the checksum sees it
-    chunk_file(store_path / "arrays.zarr" / "toy/layer.1", 0).unlink()
+    chunk_file(_array(store_path, "toy/layer.1"), 0).unlink()
     proc = _cli("verify", str(store_path))
     assert proc.returncode == 2, proc.stdout
     assert "checksum mismatch" in proc.stdout and "is missing" in proc.stdout
@@ -121,7 +126,7 @@ def test_resume_rewrites_a_chunk_damaged_before_the_crash(store_path: Path) -> N
         writer = store.create_site("toy/layer.0", n_units=UNITS, chunk_rows=CHUNK)
         writer.write(0, values[: 2 * CHUNK])  # chunks 0 and 1 written, then "killed"
     assert n > 2 * CHUNK
-    path = chunk_file(store_path / "arrays.zarr" / "toy/layer.0", 0)
+    path = chunk_file(_array(store_path, "toy/layer.0"), 0)
     os.truncate(path, 64)
     with actstore.open(store_path, mode="a") as store:
         writer = store.create_site("toy/layer.0", n_units=UNITS, chunk_rows=CHUNK)

@@ -200,19 +200,24 @@ def copy_store(src: actstore.Store, dst: Path) -> Path:
     return dst
 
 
+def _written(path: Path) -> int:
+    """Chunks of toy/layer.0 durably written so far, through the public API."""
+    with actstore.open(path) as store:
+        return len(store.written_chunks("toy/layer.0")) if "toy/layer.0" in store.sites else 0
+
+
 def test_sigkill_mid_write_then_resume_is_byte_identical(
     writable_store: actstore.Store, tmp_path: Path
 ) -> None:
     killed = copy_store(writable_store, tmp_path / "killed")
     clean = copy_store(writable_store, tmp_path / "clean")
     proc = run_writer(killed, delay=0.01)
-    progress = killed / "progress" / "toy" / "layer.0"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(progress.glob("*.done"))) < 10:
+    while time.monotonic() < deadline and _written(killed) < 10:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    n_done = len(list(progress.glob("*.done")))
+    n_done = _written(killed)
     assert 10 <= n_done < 99, "the writer must die mid-way"
 
     # The previous committed state is readable: tables intact, the site listed as partial.
@@ -228,8 +233,8 @@ def test_sigkill_mid_write_then_resume_is_byte_identical(
     with actstore.open(killed) as a, actstore.open(clean) as b:
         assert a.sites["toy/layer.0"].status == "complete"
         np.testing.assert_array_equal(a.acts("toy/layer.0").values, b.acts("toy/layer.0").values)
-    chunks_a = sorted((killed / "arrays.zarr/toy/layer.0").rglob("c/*/*"))
-    chunks_b = sorted((clean / "arrays.zarr/toy/layer.0").rglob("c/*/*"))
+    chunks_a = sorted((killed / a.site("toy/layer.0").path).rglob("c/*/*"))
+    chunks_b = sorted((clean / b.site("toy/layer.0").path).rglob("c/*/*"))
     assert len(chunks_a) == len(chunks_b) == 99
     for fa, fb in zip(chunks_a, chunks_b, strict=True):
         assert fa.read_bytes() == fb.read_bytes(), fa
@@ -268,14 +273,15 @@ def test_debris_of_a_killed_chunk_write_is_removed(writable_store: actstore.Stor
     """zarr writes a chunk to '<key>.<uuid>.partial' and renames it; SIGKILL can leave one."""
     writer = writable_store.create_site("toy/layer.0", n_units=N_UNITS, chunk_rows=4096)
     writer.write(0, reference(np.arange(4096)))
-    debris = writable_store.path / "arrays.zarr/toy/layer.0/c/1/0.0123abcd.partial"
+    array = writable_store.path / writable_store.site("toy/layer.0").path
+    debris = array / "c/1/0.0123abcd.partial"
     debris.parent.mkdir(parents=True)
     debris.write_bytes(b"half a chunk")
     path = writable_store.path
     writable_store.close()
     with actstore.open(path, mode="a") as store:  # the next exclusive writer cleans up
         assert not debris.exists()
-        assert (path / "arrays.zarr/toy/layer.0/c/0/0").exists()
+        assert (array / "c/0/0").exists()
         writer = store.create_site("toy/layer.0", n_units=N_UNITS, chunk_rows=4096)
         debris.write_bytes(b"left by a shard")
         fill(writer)
