@@ -65,7 +65,7 @@ class ExtractOptions:
     chunk_rows: int | None = option(None, help="rows per stored chunk (default: about 8 MiB)")
     overwrite: bool = option(False, help="replace sites declared with other settings")
     # not a command-line option: bytes of finished blocks waiting for the writer thread
-    writer_bytes: int = field(default=64 << 20)
+    writer_bytes: int = field(default=16 << 20)
 
     @property
     def shard_index(self) -> tuple[int, int]:
