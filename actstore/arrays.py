@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 import zarr
 import zarr.errors
-from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
 from zarr.codecs import ZstdCodec
 
 from actstore.chunks import check_present, chunk_bytes
 from actstore.errors import ParameterError, SiteError
 from actstore.manifest import SiteRecord
 from actstore.names import DTYPES
+
+if TYPE_CHECKING:  # dask loads only when a site is read (writers need none of it)
+    import dask.array as da
 
 # Logical dtype -> dtype stored in Zarr. numpy has no bfloat16, so bfloat16 sites
 # keep the raw 16 bits as uint16 and are read back as float32.
@@ -146,6 +146,9 @@ class RowReader:
         touched = range(start // self.chunk_rows, (stop - 1) // self.chunk_rows + 1)
         check_present(Path(self.path), self.site, touched, self.size)
         block = np.asarray(self.array[start:stop])
+        # zarr reads a chunk file that vanished meanwhile as zeros; paths are never
+        # reused, so a file still there after the read was there during it
+        check_present(Path(self.path), self.site, touched, self.size)
         if self.dtype == "bfloat16":
             block = from_bfloat16_bits(block)
         return block.astype(self.out_dtype, copy=False)
@@ -170,6 +173,10 @@ def lazy_rows(
     last selected row. ``contiguous`` says ``rows`` is a plain range, so blocks need
     no gather step.
     """
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
     dtype = reader.out_dtype
     if not rows.size:
         empty: da.Array = da.zeros((0, n_units), dtype=dtype)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 from actstore.errors import SchemaError, SiteNotFoundError
 
+Params = Sequence[Any] | Mapping[str, Any] | None  # values for an SQL query's placeholders
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 Dtype = Literal["float16", "bfloat16", "float32"]
 DTYPES: tuple[Dtype, ...] = ("float16", "bfloat16", "float32")  # most compact first
 _SITE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -77,3 +79,30 @@ def match_names(names: Iterable[str], pattern: str, what: str = "site") -> list[
         known = ", ".join(sorted(pool, key=natural_key)) or "none"
         raise SiteNotFoundError(f"no {what} matches {pattern!r}; {what}s: {known}")
     return sorted(chosen, key=natural_key)
+
+
+def quote_ident(name: str) -> str:
+    """Quote a table or column name that was checked against the schema.
+
+    Examples
+    --------
+    >>> quote_ident('odd"name')
+    '"odd""name"'
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
+def check_table_name(name: str) -> str:
+    """Table names are plain identifiers: letters, digits and underscores.
+
+    Examples
+    --------
+    >>> check_table_name("probe_upos")
+    'probe_upos'
+    """
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise SchemaError(
+            f"invalid table name {name!r}: use letters, digits and underscores, "
+            "starting with a letter"
+        )
+    return name

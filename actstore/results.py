@@ -24,10 +24,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actstore import sql
 from actstore.commit import RESULTS_DIR, Ledger
 from actstore.errors import SchemaError
 from actstore.manifest import Part, ResultKind, ResultRecord, now_utc
+from actstore.names import check_table_name
 from actstore.tables import as_arrow, write_parquet
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def _check_name(ledger: Ledger, name: str, replace: bool) -> Path:
     Names are compared ignoring case, as SQL compares them: ``Tokens`` would clash with
     the view ``tokens``.
     """
-    sql.check_table_name(name)
+    check_table_name(name)
     manifest = ledger.manifest
     for other in [*manifest.tables, *manifest.results]:
         if other.lower() == name.lower() and other != name:

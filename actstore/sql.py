@@ -32,42 +32,15 @@ from typing import Any
 import duckdb
 import fsspec
 
-from actstore.errors import ParameterError, ReadOnlyError, SchemaError, SQLError
+from actstore.errors import ParameterError, ReadOnlyError, SQLError
+from actstore.names import Params, check_table_name, quote_ident
+
+__all__ = ["Params", "check_table_name", "condition", "connect", "quote_ident", "run_query"]
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(ANALYZE\s+|ANALYSE\s+)?(?P<inner>.*)$", re.I | re.S)
 PROTOCOL = "actstore"
 _DAMAGED: dict[int, dict[str, str]] = {}  # open connection -> its unreadable tables
-
-Params = Sequence[Any] | Mapping[str, Any] | None
-
-
-def quote_ident(name: str) -> str:
-    """Quote a table or column name that was checked against the schema.
-
-    Examples
-    --------
-    >>> quote_ident('odd"name')
-    '"odd""name"'
-    """
-    return '"' + name.replace('"', '""') + '"'
-
-
-def check_table_name(name: str) -> str:
-    """Table names are plain identifiers: letters, digits and underscores.
-
-    Examples
-    --------
-    >>> check_table_name("probe_upos")
-    'probe_upos'
-    """
-    if not isinstance(name, str) or not _IDENT.match(name):
-        raise SchemaError(
-            f"invalid table name {name!r}: use letters, digits and underscores, "
-            "starting with a letter"
-        )
-    return name
 
 
 def condition(where: str, parameter: str = "where") -> str:

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from actstore import results, sites, sql, tables
+from actstore import results, sites, tables
 from actstore.commit import Ledger, remove_uncommitted
 from actstore.errors import ParameterError, SchemaError
 from actstore.lock import WriterLock
 from actstore.manifest import Manifest, SourceInfo
+from actstore.names import Params, quote_ident
 from actstore.results import MatrixResult, MatrixWriter, ResultInfo
 from actstore.sites import SiteInfo
-from actstore.sql import Params
 
 if TYPE_CHECKING:  # xarray, dask and zarr load when a site is first read or written
     import xarray as xr
@@ -181,6 +181,8 @@ class Store:
         >>> store.sql("SELECT count(*) AS n FROM tokens WHERE depth > ?", [5]).n[0]
         np.int64(92)
         """
+        from actstore import sql  # duckdb loads with the first query
+
         with sql.connect(self.path, self._views()) as con:
             return sql.run_query(con, query, params, arrow=arrow, timeout=timeout)
 
@@ -196,9 +198,11 @@ class Store:
         """
         if table not in self.tables:
             raise SchemaError(f"no table {table!r}; tables: {sorted(self.tables)}")
-        query = f"SELECT row FROM {sql.quote_ident(table)}"
+        from actstore.sql import condition
+
+        query = f"SELECT row FROM {quote_ident(table)}"
         if where is not None and where.strip():
-            query += f" WHERE ({sql.condition(where)})"
+            query += f" WHERE ({condition(where)})"
         result = self.sql(query + " ORDER BY row", params, arrow=True)
         return np.asarray(result.column("row").to_numpy(), dtype=np.int64)
 

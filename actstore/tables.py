@@ -14,10 +14,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actstore import sql
 from actstore.commit import TABLES_DIR
 from actstore.errors import SchemaError
 from actstore.manifest import PARTIAL_SUFFIX, Manifest, Part, ResultRecord, TableRecord, fsync_dir
+from actstore.names import check_table_name
 
 
 def as_arrow(table: Any) -> pa.Table:
@@ -49,7 +49,7 @@ def write_parquet(root: Path, rel: str, table: pa.Table) -> None:
 def append_part(root: Path, manifest: Manifest, name: str, table: pa.Table) -> None:
     """Write ``table`` as the next part of corpus table ``name`` and name it in ``manifest``
     (published when the manifest is committed)."""
-    sql.check_table_name(name)
+    check_table_name(name)
     for other in [*manifest.tables, *manifest.results]:
         if other.lower() == name.lower() and (other != name or other in manifest.results):
             raise SchemaError(f"table name {name!r} clashes with {other!r} (SQL names ignore case)")
@@ -79,7 +79,8 @@ def read_columns(
     pieces = []
     for part, file in zip(record.parts, files, strict=True):
         have = [n for n in names if n in file.schema_arrow.names]
-        piece = pq.read_table(root / part.path, columns=have, read_dictionary=strings)
+        # ParquetFile.read, not pq.read_table: that goes through pyarrow.dataset (+0.2 s)
+        piece = pq.ParquetFile(root / part.path, read_dictionary=strings).read(columns=have)
         for n in names:
             if n not in have:
                 kind = pa.dictionary(pa.int32(), pa.string()) if n in strings else kinds[n]

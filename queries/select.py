@@ -10,7 +10,7 @@ import pyarrow as pa
 import actstore
 from actstore.errors import SchemaError
 from actstore.names import match_names
-from actstore.sql import quote_ident
+from actstore.sql import condition, quote_ident
 
 
 def resolve_sites(store: actstore.Store, pattern: str) -> list[str]:
@@ -75,10 +75,10 @@ def not_null(where: str | None, column: str) -> str:
     Examples
     --------
     >>> not_null("upos = 'NOUN'", '"depth"')
-    '(upos = \\'NOUN\\') AND "depth" IS NOT NULL'
+    '(\\nupos = \\'NOUN\\'\\n) AND "depth" IS NOT NULL'
     """
-    condition = f"{column} IS NOT NULL"
-    return f"({where}) AND {condition}" if where and where.strip() else condition
+    present = f"{column} IS NOT NULL"
+    return f"({condition(where)}) AND {present}" if where and where.strip() else present
 
 
 def numeric(column: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
@@ -102,14 +102,19 @@ def numeric(column: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
 
 
 def where_clause(where: str | None) -> str:
-    """`` WHERE (...)`` for an optional user condition, or nothing.
+    """`` WHERE (...)`` for an optional user condition, or nothing. The condition must
+    be one SQL expression (:func:`actstore.sql.condition`), so it cannot close the query.
 
     Examples
     --------
     >>> where_clause("depth > 2"), where_clause(None)
-    (' WHERE (depth > 2)', '')
+    (' WHERE (\\ndepth > 2\\n)', '')
+    >>> where_clause("1=1) OR (1=1")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.ParameterError: where is not one SQL expression: ...
     """
-    return f" WHERE ({where})" if where and where.strip() else ""
+    return f" WHERE ({condition(where)})" if where and where.strip() else ""
 
 
 def categorical_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:

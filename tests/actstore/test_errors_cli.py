@@ -97,3 +97,22 @@ def test_non_utf8_query_and_paths(small: Path, tmp_path: Path) -> None:
         capture_output=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 2 and b"not valid UTF-8" in proc.stderr, proc.stderr
+
+
+def test_filters_and_result_names_cannot_hurt_the_store(small: Path) -> None:
+    import numpy as np
+
+    import actstore
+
+    with actstore.open(small, mode="a") as store:
+        writer = store.create_site("toy/layer.0", n_units=4)
+        writer.write(0, np.random.default_rng(0).standard_normal((store.n_rows(), 4)))
+        writer.commit()
+    base = ("correlate", str(small), "--sites", "toy/layer.0", "--with", "head_distance", "-q")
+    _one_line(_cli(*base, "--where", "1=1) OR (1=1"), "--where is not one SQL expression")
+    _one_line(_cli(*base, "--save", "Tokens"), "clashes with 'tokens'")
+    assert _cli(*base, "--save", "corr").returncode == 0
+    _one_line(_cli(*base, "--save", "corr"), "exists already", "replace")
+    assert _cli(*base, "--save", "corr", "--replace").returncode == 0
+    proc = _cli("sql", str(small), "SELECT count(*) AS n FROM tokens")
+    assert proc.returncode == 0, proc.stderr  # the store still works
