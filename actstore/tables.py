@@ -80,7 +80,8 @@ def read_columns(
     for part, file in zip(record.parts, files, strict=True):
         have = [n for n in names if n in file.schema_arrow.names]
         # ParquetFile.read, not pq.read_table: that goes through pyarrow.dataset (+0.2 s)
-        piece = pq.ParquetFile(root / part.path, read_dictionary=strings).read(columns=have)
+        encoded = [n for n in strings if n in have]
+        piece = pq.ParquetFile(root / part.path, read_dictionary=encoded).read(columns=have)
         for n in names:
             if n not in have:
                 kind = pa.dictionary(pa.int32(), pa.string()) if n in strings else kinds[n]
