@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 import actstore
+from actstore.core_verbs import StoreParam
 from actstore.output import Keep, Output, render, show
 from queries.options import (
     CorrelateOptions,
@@ -34,7 +35,6 @@ from queries.options import (
     ProbeOptions,
     SelectivityOptions,
     SitesParam,
-    StoreParam,
 )
 from queries.results import TableSchema, TidyResult, provenance
 from queries.select import resolve_sites

@@ -28,13 +28,6 @@ _WHERE = "SQL condition selecting tokens"
 
 
 @dataclass(frozen=True)
-class StoreParam:
-    """The store an analysis reads (and writes results to, with ``save``)."""
-
-    store: Path = option(positional=True, help="store directory")
-
-
-@dataclass(frozen=True)
 class SitesParam:
     """The store and the sites an analysis runs on, by glob."""
 

@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+from actstore.core_verbs import StoreParam
 from actstore.output import Keep, Output
 from actstore.verbs import Verb
 from queries.options import (
@@ -26,7 +27,6 @@ from queries.options import (
     ProbeOptions,
     SelectivityOptions,
     SitesParam,
-    StoreParam,
 )
 
 PROBE = Verb(
