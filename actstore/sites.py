@@ -18,7 +18,7 @@ import numpy as np
 
 from actstore import chunks
 from actstore.commit import ARRAYS_DIR, Ledger
-from actstore.errors import SchemaError, SiteError, SiteNotFoundError
+from actstore.errors import ParameterError, SchemaError, SiteError, SiteNotFoundError
 from actstore.manifest import Manifest, SiteRecord, SiteStatus, now_utc
 from actstore.names import check_site_name
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # zarr, dask and xarray load only when a site is written or r
     import xarray as xr
 
     from actstore.writer import SiteWriter
+
+
+MAX_CHUNK_BYTES = 1 << 30  # a writer holds a chunk in memory while it fills
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,16 @@ def declare(
         )
     if not isinstance(n_units, int) or isinstance(n_units, bool) or n_units < 1:
         raise SchemaError(f"site {name}: n_units must be a positive integer, got {n_units!r}")
+    if chunk_rows is not None and (
+        not isinstance(chunk_rows, int) or isinstance(chunk_rows, bool) or chunk_rows < 1
+    ):
+        raise ParameterError("chunk_rows", f"must be a positive integer, got {chunk_rows!r}")
+    if chunk_rows is not None and chunk_rows * n_units * 4 > MAX_CHUNK_BYTES:
+        raise ParameterError(
+            "chunk_rows",
+            f"{chunk_rows:,} rows of {n_units} units make chunks over "
+            f"{MAX_CHUNK_BYTES >> 30} GiB; choose fewer (default: about 8 MiB a chunk)",
+        )
     n_rows = ledger.manifest.tables[table].n_rows
     declared: dict[str, Any] = {
         "table": table,

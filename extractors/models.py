@@ -82,7 +82,12 @@ def resolve_model(model: str) -> ModelSpec:
     if (path / "config.json").is_file():
         import json
 
-        config = json.loads((path / "config.json").read_text())
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            if not isinstance(config, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{path / 'config.json'}: not a model configuration ({exc})") from None
         archs = " ".join(config.get("architectures") or [])
         causal = "CausalLM" in archs or "LMHead" in archs
         return ModelSpec(_site_prefix(path.name), path, None, causal)

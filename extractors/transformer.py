@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 import actstore
+from actstore.errors import ParameterError
 from extractors import models
 from extractors.align import Alignment, Words, align
 from extractors.base import Block, Extractor, SiteSpec
@@ -93,7 +94,16 @@ class TransformerExtractor(Extractor):
         self._hasher = threading.Thread(target=self._hash_weights, daemon=True)
         self._hasher.start()
         self.tokenizer, self.model = loaded or models.load(self.spec)
-        self.max_length = options.max_length or models.max_length(self.tokenizer, self.model)
+        limit = models.max_length(self.tokenizer, self.model)
+        self.max_length = options.max_length or limit
+        specials = sum(len(ids) for ids in models.special_ids(self.tokenizer))
+        if not specials + 2 <= self.max_length <= limit:
+            raise ParameterError(
+                "max_length",
+                f"must lie in {specials + 2}..{limit} for {self.spec.name} (room for its "
+                f"{specials} special tokens and two pieces; at most the model's limit), "
+                f"got {self.max_length}",
+            )
         self.alignment: Alignment | None = None
         self._layers: list[int] = []
 

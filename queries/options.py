@@ -18,6 +18,7 @@ actstore.errors.ParameterError: offsets takes comma-separated integers ...; got 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from actstore.errors import ParameterError
 from actstore.verbs import option
 
 _WHERE = "SQL condition selecting tokens"
+MAX_OFFSET = 100  # longer than any sentence a probe would sensibly look across
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,15 @@ class ProbeOptions:
             raise ParameterError(
                 "test_fraction", f"must lie between 0 and 1, got {self.test_fraction}"
             )
+        far = [k for k in self.offsets if abs(k) > MAX_OFFSET]
+        if far:
+            raise ParameterError("offsets", f"must lie within ±{MAX_OFFSET} words, got {far[0]}")
+        for name in ("epochs", "learning_rate"):
+            _positive(name, getattr(self, name))
+        _at_least("batch_size", self.batch_size, 1)
+        _at_least("min_steps", self.min_steps, 0)
+        if not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ParameterError("alpha", f"must be a finite number >= 0, got {self.alpha}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,9 @@ class CorrelateOptions:
     top: int = option(5, help="units per site and metric (0 = all)")
     spearman: bool = option(True, flag="--no-spearman", help="Pearson only (one pass)")
 
+    def __post_init__(self) -> None:
+        _at_least("top", self.top, 0)
+
 
 @dataclass(frozen=True)
 class DynamicsOptions:
@@ -103,6 +117,9 @@ class DynamicsOptions:
     covariate: str = option("depth", flag="--with", help="numeric tokens column")
     where: str | None = option(None, help=_WHERE)
     min_words: int = option(3, help="skip shorter sentences")
+
+    def __post_init__(self) -> None:
+        _at_least("min_words", self.min_words, 2)
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,11 @@ class MeasuresOptions:
     by: tuple[str, ...] = option(("upos", "deprel"), help="token columns to report by")
     min_count: int = option(500, help="smallest category reported")
     where: str | None = option(None, help="SQL condition selecting the tokens reported")
+
+    def __post_init__(self) -> None:
+        _at_least("min_count", self.min_count, 1)
+        if not self.by:
+            raise ParameterError("by", "names no token column")
 
 
 @dataclass(frozen=True)
@@ -134,3 +156,17 @@ class SelectivityOptions:
         help="site whose type means place words on the lexical map (default: the site of "
         "the same model at hidden state 0, else --site)",
     )
+
+    def __post_init__(self) -> None:
+        _at_least("min_count", self.min_count, 1)
+        _at_least("top", self.top, 0)
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ParameterError(name, f"must be at least {low}, got {value}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ParameterError(name, f"must be a finite number > 0, got {value}")

@@ -116,3 +116,37 @@ def test_filters_and_result_names_cannot_hurt_the_store(small: Path) -> None:
     assert _cli(*base, "--save", "corr", "--replace").returncode == 0
     proc = _cli("sql", str(small), "SELECT count(*) AS n FROM tokens")
     assert proc.returncode == 0, proc.stderr  # the store still works
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (
+            ("probe", "--sites", "x", "--target", "upos", "--offsets=5000"),
+            "--offsets must lie within",
+        ),
+        (
+            ("probe", "--sites", "x", "--target", "upos", "--epochs", "nan"),
+            "--epochs must be a finite",
+        ),
+        (
+            ("correlate", "--sites", "x", "--with", "depth", "--top", "-1"),
+            "--top must be at least 0",
+        ),
+        (("dynamics", "--sites", "x", "--min-words", "0"), "--min-words must be at least 2"),
+        (("extract", "--chunk-rows", "0"), "--chunk-rows must be positive"),
+        (("extract", "--max-length", "0"), "--max-length must be positive"),
+    ],
+)
+def test_argument_holes(small: Path, args: tuple[str, ...], words: str) -> None:
+    verb, *rest = args
+    _one_line(_cli(verb, str(small), *rest), words)
+
+
+def test_model_arguments_checked_against_the_model(small: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    _one_line(_cli("extract", str(small), "--model", str(broken)), "not a model configuration")
+    _one_line(_cli("extract", str(small), "--max-length", "1"), "--max-length must lie in 4..512")
+    _one_line(_cli("extract", str(small), "--chunk-rows", "100000000"), "--chunk-rows", "GiB")
