@@ -86,7 +86,10 @@ class StoreFiles(fsspec.AbstractFileSystem):  # type: ignore[misc]
         rel = str(self._strip_protocol(path)).lstrip("/")
         if rel not in self.files:
             raise PermissionError(f"{path}: not a table file of this store")
-        return os.path.join(self.root, rel)
+        real = os.path.join(self.root, rel)
+        if not os.path.isfile(real):  # removed since the store was opened, or damaged
+            raise FileNotFoundError(f"{PROTOCOL}://{rel} is missing")
+        return real
 
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         if mode != "rb":
@@ -124,7 +127,10 @@ class _SharedReader:
 
     def __init__(self, path: str) -> None:
         self.name = path
-        self._fd: int | None = os.open(path, os.O_RDONLY)
+        try:
+            self._fd: int | None = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{PROTOCOL}:// file {path} is missing") from None
         self.size = os.fstat(self._fd).st_size
         self._local = threading.local()
 
@@ -305,5 +311,11 @@ def run_query(
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The line of an error that says what happened (for an error raised in Python
+    under DuckDB, the exception line at the end of the traceback it carries)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if "Traceback (most recent call last)" in lines[0]:
+        return lines[-1]
+    return lines[0]
