@@ -15,7 +15,7 @@ import contextlib
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from actstore.errors import ReadOnlyError
@@ -35,7 +35,6 @@ class Ledger:
         self.root = root
         self.lock = lock
         self.manifest = read_manifest(root)
-        self.on_commit: list[Callable[[], None]] = []
 
     @property
     def writable(self) -> bool:
@@ -67,8 +66,6 @@ class Ledger:
                 self.manifest = read_manifest(self.root)
             yield self.manifest
             write_manifest(self.root, self.manifest)
-        for hook in self.on_commit:
-            hook()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Manifest]:
