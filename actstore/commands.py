@@ -67,8 +67,9 @@ def describe(info: dict[str, Any]) -> str:
         f"arrays {size(sizes['arrays'])}, results {size(sizes['results'])})"
     )
     lines.append("tables:")
+    width = max(map(len, info["tables"]), default=0)
     for name, t in info["tables"].items():
-        lines.append(f"  {name:<12} {t['n_rows']:>12,} rows  {t['n_parts']} part(s)")
+        lines.append(f"  {name:<{width}} {t['n_rows']:>12,} rows  {t['n_parts']} part(s)")
     lines.append("sites:" if info["sites"] else "sites: none")
     for name, s in info["sites"].items():
         keys = ("model", "hidden_state", "align", "dtype", "compute")

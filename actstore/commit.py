@@ -35,6 +35,7 @@ class Ledger:
         self.root = root
         self.lock = lock
         self.manifest = read_manifest(root)
+        self._open_transactions = 0
 
     @property
     def writable(self) -> bool:
@@ -58,9 +59,13 @@ class Ledger:
     def update(self) -> Iterator[Manifest]:
         """Read-modify-write the manifest under the commit lock; written when the block ends.
 
-        An exception inside the block writes nothing.
+        An exception inside the block writes nothing. Inside a :meth:`transaction` the
+        change joins it and is written (or undone) when the transaction ends.
         """
         self.require_writable()
+        if self._open_transactions:
+            yield self.manifest
+            return
         with commit_lock(self.root):
             if self.shared:
                 self.manifest = read_manifest(self.root)
@@ -69,16 +74,23 @@ class Ledger:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Manifest]:
-        """Group changes into one commit; on an exception the manifest is left as it was."""
+        """Group changes into one commit; on an exception the manifest is left as it was.
+
+        Every :meth:`update` made inside joins it; a nested transaction joins the outer one.
+        """
         self.require_writable(exclusive=True)
         snapshot = self.manifest.copy()
+        self._open_transactions += 1
         try:
             yield self.manifest
         except BaseException:
             self.manifest = snapshot
             raise
-        with self.update():
-            pass
+        finally:
+            self._open_transactions -= 1
+        if not self._open_transactions:
+            with self.update():
+                pass
 
 
 def named_files(manifest: Manifest) -> set[str]:

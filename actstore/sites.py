@@ -129,7 +129,7 @@ def declare(
             if changed and not overwrite:
                 raise SiteError(
                     f"site {name} already exists with different {', '.join(changed)}; "
-                    "pass overwrite=True to replace it"
+                    "pass overwrite=True (actstore extract --overwrite) to replace it"
                 )
             if not changed:
                 record = old

@@ -40,7 +40,7 @@ def summarize(store: Store) -> dict[str, Any]:
                 "codec": s.codec,
                 "status": s.status,
                 "chunks_done": f"{s.done_chunks}/{s.n_chunks}",
-                "bytes": dir_bytes(path / ARRAYS_DIR / n),
+                "bytes": dir_bytes(path / s.path),
                 "provenance": s.provenance,
             }
             for n, s in store.sites.items()

@@ -18,8 +18,9 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,14 @@ from queries.select import resolve_sites
 log = logging.getLogger("actstore")
 
 
-def _open(path: Path, keep: Keep, *, write: bool = False) -> actstore.Store:
-    return actstore.open(path, mode="a" if write or keep.save else "r")
+@contextlib.contextmanager
+def _open(path: Path, keep: Keep, *, write: bool = False) -> Iterator[actstore.Store]:
+    """The store, opened for writing only if the verb saves something; everything a
+    writing verb saves is one transaction, so a verb that fails commits nothing."""
+    writing = write or bool(keep.save)
+    store = actstore.open(path, mode="a" if writing else "r")
+    with store, store.transaction() if writing else contextlib.nullcontext():
+        yield store
 
 
 def _finish(

@@ -191,6 +191,19 @@ class Selection:
                     f"sites {first.name} ({first.table}, {first.n_rows} rows) and {info.name} "
                     f"({info.table}, {info.n_rows} rows) do not cover the same rows"
                 )
+        everything = self.row_ids is None and not (self.where and self.where.strip())
+        if everything and first.n_rows != self.store.n_rows(first.table):
+            raise SchemaError(
+                f"{self._coverage()}; select them with --where 'row < {first.n_rows}' "
+                "or extract the site again with --overwrite"
+            )
+
+    def _coverage(self) -> str:
+        info = self.store.site(self.sites[0])
+        return (
+            f"site {info.name} covers rows 0..{info.n_rows - 1} of {info.table}, which has "
+            f"{self.store.n_rows(info.table):,} rows now (rows were added after it was written)"
+        )
 
     @property
     def table(self) -> str:
@@ -201,10 +214,18 @@ class Selection:
     def rows(self) -> np.ndarray:
         """Selected row ids, sorted."""
         if self.row_ids is not None:
-            return np.asarray(self.row_ids, np.int64)
-        if self.where is None or not self.where.strip():
+            rows = np.asarray(self.row_ids, np.int64)
+        elif self.where is None or not self.where.strip():
             return np.arange(self.store.site(self.sites[0]).n_rows, dtype=np.int64)
-        return self.store.rows(self.where, table=self.table)
+        else:
+            rows = self.store.rows(self.where, table=self.table)
+        covered = self.store.site(self.sites[0]).n_rows
+        if rows.size and rows[-1] >= covered:
+            raise SchemaError(
+                f"the selected rows reach row {rows[-1]:,}, but {self._coverage()}; "
+                f"add 'row < {covered}' to --where to select only rows it covers"
+            )
+        return rows
 
     def values(self, columns: Sequence[str]) -> pa.Table:
         """Columns of the table at the selected rows, in row order.

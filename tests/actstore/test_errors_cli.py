@@ -100,14 +100,7 @@ def test_non_utf8_query_and_paths(small: Path, tmp_path: Path) -> None:
 
 
 def test_filters_and_result_names_cannot_hurt_the_store(small: Path) -> None:
-    import numpy as np
-
-    import actstore
-
-    with actstore.open(small, mode="a") as store:
-        writer = store.create_site("toy/layer.0", n_units=4)
-        writer.write(0, np.random.default_rng(0).standard_normal((store.n_rows(), 4)))
-        writer.commit()
+    _toy_site(small)
     base = ("correlate", str(small), "--sites", "toy/layer.0", "--with", "head_distance", "-q")
     _one_line(_cli(*base, "--where", "1=1) OR (1=1"), "--where is not one SQL expression")
     _one_line(_cli(*base, "--save", "Tokens"), "clashes with 'tokens'")
@@ -116,6 +109,51 @@ def test_filters_and_result_names_cannot_hurt_the_store(small: Path) -> None:
     assert _cli(*base, "--save", "corr", "--replace").returncode == 0
     proc = _cli("sql", str(small), "SELECT count(*) AS n FROM tokens")
     assert proc.returncode == 0, proc.stderr  # the store still works
+
+
+def _toy_site(store_path: Path, n_units: int = 4) -> None:
+    import numpy as np
+
+    import actstore
+
+    with actstore.open(store_path, mode="a") as store:
+        writer = store.create_site("toy/layer.0", n_units=n_units)
+        writer.write(0, np.random.default_rng(0).standard_normal((store.n_rows(), n_units)))
+        writer.commit()
+
+
+def test_a_failing_command_commits_nothing(small: Path) -> None:
+    _toy_site(small)
+    before = (small / "manifest.json").read_bytes()
+    measures = ("measures", str(small), "--site", "toy/layer.0")
+    _one_line(_cli(*measures, "--by", "nope"), "no column 'nope'")
+    _one_line(_cli(*measures, "--save", "Tokens"), "clashes with 'tokens'")
+    assert (small / "manifest.json").read_bytes() == before  # measures' own table too
+    assert _cli(*measures, "--min-count", "1", "-q", "--save", "by_upos").returncode == 0
+    proc = _cli("sql", str(small), "SELECT count(*) AS n FROM measures JOIN by_upos ON true")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_rows_ingested_after_a_site_was_written(small: Path, ewt_dev: Path, tmp_path: Path) -> None:
+    from tests.conftest import first_sentences
+
+    _toy_site(small)
+    covered = int(_cli("sql", str(small), "SELECT count(*) AS n FROM tokens").stdout.split()[-1])
+    more = tmp_path / "more.conllu"
+    more.write_text(first_sentences(ewt_dev, 3), encoding="utf-8")
+    assert _cli("ingest", str(more), "--store", str(small)).returncode == 0
+    site = ("--sites", "toy/layer.0")
+    for args in (
+        ("correlate", *site, "--with", "depth"),
+        ("correlate", *site, "--with", "depth", "--where", f"row >= {covered - 5}"),
+        ("probe", *site, "--target", "upos"),
+        ("dynamics", *site),
+        ("measures", "--site", "toy/layer.0"),
+        ("selectivity", "--site", "toy/layer.0", "--min-count", "1"),
+    ):
+        _one_line(_cli(args[0], str(small), *args[1:]), f"covers rows 0..{covered - 1}", "row <")
+    proc = _cli("correlate", str(small), *site, "--with", "depth", "--where", f"row < {covered}")
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -258,6 +258,30 @@ def test_failed_transaction_leaves_manifest_and_cleans_files(
     assert not orphan.exists()
 
 
+def test_results_and_sites_written_in_a_transaction_commit_with_it(
+    writable_store: actstore.Store,
+) -> None:
+    import pandas as pd
+
+    path = writable_store.path
+    on_disk = (path / "manifest.json").read_bytes()
+    with pytest.raises(RuntimeError), writable_store.transaction():
+        writable_store.write_result("scores", pd.DataFrame({"row": [0]}))
+        with writable_store.transaction():  # a nested one joins the outer
+            writer = writable_store.create_site("toy/layer.0", n_units=N_UNITS)
+            fill(writer)
+            writer.commit()
+        assert set(writable_store.results) == {"scores"}  # visible to this handle
+        assert (path / "manifest.json").read_bytes() == on_disk  # not yet to others
+        raise RuntimeError("crash")
+    assert (path / "manifest.json").read_bytes() == on_disk
+    assert not writable_store.results and not writable_store.sites
+    with writable_store.transaction():
+        writable_store.write_result("scores", pd.DataFrame({"row": [0]}))
+    with actstore.open(path) as other:
+        assert set(other.results) == {"scores"}
+
+
 def test_acts_works_with_dask_threads_and_processes(writable_store: actstore.Store) -> None:
     writer = writable_store.create_site("toy/layer.0", n_units=N_UNITS, chunk_rows=2048)
     fill(writer)
