@@ -84,7 +84,9 @@ class Ledger:
         try:
             yield self.manifest
         except BaseException:
-            self.manifest = snapshot
+            failed, self.manifest = self.manifest, snapshot
+            if self._open_transactions == 1:
+                remove_added(self.root, snapshot, failed)
             raise
         finally:
             self._open_transactions -= 1
@@ -106,6 +108,45 @@ def named_files(manifest: Manifest) -> set[str]:
 _OWN = re.compile(
     r"^(part-\d{5}|(part|rows|columns)-[0-9a-f]{16})\.parquet(\.partial)?$|^matrix-[0-9a-f]{16}\.zarr$"
 )
+
+
+def remove_added(root: Path, before: Manifest, after: Manifest) -> None:
+    """Delete what a failed transaction wrote: the files and site arrays ``after`` (its
+    uncommitted manifest) names and ``before`` (the committed one) does not, and the
+    folders this leaves empty. Best effort: what an OS error leaves is removed by
+    :func:`remove_uncommitted` when the store is next opened for writing."""
+    files = named_files(after) - named_files(before)
+    kept = {s.path for s in before.sites.values()}
+    arrays = {s.path for s in after.sites.values()} - kept
+    try:
+        for rel in sorted(files):
+            path = root / rel
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        for rel in sorted(arrays):
+            name = rel.partition("/")[2]
+            for folder in (root / rel, root / PROGRESS_DIR / name):
+                if folder.is_dir() and not folder.is_symlink():
+                    shutil.rmtree(folder)
+                    prune_empty(folder.parent, root)
+        for rel in sorted(files | arrays):
+            prune_empty((root / rel).parent, root)
+    except OSError:
+        pass
+
+
+def prune_empty(folder: Path, root: Path) -> None:
+    """Remove ``folder`` and the folders above it while they are empty, up to the store's
+    own top folders (``tables``, ``arrays.zarr``, ``results``), which stay."""
+    keep = {root, *(root / top for top in (TABLES_DIR, ARRAYS_DIR, RESULTS_DIR))}
+    while folder not in keep and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or gone: stop
+            return
+        folder = folder.parent
 
 
 def _entries(folder: Path) -> list[os.DirEntry[str]]:

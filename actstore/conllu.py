@@ -1,9 +1,10 @@
 """A strict, fast CoNLL-U reader.
 
-It reads a whole file, checks it against the CoNLL-U format (ten tab-separated
+It streams a file, checks it against the CoNLL-U format (ten tab-separated
 columns, word IDs 1..n in order, multiword-token ranges, HEAD within the sentence,
-exactly one root, no cycles) and returns column lists ready for Arrow. Any problem
-raises :class:`~actstore.errors.CorpusError` naming the file and line.
+exactly one root, no cycles) and returns column lists ready for Arrow, one block of
+whole sentences at a time (:class:`ConlluFile`), so memory does not grow with the
+file. Any problem raises :class:`~actstore.errors.CorpusError` naming the file and line.
 
 Rows are syntactic words (integer IDs). Multiword-token lines (``4-5``) give the
 surface form and ``SpaceAfter`` of the words they span; empty nodes (``8.1``) are
@@ -16,14 +17,18 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from actstore.errors import CorpusError
 
 N_COLUMNS = 10
+BLOCK_WORDS = 100_000  # words per block: about 90 MB of Python lists while parsed
+READ_BYTES = 8 << 20
 # The UD validator's ID and HEAD syntax: no sign, no leading zero, ASCII digits only.
 _WORD_ID = re.compile(r"^[1-9][0-9]*$")
 _RANGE_ID = re.compile(r"^([1-9][0-9]*)-([1-9][0-9]*)$")
@@ -33,7 +38,8 @@ _HEAD = re.compile(r"^(0|[1-9][0-9]*)$")
 
 @dataclass
 class ParsedConllu:
-    """The words and sentences of one CoNLL-U file, as parallel lists."""
+    """Words and whole sentences of a CoNLL-U file (or of one block of it), as parallel
+    lists; ``line`` numbers count from the start of the file."""
 
     path: str
     # one entry per word
@@ -61,7 +67,6 @@ class ParsedConllu:
     sent_comments: list[list[str]] = field(default_factory=list)
     sent_tokens: list[int] = field(default_factory=list)
     sent_empty: list[int] = field(default_factory=list)
-    sha256: str = ""
     n_multiword: int = 0
     n_empty_nodes: int = 0
     # derived by check_trees
@@ -87,9 +92,11 @@ def _space_after(misc: str) -> bool:
 class _Reader:
     """Line-by-line state machine; one instance reads one file."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, block_words: int | None) -> None:
         self.out = ParsedConllu(path=path)
         self.path = path
+        self.block_words = block_words
+        self.ready: list[ParsedConllu] = []  # full blocks of whole sentences
         self._reset()
 
     def _reset(self) -> None:
@@ -236,13 +243,13 @@ class _Reader:
         out.sent_empty.append(self.empty)
         self._reset()
 
-    def read(self, text: str) -> ParsedConllu:
-        lines = text.split("\n")
-        if "\r" in text:
-            lines = [ln.rstrip("\r") for ln in lines]
-        for lineno, line in enumerate(lines, 1):
+    def feed(self, lines: list[str], first_lineno: int) -> None:
+        """Read ``lines`` (no line ends), the first being line ``first_lineno``."""
+        for lineno, line in enumerate(lines, first_lineno):
             if not line:
                 self.end_sentence(lineno)
+                if self.block_words is not None and len(self.out.form) >= self.block_words:
+                    self.take()
                 continue
             if line[0] == "#":
                 self.comment(lineno, line)
@@ -263,8 +270,12 @@ class _Reader:
                 raise self.error(
                     lineno, f"malformed ID {ident!r}: expected an integer, 'a-b' or 'a.b'"
                 )
-        self.end_sentence(len(lines))
-        return self.out
+
+    def take(self) -> None:
+        """Move the sentences read so far (with their tree depths) to :attr:`ready`."""
+        out, self.out = self.out, ParsedConllu(path=self.path)
+        out.depth = tree_depths(out)
+        self.ready.append(out)
 
 
 def tree_depths(out: ParsedConllu) -> np.ndarray:
@@ -298,18 +309,126 @@ def tree_depths(out: ParsedConllu) -> np.ndarray:
     return depth
 
 
+def _open(name: str) -> BinaryIO:
+    try:
+        info = os.stat(name)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(info.st_mode):
+            raise CorpusError(name, None, "not a regular file (a pipe or device?); give a file")
+        return open(name, "rb")
+    except FileNotFoundError:
+        raise CorpusError(name, None, "file not found") from None
+    except IsADirectoryError:
+        raise CorpusError(name, None, "is a directory, expected a CoNLL-U file") from None
+    except OSError as exc:
+        raise CorpusError(name, None, f"cannot read: {exc.strerror}") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a CoNLL-U file's bytes, read in blocks (a regular file only)."""
+    name = str(path)
+    digest = hashlib.sha256()
+    with _open(name) as f:
+        try:
+            while data := f.read(READ_BYTES):
+                digest.update(data)
+        except OSError as exc:
+            raise CorpusError(name, None, f"cannot read: {exc.strerror}") from None
+    return digest.hexdigest()
+
+
+class ConlluFile:
+    """One CoNLL-U file, parsed and validated as it is read.
+
+    Iterating yields :class:`ParsedConllu` blocks of whole sentences, each of at least
+    ``block_words`` words (the last may hold fewer; ``None``: the whole file in one
+    block). Memory is bounded by a block, whatever the file's size. Once iteration
+    ends, ``sha256`` and the counts describe the whole file; an error is raised
+    instead if the file held no sentence or if its bytes differ from ``sha256``
+    given in advance (the file changed while it was read).
+
+    Examples
+    --------
+    >>> from actstore.data import corpus_path
+    >>> source = ConlluFile(corpus_path("en_ewt", "dev"), block_words=10_000)
+    >>> [block.n_words for block in source]
+    [10003, 10002, 5142]
+    >>> source.n_sentences, source.n_words, source.sha256[:12]
+    (2001, 25147, '531a54ff90d6')
+    """
+
+    def __init__(
+        self, path: str | Path, *, block_words: int | None = BLOCK_WORDS, sha256: str | None = None
+    ) -> None:
+        self.path = str(path)
+        self.block_words = block_words
+        self.expected = sha256
+        self.sha256 = ""
+        self.n_sentences = self.n_words = self.n_multiword = self.n_empty_nodes = 0
+
+    def __iter__(self) -> Iterator[ParsedConllu]:
+        name = self.path
+        reader = _Reader(name, self.block_words)
+        digest = hashlib.sha256()
+        lineno, carry = 1, b""
+        with _open(name) as f:
+            while True:
+                try:
+                    data = f.read(READ_BYTES)
+                except OSError as exc:
+                    raise CorpusError(name, None, f"cannot read: {exc.strerror}") from None
+                digest.update(data)
+                if not data and not carry:
+                    break
+                cut = data.rfind(b"\n") + 1 if data else 0
+                if data and not cut:  # no line end yet: keep reading
+                    carry += data
+                    continue
+                whole, carry = (carry + data[:cut], data[cut:]) if data else (carry, b"")
+                lines = self._decode(whole, lineno).split("\n")
+                if whole.endswith(b"\n"):
+                    lines.pop()  # the nothing after the last line end
+                reader.feed(lines, lineno)
+                lineno += len(lines)
+                yield from self._counted(reader)
+        reader.end_sentence(lineno)
+        if reader.out.sent_first:
+            reader.take()
+        self.sha256 = digest.hexdigest()
+        if self.expected is not None and self.sha256 != self.expected:
+            raise CorpusError(name, None, "the file changed while it was being read; ingest again")
+        yield from self._counted(reader)
+        if not self.n_sentences:
+            raise CorpusError(name, None, "no sentences found (empty file?)")
+
+    def _decode(self, data: bytes, lineno: int) -> str:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = lineno + data.count(b"\n", 0, exc.start)
+            column = exc.start - data.rfind(b"\n", 0, exc.start)
+            raise CorpusError(
+                self.path, line, f"invalid UTF-8 (byte {data[exc.start]:#04x} at column {column})"
+            ) from None
+        if lineno == 1:
+            text = text.removeprefix("\ufeff")
+        if "\r" in text:
+            text = "\n".join(line.rstrip("\r") for line in text.split("\n"))
+        return text
+
+    def _counted(self, reader: _Reader) -> Iterator[ParsedConllu]:
+        while reader.ready:
+            block = reader.ready.pop(0)
+            self.n_sentences += block.n_sentences
+            self.n_words += block.n_words
+            self.n_multiword += block.n_multiword
+            self.n_empty_nodes += block.n_empty_nodes
+            yield block
+
+
 def read_conllu(path: str | Path) -> ParsedConllu:
-    """Parse and validate one CoNLL-U file.
-
-    Parameters
-    ----------
-    path
-        The file to read (UTF-8).
-
-    Returns
-    -------
-    ParsedConllu
-        Column lists for words and sentences, with tree depths filled in.
+    """Parse and validate one whole CoNLL-U file (in one block; see :class:`ConlluFile`).
 
     Examples
     --------
@@ -318,31 +437,5 @@ def read_conllu(path: str | Path) -> ParsedConllu:
     >>> parsed.n_sentences, parsed.n_words
     (2001, 25147)
     """
-    name = str(path)
-    try:
-        info = os.stat(path)
-        if stat.S_ISDIR(info.st_mode):
-            raise IsADirectoryError
-        if not stat.S_ISREG(info.st_mode):
-            raise CorpusError(name, None, "not a regular file (a pipe or device?); give a file")
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise CorpusError(name, None, "file not found") from None
-    except IsADirectoryError:
-        raise CorpusError(name, None, "is a directory, expected a CoNLL-U file") from None
-    except OSError as exc:
-        raise CorpusError(name, None, f"cannot read: {exc.strerror}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise CorpusError(
-            name, line, f"invalid UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start})"
-        ) from None
-    text = text.removeprefix("\ufeff")
-    out = _Reader(name).read(text)
-    out.sha256 = hashlib.sha256(data).hexdigest()
-    if not out.n_sentences:
-        raise CorpusError(name, None, "no sentences found (empty file?)")
-    out.depth = tree_depths(out)
-    return out
+    (block,) = ConlluFile(path, block_words=None)
+    return block

@@ -1,8 +1,10 @@
 """CoNLL-U files -> the ``tokens`` and ``sentences`` tables of a store.
 
-All files are parsed and validated before anything is written, and the manifest is
-committed once at the end, so a bad file (or a crash) leaves the store as it was.
-Column definitions are in ``docs/FORMAT.md``.
+Each file is read, validated and written one block of whole sentences at a time (one
+Parquet part per block), so memory stays bounded whatever the file's size. The
+manifest is committed once, after the last file, so a bad file (or a crash) leaves
+the store as it was: a failed ingest deletes the parts it wrote. Column definitions
+are in ``docs/FORMAT.md``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from actstore.conllu import ParsedConllu, read_conllu
+from actstore.conllu import ConlluFile, ParsedConllu, file_sha256
 from actstore.errors import CorpusError
 from actstore.manifest import SourceInfo, now_utc
 from actstore.store import Store
@@ -192,22 +194,27 @@ def ingest_conllu(
     store.check_writable(exclusive=True)
     if not paths:
         raise CorpusError("(no files)", None, "give at least one CoNLL-U file to ingest")
-    parsed = [read_conllu(p) for p in paths]
     known = {s.sha256: s.path for s in store.sources}
-    for p in parsed:
-        if p.sha256 in known:
+    digests = []
+    for path in paths:
+        digest = file_sha256(path)
+        if digest in known:
             raise CorpusError(
-                p.path, None, f"already in the store (same content as {known[p.sha256]})"
+                str(path), None, f"already in the store (same content as {known[digest]})"
             )
-        known[p.sha256] = p.path
+        known[digest] = str(path)
+        digests.append(digest)
     with store.transaction():
-        return [vars(_append(store, p, corpus, lang, split)) for p in parsed]
+        return [
+            vars(_append(store, ConlluFile(p, sha256=d), corpus, lang, split))
+            for p, d in zip(paths, digests, strict=True)
+        ]
 
 
 def _append(
-    store: Store, parsed: ParsedConllu, corpus: str | None, lang: str | None, split: str | None
+    store: Store, source_file: ConlluFile, corpus: str | None, lang: str | None, split: str | None
 ) -> SourceInfo:
-    path = Path(parsed.path).resolve()
+    path = Path(source_file.path).resolve()
     guessed = describe_source(path)
     source = {
         "path": str(path),
@@ -216,18 +223,20 @@ def _append(
         "split": split or guessed["split"],
     }
     first_row, first_sentence = store.n_rows("tokens"), store.n_rows("sentences")
-    store.append_table("tokens", tokens_table(parsed, first_row, first_sentence, source))
-    store.append_table("sentences", sentences_table(parsed, first_row, first_sentence, source))
+    for block in source_file:
+        rows, sentences = store.n_rows("tokens"), store.n_rows("sentences")
+        store.append_table("tokens", tokens_table(block, rows, sentences, source))
+        store.append_table("sentences", sentences_table(block, rows, sentences, source))
     record = SourceInfo(
         path=source["path"] or "",
         corpus=source["corpus"],
         lang=source["lang"],
         split=source["split"],
-        sha256=parsed.sha256,
-        n_sentences=parsed.n_sentences,
-        n_words=parsed.n_words,
-        n_multiword_tokens=parsed.n_multiword,
-        n_empty_nodes=parsed.n_empty_nodes,
+        sha256=source_file.sha256,
+        n_sentences=source_file.n_sentences,
+        n_words=source_file.n_words,
+        n_multiword_tokens=source_file.n_multiword,
+        n_empty_nodes=source_file.n_empty_nodes,
         first_row=first_row,
         first_sentence=first_sentence,
         ingested=now_utc(),

@@ -26,7 +26,7 @@ import zarr
 
 from actstore import chunks
 from actstore.arrays import STORAGE_DTYPES, to_bfloat16_bits
-from actstore.commit import PROGRESS_DIR
+from actstore.commit import PROGRESS_DIR, prune_empty
 from actstore.errors import SiteError
 from actstore.manifest import SiteRecord
 
@@ -209,18 +209,12 @@ class SiteWriter:
             for debris in self._dir.rglob("*.partial"):  # a killed run's chunk debris
                 debris.unlink(missing_ok=True)
             shutil.rmtree(self._progress, ignore_errors=True)
-            _prune_empty_parents(self._progress.parent, self.root / PROGRESS_DIR)
+            prune_empty(self._progress.parent, self.root)
 
     @property
     def buffered_rows(self) -> int:
         """Rows held in memory waiting for their chunk to fill."""
         return sum(int(seen.sum()) for _, seen in self._buffers.values())
-
-
-def _prune_empty_parents(path: Path, stop: Path) -> None:
-    while path != stop.parent and path.is_dir() and not any(path.iterdir()):
-        path.rmdir()
-        path = path.parent
 
 
 def _finite_rows(values: np.ndarray) -> np.ndarray:

@@ -18,13 +18,24 @@ from typing import Any
 
 import numpy as np
 
-from actstore.errors import ActStoreError
-
 # flag bits stored per word
 IN_MWT = 1  # the word is part of a multiword token and shares its pieces
 SHARED_PIECE = 2  # a piece of this word also covers another surface token
 BORROWED = 4  # the tokenizer gave this word's token no piece; the nearest one is used
 WINDOWED = 8  # the sentence was processed in overlapping windows
+CLIPPED = 16  # no window holds all the word's pieces; it pools those of the one holding most
+UNKNOWN = 32  # a piece of the word is the tokenizer's unknown token ([UNK])
+NO_PIECES = 64  # the tokenizer gave the whole sentence no piece; the model saw [UNK] instead
+FLAGS = {
+    "in_mwt": IN_MWT,
+    "shared_piece": SHARED_PIECE,
+    "borrowed": BORROWED,
+    "windowed": WINDOWED,
+    "clipped": CLIPPED,
+    "unknown": UNKNOWN,
+    "no_pieces": NO_PIECES,
+}
+QUALITY_FLAGS = ("borrowed", "clipped", "unknown", "no_pieces")
 
 
 @dataclass
@@ -125,12 +136,13 @@ class Alignment:
                 "piece_first": self.piece_first.astype(np.int32),
                 "piece_last": self.piece_last.astype(np.int32),
                 "n_pieces": (self.piece_last - self.piece_first + 1).astype(np.int32),
-                "in_mwt": (self.flags & IN_MWT) > 0,
-                "shared_piece": (self.flags & SHARED_PIECE) > 0,
-                "borrowed": (self.flags & BORROWED) > 0,
-                "windowed": (self.flags & WINDOWED) > 0,
+                **{name: (self.flags & bit) > 0 for name, bit in FLAGS.items()},
             }
         )
+
+    def counts(self) -> dict[str, int]:
+        """Words carrying each flag that marks a vector of lower quality."""
+        return {name: int(((self.flags & FLAGS[name]) > 0).sum()) for name in QUALITY_FLAGS}
 
 
 def _token_pieces(
@@ -166,11 +178,15 @@ def align(
     max_length: int,
     prefix: list[int],
     suffix: list[int],
+    unknown_id: int | None = None,
+    substitute_id: int = 0,
 ) -> Alignment:
     """Align every word of the store to model pieces, cutting long sentences into windows.
 
     ``sentence_bounds`` holds each sentence's first word row and one past its last;
-    ``prefix`` and ``suffix`` are the special ids around every model input.
+    ``prefix`` and ``suffix`` are the special ids around every model input. Words with
+    a piece ``unknown_id`` are flagged; a sentence the tokenizer gives no piece at all
+    is fed as the one piece ``substitute_id`` (its words flagged, never an error).
 
     Examples
     --------
@@ -208,37 +224,40 @@ def align(
         spans, token_of = layouts[s]
         t_first, t_last, t_shared = _token_pieces(texts[s], encoded["offset_mapping"][s], spans)
         missing = t_first < 0
-        _fill_borrowed(t_first, t_last, len(ids), texts[s], lo)
-        p_first, p_last = t_first[token_of], t_last[token_of]
         in_mwt = np.fromiter((m is not None for m in words.mwt_start[lo:hi]), bool, hi - lo)
-        flags = np.where(t_shared[token_of], SHARED_PIECE, 0)
-        flags |= np.where(in_mwt, IN_MWT, 0) | np.where(missing[token_of], BORROWED, 0)
+        flags = np.zeros(hi - lo, np.int64)
+        flags |= np.where(t_shared[token_of], SHARED_PIECE, 0) | np.where(in_mwt, IN_MWT, 0)
+        if ids:
+            _fill_borrowed(t_first, t_last)
+            flags |= np.where(missing[token_of], BORROWED, 0)
+        else:  # nothing the model could read: it sees one substitute piece instead
+            ids = [substitute_id]
+            t_first[:] = t_last[:] = 0
+            flags |= NO_PIECES
+        p_first, p_last = t_first[token_of], t_last[token_of]
+        if unknown_id is not None and not flags[0] & NO_PIECES:
+            unknown = np.concatenate([[0], np.cumsum(np.asarray(ids) == unknown_id)])
+            flags |= np.where(unknown[p_last + 1] > unknown[p_first], UNKNOWN, 0)
         out.piece_first[lo:hi], out.piece_last[lo:hi] = p_first, p_last
         starts = _window_starts(len(ids), capacity, stride)
         if len(starts) > 1:
             out.n_windowed += 1
             flags |= WINDOWED
-            if (p_last - p_first + 1).max() > capacity:
-                raise ActStoreError(
-                    f"sentence {int(words.sentence_id[lo])}: one word has more pieces than "
-                    f"the model's window ({capacity})"
-                )
-        best = _best_window(starts, p_first, p_last, capacity)
+        best, first, last = _best_window(starts, p_first, p_last, capacity)
+        flags |= np.where((first != p_first) | (last != p_last), CLIPPED, 0)
         base = len(out.segment_ids)
         for w_start in starts:
             out.segment_ids.append(prefix + ids[w_start : w_start + capacity] + suffix)
         out.segment[lo:hi] = base + best
         offset = np.asarray(starts)[best]
-        out.first[lo:hi] = p_first - offset + len(prefix)
-        out.last[lo:hi] = p_last - offset + len(prefix)
+        out.first[lo:hi] = first - offset + len(prefix)
+        out.last[lo:hi] = last - offset + len(prefix)
         out.flags[lo:hi] = flags
     return out
 
 
-def _fill_borrowed(first: np.ndarray, last: np.ndarray, n_pieces: int, text: str, row: int) -> None:
+def _fill_borrowed(first: np.ndarray, last: np.ndarray) -> None:
     """Tokens the tokenizer dropped (control characters, say) take the nearest piece."""
-    if n_pieces == 0:
-        raise ActStoreError(f"the tokenizer gave no pieces for the sentence at row {row}: {text!r}")
     missing = np.flatnonzero(first < 0)
     for t in missing.tolist():
         before = last[:t][last[:t] >= 0]
@@ -256,9 +275,23 @@ def _window_starts(n_pieces: int, capacity: int, stride: int) -> list[int]:
 
 def _best_window(
     starts: list[int], first: np.ndarray, last: np.ndarray, capacity: int
-) -> np.ndarray:
-    """For each word, the window in which it has the most context on its poorer side."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each word, the window in which it has the most context on its poorer side,
+    and the pieces it pools there: all of its own, or, where no window holds them all,
+    those of the window holding most of them (the first such).
+
+    Examples
+    --------
+    >>> best, a, b = _best_window([0, 3], np.array([0, 2, 4]), np.array([0, 5, 4]), 4)
+    >>> best.tolist(), a.tolist(), b.tolist()
+    ([0, 1, 1], [0, 3, 4], [0, 5, 4])
+    """
     s = np.asarray(starts)[:, None]
-    fits = (first[None, :] >= s) & (last[None, :] < s + capacity)
+    lo, hi = np.maximum(first[None, :], s), np.minimum(last[None, :], s + capacity - 1)
+    held = hi - lo + 1
+    fits = held == (last - first + 1)[None, :]
     context = np.minimum(first[None, :] - s, s + capacity - 1 - last[None, :])
-    return np.asarray(np.where(fits, context, -1).argmax(axis=0))
+    best = np.where(fits.any(axis=0), np.where(fits, context, -1).argmax(axis=0),
+                    held.argmax(axis=0))  # fmt: skip
+    words = np.arange(first.size)
+    return best, lo[best, words], hi[best, words]

@@ -11,6 +11,7 @@ corpus. Finally every site is committed (complete once all its chunks are writte
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -172,16 +173,19 @@ def run(
             raise SchemaError(
                 f"{store.path} has no {extractor.table} yet: run `actstore ingest` first"
             )
-        extractor.prepare(store, chosen, device)
-        common = {
-            "extractor": extractor.name,
-            **extractor.provenance(),
-            "dtype": options.dtype,
-            "compute": compute_label(device),
-            "corpus_sha256": corpus_sha256(store),
-            "actstore_version": actstore.__version__,
-        }
-        writers = _declare(store, extractor, chosen, options, common)
+        # what prepare() saves (an alignment, say) commits with the sites or not at all;
+        # shards commit apart, as each one declares the sites the first one made
+        with store.transaction() if count == 1 else contextlib.nullcontext():
+            extractor.prepare(store, chosen, device)
+            common = {
+                "extractor": extractor.name,
+                **extractor.provenance(),
+                "dtype": options.dtype,
+                "compute": compute_label(device),
+                "corpus_sha256": corpus_sha256(store),
+                "actstore_version": actstore.__version__,
+            }
+            writers = _declare(store, extractor, chosen, options, common)
         first = writers[0]
         pending = sorted(set().union(*(w.pending_chunks() for w in writers)))
         mine = shard_chunks(pending, first.n_chunks, index, count)

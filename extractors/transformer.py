@@ -21,7 +21,7 @@ import numpy as np
 import actstore
 from actstore.errors import ParameterError
 from extractors import models
-from extractors.align import Alignment, Words, align
+from extractors.align import QUALITY_FLAGS, Alignment, Words, align
 from extractors.base import Block, Extractor, SiteSpec
 from extractors.driver import ExtractReport, run
 from extractors.runner import Runner
@@ -122,10 +122,15 @@ class TransformerExtractor(Extractor):
         """Align every word to model pieces, store the alignment, move the model."""
         words, bounds = load_words(store)
         prefix, suffix = models.special_ids(self.tokenizer)
-        self.alignment = align(words, bounds, self.tokenizer, self.max_length, prefix, suffix)
+        unknown = getattr(self.tokenizer, "unk_token_id", None)
+        substitute = _pad_id(self.tokenizer) if unknown is None else unknown
+        self.alignment = align(
+            words, bounds, self.tokenizer, self.max_length, prefix, suffix,
+            unknown_id=unknown, substitute_id=substitute,
+        )  # fmt: skip
         # the alignment of this model's latest extraction (cheap: rewritten every run)
         store.write_result(
-            f"align_{self.spec.name.replace('-', '_').replace('.', '_')}",
+            f"align_{_table_name(self.spec.name)}",
             self.alignment.table(words),
             provenance={"extractor": self.name, "model": self.spec.name},
             replace=True,
@@ -175,18 +180,29 @@ class TransformerExtractor(Extractor):
             "align": self.options.align,
             "max_length": self.max_length,
             "n_windowed_sentences": self._aligned().n_windowed,
+            "flagged_words": self._aligned().counts(),
         }
 
     def stats(self) -> dict[str, int]:
-        """Model tokens and sentences that needed windows."""
+        """Model tokens, sentences that needed windows, words of each quality flag."""
         alignment = self._aligned()
-        return {"pieces": alignment.n_pieces, "n_windowed": alignment.n_windowed}
+        return {
+            "pieces": alignment.n_pieces,
+            "n_windowed": alignment.n_windowed,
+            **alignment.counts(),
+        }
 
     def describe(self, stats: Mapping[str, int]) -> tuple[str, str]:
-        """``, P model tokens`` and ``; W sentences needed windows``."""
+        """``, P model tokens`` and ``; W sentences needed windows`` and the flagged words."""
+        flagged = ", ".join(f"{stats[f]:,} {f}" for f in QUALITY_FLAGS if stats.get(f))
         return (
             f", {stats['pieces']:,} model tokens",
-            f"; {stats['n_windowed']} sentences needed windows",
+            f"; {stats['n_windowed']} sentences needed windows"
+            + (
+                f"; words flagged in align_{_table_name(self.spec.name)}: {flagged}"
+                if flagged
+                else ""
+            ),
         )
 
     def _aligned(self) -> Alignment:
@@ -214,6 +230,10 @@ def extract(
     (['minilm/layer.6'], 698, 775)
     """
     return run(store_path, TransformerExtractor(options, loaded=loaded), options)
+
+
+def _table_name(model: str) -> str:
+    return model.replace("-", "_").replace(".", "_")
 
 
 def _pad_id(tokenizer: Any) -> int:

@@ -22,10 +22,11 @@ import pandas as pd
 import actstore
 from actstore.errors import SchemaError
 from actstore.names import natural_key
-from queries.engine import Selection, map_blocks, sentence_bounds
+from queries.engine import Selection, map_blocks
 from queries.options import DynamicsOptions
 from queries.results import Column, TableSchema
 from queries.select import not_null, numeric, token_column
+from queries.sentences import sentence_bounds
 
 DYNAMICS = TableSchema(
     "dynamics",

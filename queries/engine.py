@@ -49,6 +49,7 @@ import actstore
 from actstore.errors import SchemaError, SiteError
 from actstore.sql import quote_ident
 from queries.select import check_columns, where_clause
+from queries.sentences import sentence_spans
 
 T = TypeVar("T")
 
@@ -104,38 +105,6 @@ def broadcast(value: Any) -> Any:
     except (ImportError, ValueError):
         return delayed(value, name=f"shared-{uuid.uuid4().hex}", traverse=False)
     return client.scatter(value, broadcast=True, hash=False)
-
-
-def sentence_spans(sentence: np.ndarray, target_rows: int) -> list[slice]:
-    """Cut rows into runs of whole sentences of at least ``target_rows`` rows (the last
-    may be shorter). ``sentence`` holds each row's sentence id, in row order.
-
-    Examples
-    --------
-    >>> sentence_spans(np.array([0, 0, 1, 1, 1, 2, 3, 3]), 3)
-    [slice(0, 5, None), slice(5, 8, None)]
-    """
-    starts = np.flatnonzero(np.diff(sentence)) + 1
-    spans: list[slice] = []
-    lo = 0
-    for cut in starts.tolist():
-        if cut - lo >= target_rows:
-            spans.append(slice(lo, cut))
-            lo = cut
-    if lo < sentence.size:
-        spans.append(slice(lo, sentence.size))
-    return spans
-
-
-def sentence_bounds(sentence: np.ndarray) -> np.ndarray:
-    """Start offsets of each sentence's run of rows, plus the end.
-
-    Examples
-    --------
-    >>> sentence_bounds(np.array([4, 4, 7, 9, 9]))
-    array([0, 2, 3, 5])
-    """
-    return np.concatenate([[0], np.flatnonzero(np.diff(sentence)) + 1, [sentence.size]])
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,10 +26,11 @@ import pandas as pd
 import actstore
 from actstore import sql
 from actstore.errors import SchemaError
-from queries.engine import Selection, map_blocks, sentence_bounds
+from queries.engine import Selection, map_blocks
 from queries.options import MeasuresOptions
 from queries.results import Column, TableSchema, TidyResult, provenance
 from queries.select import token_column, where_clause
+from queries.sentences import sentence_bounds
 
 CONVENTIONS = ("torch", "cho")
 

@@ -32,11 +32,12 @@ from sklearn.metrics import f1_score
 import actstore
 from actstore.devices import resolve_device
 from actstore.errors import ParameterError, SchemaError
-from queries.engine import Selection, map_blocks, map_reduce, read_block, sentence_bounds
+from queries.engine import Selection, map_blocks, map_reduce, read_block
 from queries.linear import Batches, Schedule, logits, train_softmax
 from queries.options import ProbeOptions
 from queries.results import Column, TableSchema
 from queries.select import categorical_codes
+from queries.sentences import sentence_bounds
 
 NA = "N/A"
 POOL_ROWS = 32768

@@ -152,8 +152,10 @@ def test_provenance_and_different_model_refused(ewt_small: Path, tmp_path: Path)
     )
     assert (prov["align"], prov["dtype"], prov["hidden_state"]) == ("mean", "float16", 6)
     assert len(prov["corpus_sha256"]) == 64 and prov["n_windowed_sentences"] == 0
+    before = (store_path / "manifest.json").read_bytes()
     with pytest.raises(actstore.SiteError, match="already exists with different provenance"):
         extract(store_path, minilm_options(sites="layer.6", align="first"))
+    assert (store_path / "manifest.json").read_bytes() == before  # its alignment too
     extract(store_path, minilm_options(sites="layer.6", align="first", overwrite=True))
     with actstore.open(store_path) as store:
         assert store.sites["minilm/layer.6"].provenance["align"] == "first"
@@ -299,3 +301,81 @@ def test_cuda_extraction_matches_cpu(extracted: Path, template: Path, tmp_path: 
             a, b = gpu.acts(name).values, cpu.acts(name).values
             cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
             assert cosine.min() > 0.98, name
+
+
+def _conllu_sentence(sent_id: str, forms: list[str]) -> str:
+    lines = [f"# sent_id = {sent_id}", f"# text = {' '.join(forms)}"]
+    for i, form in enumerate(forms, 1):
+        head, deprel = (0, "root") if i == 1 else (1, "dep")
+        lines.append(f"{i}\t{form}\t{form}\tX\t_\t_\t{head}\t{deprel}\t_\t_")
+    return "\n".join(lines) + "\n\n"
+
+
+def test_odd_words_are_flagged_not_fatal(
+    ewt_dev: Path, tmp_path: Path, minilm: tuple[object, object]
+) -> None:
+    """A sentence the tokenizer reads as nothing, a word of more pieces than the model's
+    window, an [UNK] word and a dropped character extract (through the CLI); each word is
+    flagged in align_minilm and the count is reported."""
+    from tests.conftest import first_sentences
+
+    tokenizer, model = minilm
+    blob = "x" * 60  # 30 WordPiece pieces: more than the 14-piece window of --max-length 16
+    odd = [
+        ["Hello", "\u200b", "world", "."],  # the zero-width space gives no piece: borrowed
+        ["\u200b", "\u2060"],  # the whole sentence gives no piece: the model sees [UNK]
+        ["I", "saw", "\U0001f99c", "today"],  # a parrot emoji: [UNK]
+        ["see", blob, "now"],  # windowed, and the blob is clipped to one window
+    ]
+    corpus = tmp_path / "odd.conllu"
+    corpus.write_text(
+        first_sentences(ewt_dev, 5)
+        + "".join(_conllu_sentence(f"odd-{i}", forms) for i, forms in enumerate(odd)),
+        encoding="utf-8",
+    )
+    store_path = tmp_path / "odd.actstore"
+    cli = [sys.executable, "-m", "actstore.cli"]
+    ingest = subprocess.run([*cli, "ingest", str(corpus), "--store", str(store_path)], check=False)
+    assert ingest.returncode == 0
+    proc = subprocess.run(
+        [*cli, "extract", str(store_path), "--sites", "layer.6", "--max-length", "16"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "1 borrowed, 1 clipped, 1 unknown, 2 no_pieces" in proc.stdout, proc.stdout
+    with actstore.open(store_path) as store:
+        flags = store.sql(
+            "SELECT t.form, a.borrowed, a.clipped, a.unknown, a.no_pieces, a.windowed "
+            "FROM align_minilm a JOIN tokens t USING (row) WHERE t.sentence_id >= 5 ORDER BY row"
+        )
+        acts = store.acts("minilm/layer.6", store.rows("sentence_id >= 5")).values
+    marked = {
+        "\u200b": ("borrowed",), "\u2060": ("no_pieces",), "\U0001f99c": ("unknown",),
+    }  # fmt: skip
+    for record in flags.to_dict("records")[:-3]:  # the long sentence's words
+        form = record.pop("form")
+        expected = marked.get(form, ())
+        if form == "\u200b" and record["no_pieces"]:
+            expected = ("no_pieces",)  # the first word of the sentence of nothing
+        assert {k for k, v in record.items() if v} == set(expected), form
+    assert np.isfinite(acts).all()
+
+    def layer6(ids: list[int]) -> np.ndarray:
+        cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id  # type: ignore[attr-defined]
+        with torch.inference_mode():
+            out = model(torch.tensor([[cls, *ids, sep]]), output_hidden_states=True)  # type: ignore[operator]
+        return np.asarray(out.hidden_states[6][0].numpy())
+
+    rows = {form: i for i, form in enumerate(flags["form"]) if form != "\u200b"}
+    # the sentence of nothing: both words get [UNK]'s vector in [CLS] [UNK] [SEP]
+    np.testing.assert_allclose(acts[rows["\u2060"]], layer6([tokenizer.unk_token_id])[1],  # type: ignore[attr-defined]
+                               rtol=2e-3, atol=2e-3)  # fmt: skip
+    # windows of 14 pieces start at 0, 7, 14 and 18 (flush with the end of the 32 pieces);
+    # the blob (pieces 1..30) is held 13, 14, 14 and 13 times: it pools window 7, all of it
+    ids = tokenizer(f"see {blob} now", add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    assert len(ids) == 32
+    assert flags.iloc[-3:][["windowed", "clipped"]].values.tolist() == [
+        [True, False], [True, True], [True, False]
+    ]  # fmt: skip
+    np.testing.assert_allclose(acts[rows[blob]], layer6(ids[7:21])[1:15].mean(axis=0),
+                               rtol=2e-3, atol=2e-3)  # fmt: skip
