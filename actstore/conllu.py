@@ -96,7 +96,6 @@ class _Reader:
         self.out = ParsedConllu(path=path)
         self.path = path
         self.block_words = block_words
-        self.ready: list[ParsedConllu] = []  # full blocks of whole sentences
         self._reset()
 
     def _reset(self) -> None:
@@ -243,13 +242,14 @@ class _Reader:
         out.sent_empty.append(self.empty)
         self._reset()
 
-    def feed(self, lines: list[str], first_lineno: int) -> None:
-        """Read ``lines`` (no line ends), the first being line ``first_lineno``."""
+    def feed(self, lines: list[str], first_lineno: int) -> Iterator[ParsedConllu]:
+        """Read ``lines`` (no line ends), the first being line ``first_lineno``; yield each
+        block of ``block_words`` words as soon as its last sentence ends."""
         for lineno, line in enumerate(lines, first_lineno):
             if not line:
                 self.end_sentence(lineno)
                 if self.block_words is not None and len(self.out.form) >= self.block_words:
-                    self.take()
+                    yield self.take()
                 continue
             if line[0] == "#":
                 self.comment(lineno, line)
@@ -271,11 +271,11 @@ class _Reader:
                     lineno, f"malformed ID {ident!r}: expected an integer, 'a-b' or 'a.b'"
                 )
 
-    def take(self) -> None:
-        """Move the sentences read so far (with their tree depths) to :attr:`ready`."""
+    def take(self) -> ParsedConllu:
+        """The sentences read so far, with their tree depths; the next start afresh."""
         out, self.out = self.out, ParsedConllu(path=self.path)
         out.depth = tree_depths(out)
-        self.ready.append(out)
+        return out
 
 
 def tree_depths(out: ParsedConllu) -> np.ndarray:
@@ -389,16 +389,14 @@ class ConlluFile:
                 lines = self._decode(whole, lineno).split("\n")
                 if whole.endswith(b"\n"):
                     lines.pop()  # the nothing after the last line end
-                reader.feed(lines, lineno)
+                yield from map(self._count, reader.feed(lines, lineno))
                 lineno += len(lines)
-                yield from self._counted(reader)
         reader.end_sentence(lineno)
-        if reader.out.sent_first:
-            reader.take()
         self.sha256 = digest.hexdigest()
         if self.expected is not None and self.sha256 != self.expected:
             raise CorpusError(name, None, "the file changed while it was being read; ingest again")
-        yield from self._counted(reader)
+        if reader.out.sent_first:
+            yield self._count(reader.take())
         if not self.n_sentences:
             raise CorpusError(name, None, "no sentences found (empty file?)")
 
@@ -417,14 +415,12 @@ class ConlluFile:
             text = "\n".join(line.rstrip("\r") for line in text.split("\n"))
         return text
 
-    def _counted(self, reader: _Reader) -> Iterator[ParsedConllu]:
-        while reader.ready:
-            block = reader.ready.pop(0)
-            self.n_sentences += block.n_sentences
-            self.n_words += block.n_words
-            self.n_multiword += block.n_multiword
-            self.n_empty_nodes += block.n_empty_nodes
-            yield block
+    def _count(self, block: ParsedConllu) -> ParsedConllu:
+        self.n_sentences += block.n_sentences
+        self.n_words += block.n_words
+        self.n_multiword += block.n_multiword
+        self.n_empty_nodes += block.n_empty_nodes
+        return block
 
 
 def read_conllu(path: str | Path) -> ParsedConllu:

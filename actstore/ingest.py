@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from actstore.conllu import ConlluFile, ParsedConllu, file_sha256
+from actstore.conllu import BLOCK_WORDS, ConlluFile, ParsedConllu, file_sha256
 from actstore.errors import CorpusError
 from actstore.manifest import SourceInfo, now_utc
 from actstore.store import Store
@@ -167,6 +167,7 @@ def ingest_conllu(
     corpus: str | None = None,
     lang: str | None = None,
     split: str | None = None,
+    block_words: int = BLOCK_WORDS,
 ) -> list[dict[str, Any]]:
     """Append CoNLL-U files to the store's ``tokens`` and ``sentences`` tables.
 
@@ -179,6 +180,9 @@ def ingest_conllu(
     corpus, lang, split
         Labels for every file; by default read from UD file names
         (``en_ewt-ud-dev.conllu`` -> corpus ``en_ewt``, lang ``en``, split ``dev``).
+    block_words
+        Words read before a block of whole sentences is written as one Parquet part;
+        memory is bounded by a block.
 
     Returns
     -------
@@ -206,7 +210,11 @@ def ingest_conllu(
         digests.append(digest)
     with store.transaction():
         return [
-            vars(_append(store, ConlluFile(p, sha256=d), corpus, lang, split))
+            vars(
+                _append(
+                    store, ConlluFile(p, block_words=block_words, sha256=d), corpus, lang, split
+                )
+            )
             for p, d in zip(paths, digests, strict=True)
         ]
 
