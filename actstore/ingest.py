@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from actstore.conllu import BLOCK_WORDS, ConlluFile, ParsedConllu, file_sha256
+from actstore.conllu import ParsedConllu
+from actstore.conllu_files import BLOCK_WORDS, ConlluFile, file_sha256
 from actstore.errors import CorpusError
 from actstore.manifest import SourceInfo, now_utc
 from actstore.store import Store
