@@ -30,7 +30,7 @@ PEAK = """
 import sys, pathlib
 sys.path.insert(0, {bench!r})
 from timing import peak_rss_mib
-import actstore
+import actstore, actstore.ingest  # what ingest imports (actstore alone is lazy)
 if sys.argv[1] != "-":
     with actstore.create(sys.argv[2]) as store:
         actstore.ingest_conllu(store, [sys.argv[1]])
