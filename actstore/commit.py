@@ -115,24 +115,17 @@ def remove_added(root: Path, before: Manifest, after: Manifest) -> None:
     uncommitted manifest) names and ``before`` (the committed one) does not, and the
     folders this leaves empty. Best effort: what an OS error leaves is removed by
     :func:`remove_uncommitted` when the store is next opened for writing."""
-    files = named_files(after) - named_files(before)
-    kept = {s.path for s in before.sites.values()}
-    arrays = {s.path for s in after.sites.values()} - kept
+    files = [root / rel for rel in sorted(named_files(after) - named_files(before))]
+    added = sorted({s.path for s in after.sites.values()} - {s.path for s in before.sites.values()})
+    folders = [root / rel for rel in added]
+    folders += [root / PROGRESS_DIR / rel.partition("/")[2] for rel in added]
     try:
-        for rel in sorted(files):
-            path = root / rel
+        for path in files + folders:
             if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
+                shutil.rmtree(path)  # a matrix result, a site's array or its progress
+            elif path in files:
                 path.unlink(missing_ok=True)
-        for rel in sorted(arrays):
-            name = rel.partition("/")[2]
-            for folder in (root / rel, root / PROGRESS_DIR / name):
-                if folder.is_dir() and not folder.is_symlink():
-                    shutil.rmtree(folder)
-                    prune_empty(folder.parent, root)
-        for rel in sorted(files | arrays):
-            prune_empty((root / rel).parent, root)
+            prune_empty(path.parent, root)
     except OSError:
         pass
 

@@ -62,7 +62,7 @@ class ParsedConllu:
     sent_empty: list[int] = field(default_factory=list)
     n_multiword: int = 0
     n_empty_nodes: int = 0
-    # derived by check_trees
+    # derived by tree_depths
     depth: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
     @property
@@ -85,7 +85,7 @@ def _space_after(misc: str) -> bool:
 class LineReader:
     """Line-by-line state machine; one instance reads one file."""
 
-    def __init__(self, path: str, block_words: int | None) -> None:
+    def __init__(self, path: str, block_words: int) -> None:
         self.out = ParsedConllu(path=path)
         self.path = path
         self.block_words = block_words
@@ -241,7 +241,7 @@ class LineReader:
         for lineno, line in enumerate(lines, first_lineno):
             if not line:
                 self.end_sentence(lineno)
-                if self.block_words is not None and len(self.out.form) >= self.block_words:
+                if len(self.out.form) >= self.block_words:
                     yield self.take()
                 continue
             if line[0] == "#":

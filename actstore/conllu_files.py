@@ -50,11 +50,10 @@ class ConlluFile:
     """One CoNLL-U file, parsed and validated as it is read.
 
     Iterating yields :class:`ParsedConllu` blocks of whole sentences, each of at least
-    ``block_words`` words (the last may hold fewer; ``None``: the whole file in one
-    block). Memory is bounded by a block, whatever the file's size. Once iteration
-    ends, ``sha256`` and the counts describe the whole file; an error is raised
-    instead if the file held no sentence or if its bytes differ from ``sha256``
-    given in advance (the file changed while it was read).
+    ``block_words`` words (the last may hold fewer). Memory is bounded by a block,
+    whatever the file's size. Once iteration ends, ``sha256`` and the counts describe
+    the whole file; an error is raised instead if the file held no sentence or if its
+    bytes differ from ``sha256`` given in advance (the file changed while it was read).
 
     Examples
     --------
@@ -67,7 +66,7 @@ class ConlluFile:
     """
 
     def __init__(
-        self, path: str | Path, *, block_words: int | None = BLOCK_WORDS, sha256: str | None = None
+        self, path: str | Path, *, block_words: int = BLOCK_WORDS, sha256: str | None = None
     ) -> None:
         self.path = str(path)
         self.block_words = block_words
@@ -129,17 +128,3 @@ class ConlluFile:
         self.n_multiword += block.n_multiword
         self.n_empty_nodes += block.n_empty_nodes
         return block
-
-
-def read_conllu(path: str | Path) -> ParsedConllu:
-    """Parse and validate one whole CoNLL-U file (in one block; see :class:`ConlluFile`).
-
-    Examples
-    --------
-    >>> from actstore.data import corpus_path
-    >>> parsed = read_conllu(corpus_path("en_ewt", "dev"))
-    >>> parsed.n_sentences, parsed.n_words
-    (2001, 25147)
-    """
-    (block,) = ConlluFile(path, block_words=None)
-    return block

@@ -227,15 +227,16 @@ def align(
         in_mwt = np.fromiter((m is not None for m in words.mwt_start[lo:hi]), bool, hi - lo)
         flags = np.zeros(hi - lo, np.int64)
         flags |= np.where(t_shared[token_of], SHARED_PIECE, 0) | np.where(in_mwt, IN_MWT, 0)
-        if ids:
-            _fill_borrowed(t_first, t_last)
-            flags |= np.where(missing[token_of], BORROWED, 0)
-        else:  # nothing the model could read: it sees one substitute piece instead
+        substituted = not ids
+        if substituted:  # nothing the model could read: it sees one substitute piece instead
             ids = [substitute_id]
             t_first[:] = t_last[:] = 0
             flags |= NO_PIECES
+        else:
+            _fill_borrowed(t_first, t_last)
+            flags |= np.where(missing[token_of], BORROWED, 0)
         p_first, p_last = t_first[token_of], t_last[token_of]
-        if unknown_id is not None and not flags[0] & NO_PIECES:
+        if unknown_id is not None and not substituted:
             unknown = np.concatenate([[0], np.cumsum(np.asarray(ids) == unknown_id)])
             flags |= np.where(unknown[p_last + 1] > unknown[p_first], UNKNOWN, 0)
         out.piece_first[lo:hi], out.piece_last[lo:hi] = p_first, p_last

@@ -107,6 +107,11 @@ class TransformerExtractor(Extractor):
         self.alignment: Alignment | None = None
         self._layers: list[int] = []
 
+    @property
+    def align_table(self) -> str:
+        """The results table holding this model's word alignment: ``align_<model>``."""
+        return "align_" + self.spec.name.replace("-", "_").replace(".", "_")
+
     def _hash_weights(self) -> None:
         self._hashes = models.sha256_files(self.spec.weight_files)
 
@@ -130,7 +135,7 @@ class TransformerExtractor(Extractor):
         )  # fmt: skip
         # the alignment of this model's latest extraction (cheap: rewritten every run)
         store.write_result(
-            f"align_{_table_name(self.spec.name)}",
+            self.align_table,
             self.alignment.table(words),
             provenance={"extractor": self.name, "model": self.spec.name},
             replace=True,
@@ -198,11 +203,7 @@ class TransformerExtractor(Extractor):
         return (
             f", {stats['pieces']:,} model tokens",
             f"; {stats['n_windowed']} sentences needed windows"
-            + (
-                f"; words flagged in align_{_table_name(self.spec.name)}: {flagged}"
-                if flagged
-                else ""
-            ),
+            + (f"; words flagged in {self.align_table}: {flagged}" if flagged else ""),
         )
 
     def _aligned(self) -> Alignment:
@@ -230,10 +231,6 @@ def extract(
     (['minilm/layer.6'], 698, 775)
     """
     return run(store_path, TransformerExtractor(options, loaded=loaded), options)
-
-
-def _table_name(model: str) -> str:
-    return model.replace("-", "_").replace(".", "_")
 
 
 def _pad_id(tokenizer: Any) -> int:
