@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from actstore.commit import RESULTS_DIR, Ledger
-from actstore.errors import SchemaError
+from actstore.errors import ParameterError, SchemaError
 from actstore.manifest import Part, ResultKind, ResultRecord, now_utc
 from actstore.names import check_table_name
 from actstore.tables import as_arrow, write_parquet
@@ -255,3 +255,13 @@ def read_matrix(root: Path, name: str, record: ResultRecord) -> MatrixResult:
         name=name,
     )
     return MatrixResult(name, values, rows, columns, copy.deepcopy(record.provenance))
+
+
+def delete(ledger: Ledger, name: str) -> None:
+    """Remove result ``name`` from the manifest; its files go at the next exclusive open."""
+    ledger.require_writable()
+    if name not in ledger.manifest.results:
+        listed = ", ".join(sorted(ledger.manifest.results)) or "none"
+        raise ParameterError("name", f"{name!r} is not a result; results: {listed}")
+    with ledger.update() as manifest:
+        del manifest.results[name]

@@ -25,6 +25,7 @@ from actstore.names import check_site_name
 if TYPE_CHECKING:  # zarr, dask and xarray load only when a site is written or read
     import xarray as xr
 
+    from actstore.reader import SiteReader
     from actstore.writer import SiteWriter
 
 
@@ -184,6 +185,26 @@ def delete(ledger: Ledger, name: str) -> None:
         del manifest.sites[name]
 
 
+def reader(ledger: Ledger, name: str, dtype: str | None) -> SiteReader:
+    """The row reader of a complete site, converting to ``dtype`` (None: its read dtype)."""
+    from actstore.reader import SiteReader, read_dtype
+
+    record = record_of(ledger, name)
+    if record.status != "complete":
+        raise SiteError(
+            f"site {name} is incomplete ({record.done_chunks}/{record.n_chunks} chunks "
+            "written); rerun its extraction to resume"
+        )
+    if dtype is not None:
+        try:
+            read_dtype(record.dtype, dtype)
+        except TypeError:
+            raise ParameterError(
+                "dtype", f"must be a numpy dtype such as 'float32', got {dtype!r}"
+            ) from None
+    return SiteReader(ledger.root / record.path, name, record, dtype)
+
+
 def view(
     ledger: Ledger,
     name: str,
@@ -195,28 +216,22 @@ def view(
 
     from actstore import arrays
 
-    record = record_of(ledger, name)
-    if record.status != "complete":
-        raise SiteError(
-            f"site {name} is incomplete ({record.done_chunks}/{record.n_chunks} chunks "
-            "written); rerun its extraction to resume"
-        )
+    site_reader = reader(ledger, name, dtype)
     if rows is None:
-        selected, contiguous = np.arange(record.n_rows, dtype=np.int64), True
+        selected = np.arange(site_reader.n_rows, dtype=np.int64)
     else:
         selected = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows)
-        selected = check_rows(selected, name, record.n_rows)
-        contiguous = selected.size == 0 or int(selected[-1] - selected[0]) + 1 == selected.size
-    reader = arrays.RowReader(ledger.root / record.path, name, record, dtype)
-    data = arrays.lazy_rows(
-        reader, record.n_units, record.chunk_rows, selected, contiguous=contiguous
-    )
+        selected = check_rows(selected, name, site_reader.n_rows)
     return xr.DataArray(
-        data,
+        arrays.lazy_rows(site_reader, selected),
         dims=("row", "unit"),
-        coords={"row": selected, "unit": np.arange(record.n_units)},
+        coords={"row": selected, "unit": np.arange(site_reader.n_units)},
         name=name,
-        attrs={"site": name, "table": record.table, "stored_dtype": record.dtype},
+        attrs={
+            "site": name,
+            "table": record_of(ledger, name).table,
+            "stored_dtype": site_reader.dtype,
+        },
     )
 
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from actstore import results, sites, tables
 from actstore.commit import Ledger, remove_uncommitted
-from actstore.errors import ParameterError, SchemaError
+from actstore.errors import SchemaError
 from actstore.lock import WriterLock
 from actstore.manifest import Manifest, SourceInfo
 from actstore.names import Params, quote_ident
@@ -32,6 +32,7 @@ from actstore.sites import SiteInfo
 if TYPE_CHECKING:  # xarray, dask and zarr load when a site is first read or written
     import xarray as xr
 
+    from actstore.reader import SiteReader
     from actstore.writer import SiteWriter
 
 __all__ = ["SiteInfo", "SourceInfo", "Store", "TableInfo"]
@@ -157,11 +158,9 @@ class Store:
     # -- reading -----------------------------------------------------------------------
     def _views(self) -> dict[str, list[str]]:
         m = self._ledger.manifest
-        views = {n: [p.path for p in t.parts] for n, t in m.tables.items()}
-        views.update(
-            {n: [p.path for p in r.parts] for n, r in m.results.items() if r.kind == "table"}
-        )
-        return views
+        parts = {n: t.parts for n, t in m.tables.items()}
+        parts.update({n: r.parts for n, r in m.results.items() if r.kind == "table"})
+        return {name: [p.path for p in listed] for name, listed in parts.items()}
 
     def sql(
         self,
@@ -217,10 +216,23 @@ class Store:
         >>> store.columns(["sentence_id", "upos"]).num_rows
         698
         """
+        return tables.read_columns(self.path, self._table(table), table, names)
+
+    def column_names(self, table: str = "tokens") -> list[str]:
+        """The columns of ``table`` (a corpus table or a table result), without SQL.
+
+        Examples
+        --------
+        >>> store.column_names()[:4]
+        ['row', 'sentence_id', 'position', 'form']
+        """
+        return tables.column_names(self.path, self._table(table))
+
+    def _table(self, table: str) -> Any:
         record = self._ledger.manifest.table_like(table)
         if record is None:
             raise SchemaError(f"no table {table!r}; tables: {sorted(self.tables)}")
-        return tables.read_columns(self.path, record, table, names)
+        return record
 
     def acts(
         self,
@@ -243,6 +255,16 @@ class Store:
         (16, (16,))
         """
         return sites.view(self._ledger, site, rows, dtype)
+
+    def site_reader(self, site: str, *, dtype: str | None = "float32") -> SiteReader:
+        """The row reader behind :meth:`acts`, for code that runs its own tasks (the engine).
+
+        Examples
+        --------
+        >>> store.site_reader("toy/layer.0").take(np.array([1, 2, 9])).shape
+        (3, 16)
+        """
+        return sites.reader(self._ledger, site, dtype)
 
     def matrix(self, name: str) -> MatrixResult:
         """The matrix result ``name`` (lazy values with row and column labels)."""
@@ -331,14 +353,7 @@ class Store:
 
     def delete_result(self, name: str) -> None:
         """Remove result ``name`` from the manifest; its files go at the next exclusive open."""
-        self._ledger.require_writable()
-        if name not in self._ledger.manifest.results:
-            raise ParameterError(
-                "name",
-                f"{name!r} is not a result; results: {_names(self.results)}",
-            )
-        with self._ledger.update() as manifest:
-            del manifest.results[name]
+        results.delete(self._ledger, name)
 
     def create_site(
         self,
@@ -356,12 +371,11 @@ class Store:
 
         A site already declared with the same table, shape, dtype and provenance is
         resumed: its writer skips the chunks already written. A different declaration
-        under the same name is refused unless ``overwrite`` is true, which deletes the
-        old site first. ``name`` is ``<model>/<component>``; ``table`` the row table
-        the site is aligned to; ``dtype`` float16 (default), float32 or bfloat16;
-        ``chunk_rows`` defaults to chunks of about 8 MiB; ``codec`` is ``"none"``
-        (activations barely compress) or ``"zstd"``; ``provenance`` a JSON-ready
-        description of how the values were made.
+        under the same name is refused unless ``overwrite`` (which deletes the old
+        site first). ``name`` is ``<model>/<component>``; ``table`` the row table the
+        site is aligned to; ``dtype`` float16 (default), float32 or bfloat16;
+        ``chunk_rows`` defaults to chunks of about 8 MiB; ``codec`` ``"none"`` (activations
+        barely compress) or ``"zstd"``; ``provenance`` says how the values were made.
         """
         return sites.declare(
             self._ledger, name, table=table, n_units=n_units, dtype=dtype,

@@ -62,6 +62,14 @@ def append_part(root: Path, manifest: Manifest, name: str, table: pa.Table) -> N
     record.n_rows += table.num_rows
 
 
+def column_names(root: Path, record: TableRecord | ResultRecord) -> list[str]:
+    """The columns of a table (the union of its parts', in order), from Parquet footers."""
+    names: dict[str, None] = {}
+    for part in record.parts:
+        names.update(dict.fromkeys(pq.read_schema(root / part.path).names))
+    return list(names)
+
+
 def read_columns(
     root: Path, record: TableRecord | ResultRecord, table: str, names: Sequence[str]
 ) -> pa.Table:

@@ -25,10 +25,11 @@ import numpy as np
 import zarr
 
 from actstore import chunks
-from actstore.arrays import STORAGE_DTYPES, to_bfloat16_bits
+from actstore.arrays import to_bfloat16_bits
 from actstore.commit import PROGRESS_DIR, prune_empty
 from actstore.errors import SiteError
 from actstore.manifest import SiteRecord
+from actstore.reader import STORAGE_DTYPES
 
 # (site name, chunks done) -> whether the site is now complete
 Publish = Callable[[str, set[int]], bool]

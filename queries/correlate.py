@@ -10,32 +10,39 @@ and co-deviation (computed in float32 on centred sub-blocks, see
 :func:`queries.moments.value_moments`),
 merged with Chan et al.'s pairwise update in float64.
 
-Spearman is Pearson on ranks, and a unit's ranks need all its values, so per-chunk
+Spearman is Pearson on ranks, and a unit's ranks need all its values, so per-block
 ranks would be wrong. Sites are stored in 16 bits (float16 or bfloat16), so a unit
-takes at most 65,536 distinct values: a first pass counts, per unit, how often each
-16-bit pattern occurs; the counts give every value's exact mid-rank (ties averaged,
--0 equal to +0); a second pass replaces values by those ranks and runs the Pearson
-pass. Memory is units x 65,536 counts, independent of the number of rows. float32
-sites are ranked by sorting groups of units that fit a memory budget.
+takes at most 65,536 distinct values: one pass counts, per unit, how often each 16-bit
+pattern occurs and sums the covariate's centred ranks over the rows where it occurs
+(:mod:`queries.kernels`). The counts give every value's exact mid-rank (ties averaged,
+-0 equal to +0), and the rank covariance is the sum over patterns of (mid-rank -
+centre) times those summed ranks: no second pass. The pass is split by units, not by
+rows: each task reads every selected row and tabulates its own units, with
+units x 65,536 tables bounded by a memory budget and independent of the number of
+rows. Counts and half-integer rank sums are exact (below 90 million rows), so the
+result does not depend on the split. float32 sites are ranked by sorting groups of
+units that fit a memory budget.
 
-Every pass runs on the query engine (``queries.engine``): per-block partial results
-merged by a fixed tree, with block kernels that do not depend on the thread count
-(``queries.moments``), so the numbers are the same bit for bit on the threaded or
-process scheduler or a ``dask.distributed`` client.
+Both passes run on the query engine (``queries.engine``) with block kernels that do
+not depend on the thread count, so the numbers are the same bit for bit on the
+threaded or process scheduler or a ``dask.distributed`` client.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from dask.delayed import delayed
 from scipy import stats
 
 import actstore
 from actstore.errors import SchemaError
 from actstore.names import natural_key
-from queries.engine import Selection, map_reduce
+from actstore.reader import SiteReader
+from queries import kernels
+from queries.engine import Selection, broadcast, compute, map_reduce, n_workers
 from queries.moments import (
-    Moments,
+    PIECE_BYTES,
     block_moments,
     merge_moments,
     pearson_from_moments,
@@ -44,8 +51,8 @@ from queries.moments import (
 from queries.results import Column, TableSchema
 from queries.select import not_null, numeric, token_column
 
-RANK_BUDGET_BYTES = 256 << 20
-_BINS = 1 << 16
+RANK_BUDGET_BYTES = 512 << 20  # the rank tables of the tasks that run at once
+SUPER_ROWS = 1 << 16  # rows of keys tabulated per visit of a unit's table
 
 CORRELATIONS = TableSchema(
     "correlate",
@@ -80,42 +87,6 @@ def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     out[order] = np.minimum(adjusted, 1.0)
     q[ok] = out
     return q
-
-
-def _order_keys(bits: np.ndarray) -> np.ndarray:
-    """16-bit float patterns -> integers in the order of their values (-0 equals +0)."""
-    bits = np.where(bits == 0x8000, 0, bits).astype(np.int64)
-    return np.where(bits & 0x8000, 0xFFFF - bits, bits | 0x8000)
-
-
-def _bits16(block: np.ndarray) -> np.ndarray:
-    if block.dtype == np.float16:
-        return block.view(np.uint16)
-    return (np.ascontiguousarray(block, np.float32).view(np.uint32) >> 16).astype(np.uint16)
-
-
-def _histogram(block: np.ndarray) -> np.ndarray:
-    """Per unit, how often each 16-bit key occurs in the block (int32: < 2**31 rows)."""
-    keys = np.ascontiguousarray(_order_keys(_bits16(block)).T)
-    out = np.empty((keys.shape[0], _BINS), np.int32)
-    for u, column in enumerate(keys):
-        out[u] = np.bincount(column, minlength=_BINS)
-    return out
-
-
-def _rank_table(counts: np.ndarray) -> np.ndarray:
-    """Mid-rank (1-based, ties averaged) of every 16-bit key, per unit."""
-    before = np.cumsum(counts, axis=1) - counts
-    return np.asarray(before + (counts + 1) / 2.0)
-
-
-def _ranked_moments(block: np.ndarray, y_rank: np.ndarray, table: np.ndarray) -> Moments:
-    """Moments of (rank of x, rank of y); one unit at a time so its table stays in cache."""
-    keys = np.ascontiguousarray(_order_keys(_bits16(block)).T)
-    ranks = np.empty(keys.shape[::-1], np.float64)
-    for u, column in enumerate(keys):
-        ranks[:, u] = table[u, column]
-    return block_moments(ranks, y_rank)
 
 
 def unit_correlations(
@@ -157,7 +128,9 @@ def unit_correlations(
     y = numeric(selection.values([covariate]).column(covariate), covariate)
     if y.size < 3:
         raise SchemaError(f"only {y.size} tokens selected; correlations need at least 3")
-    moments = map_reduce(value_moments, merge_moments, selection, per_row={"y": y}, dtype=None)
+    moments = map_reduce(
+        value_moments, merge_moments, selection, per_row={"y": y}, stream=PIECE_BYTES
+    )
     r, p = pearson_from_moments(moments)
     results = [("pearson", r, p)]
     if spearman:
@@ -187,38 +160,73 @@ def unit_correlations(
 
 
 def _spearman(selection: Selection, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Spearman per unit, by groups of units whose rank tables fit the budget."""
+    """Exact Spearman per unit: tables of 16-bit patterns, or sorting for float32 sites."""
     y_rank = stats.rankdata(y)
     info = selection.store.site(selection.sites[0])
-    sixteen_bit = info.dtype in ("float16", "bfloat16")
-    per_unit = _BINS * 8 if sixteen_bit else len(y) * 8
-    group = max(1, RANK_BUDGET_BYTES // per_unit)
+    n, centre = float(len(y)), (len(y) + 1) / 2
+    syy = float(((y_rank - centre) ** 2).sum())
+    if info.dtype in ("float16", "bfloat16"):
+        sxx, sxy = _rank_pass(selection, y_rank - centre, centre)
+        means = np.full(info.n_units, centre)
+        return pearson_from_moments((n, means, centre, sxx, syy, sxy))
+    group = max(1, RANK_BUDGET_BYTES // (len(y) * 8))
     rho, p = np.empty(info.n_units), np.empty(info.n_units)
-    for u in range(0, info.n_units, group):
+    for u in range(0, info.n_units, group):  # float32: sort the group's columns in memory
         units = slice(u, u + group)
-        if sixteen_bit:
-            moments = _ranked_pass(selection, y_rank, units)
-        else:  # float32: sort the group's columns in memory
-            ranks = stats.rankdata(selection.acts().isel(unit=units).values, axis=0)
-            moments = block_moments(ranks, y_rank)
-        rho[units], p[units] = pearson_from_moments(moments)
+        ranks = stats.rankdata(selection.acts().isel(unit=units).values, axis=0)
+        rho[units], p[units] = pearson_from_moments(block_moments(ranks, y_rank))
     return rho, p
 
 
-def _ranked_pass(selection: Selection, y_rank: np.ndarray, units: slice) -> Moments:
-    """Pass 1: value counts per unit; pass 2: Pearson moments of (rank x, rank y)."""
-    counts = map_reduce(_histogram, np.add, selection, dtype=None, units=units)
-    table = _rank_table(counts)  # units x 65,536: shared, never hashed or copied per block
-    moments: Moments = map_reduce(
-        _ranked_moments,
-        merge_moments,
-        selection,
-        per_row={"y_rank": y_rank},
-        shared={"table": table},
-        dtype=None,
-        units=units,
-    )
-    return moments
+def _rank_pass(
+    selection: Selection, weight: np.ndarray, centre: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit, the rank sums of squares and co-deviations, tabulated by unit groups
+    sized so the tables of the tasks running at once fit :data:`RANK_BUDGET_BYTES`."""
+    info = selection.store.site(selection.sites[0])
+    per_unit = kernels.N_KEYS * 12 + SUPER_ROWS * 2
+    workers = n_workers()
+    size = max(1, min(-(-info.n_units // workers), RANK_BUDGET_BYTES // (workers * per_unit)))
+    (reader,) = selection.readers("uint16" if info.dtype == "bfloat16" else info.dtype)
+    rows, weights = broadcast(selection.rows), broadcast(weight)
+    tasks = [
+        delayed(_rank_group)(reader, rows, weights, centre, u, min(u + size, info.n_units))
+        for u in range(0, info.n_units, size)
+    ]
+    parts = compute(*tasks)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _rank_group(
+    reader: SiteReader,
+    rows: np.ndarray,
+    weight: np.ndarray,
+    centre: float,
+    first: int,
+    last: int,
+) -> np.ndarray:
+    """One task: read every selected row (in pieces that stay in cache), tabulate units
+    ``first:last`` from runs of :data:`SUPER_ROWS` rows turned unit-major, rank them."""
+    keys = np.empty((last - first, min(SUPER_ROWS, rows.size)), np.uint16)
+    counts = np.zeros((last - first, kernels.N_KEYS), np.int32)
+    sums = np.zeros((last - first, kernels.N_KEYS))
+    filled = origin = 0
+    for piece in reader.pieces(rows, min(1 << 20, keys.shape[1] * reader.row_bytes)):
+        if filled + len(piece) > keys.shape[1]:
+            kernels.count_keys(keys, filled, weight[origin : origin + filled], counts, sums)
+            origin, filled = origin + filled, 0
+        kernels.transpose_units(piece.view(np.uint16), first, keys, filled)
+        filled += len(piece)
+    kernels.count_keys(keys, filled, weight[origin : origin + filled], counts, sums)
+    counts[:, 0] += counts[:, 0x8000]  # -0 is +0
+    sums[:, 0] += sums[:, 0x8000]
+    counts[:, 0x8000] = 0
+    out = np.empty((2, last - first))
+    kernels.rank_sums(counts, sums, _ORDER, centre, out)
+    return out
+
+
+_ORDER = kernels.value_order()
 
 
 def top_units(table: pd.DataFrame, k: int) -> pd.DataFrame:

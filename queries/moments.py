@@ -1,48 +1,51 @@
-"""Block kernels for means, variances and co-deviations that give the same bits whatever
-the thread count.
+"""Block moments (means, variances, co-deviations) that give the same bits whatever the
+thread count, and their merges.
 
 Multithreaded reductions (torch's ``sum``, BLAS ``gemv`` and ``dot``) split their
 work by the number of threads, so the order in which floats are added, and with it
 the last bits of the result, changes with ``torch.set_num_threads``, the BLAS pool
-and the scheduler a block runs on. Here every reduction is a single-threaded numpy
-reduction in a fixed order (:func:`column_sums`), torch only decodes float16 (an
-elementwise copy, exact on any thread count), and blocks are cut into sub-blocks at
-fixed offsets: a block's moments depend on its values only. (Thread-free reductions
-also cost nothing when the dask scheduler already keeps every core busy.) Merges
-(:func:`merge_moments`) run in float64 in the engine's fixed tree order, so a whole
-pass is reproducible bit for bit on threads, processes or a cluster.
+and the scheduler a block runs on. Here a block's sums are one compiled single-threaded
+pass in a fixed order (:func:`queries.kernels.moments`); torch only decodes float16
+into a reused float32 buffer (an elementwise copy, exact on any thread count), so a
+block's moments depend on its values only. Merges (:func:`merge_moments`) run in
+float64 in the engine's fixed tree order, so a whole pass is reproducible bit for bit
+on threads, processes or a cluster.
 """
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
 from scipy import stats
 
-SUB_ROWS = 2048
-GROUP = 128
+from queries import kernels
 
 Moments = tuple[float, np.ndarray, float, np.ndarray, float, np.ndarray]
+PIECE_BYTES = 2 << 20  # float32 decoded and summed at a time (stays in cache)
+_buffers = threading.local()
 
 
-def column_sums(values: np.ndarray) -> np.ndarray:
-    """Sums over rows in a fixed order: float32 runs of ``GROUP`` rows, then float64.
-
-    numpy reduces on one thread, row after row within a run, so the result depends on
-    the values only; runs of 128 keep the float32 error near that of a pairwise sum.
+def as_float32(x: np.ndarray) -> np.ndarray:
+    """``x`` as C-ordered float32: itself if it already is, else decoded by torch into a
+    reused per-thread buffer (valid until this thread's next call).
 
     Examples
     --------
-    >>> column_sums(np.ones((300, 2), np.float32))
-    array([300., 300.])
+    >>> as_float32(np.array([[1.5, -2.0]], np.float16)).tolist()
+    [[1.5, -2.0]]
     """
-    rows, width = values.shape
-    full = rows - rows % GROUP
-    runs = values[:full].reshape(-1, GROUP, width).sum(axis=1)
-    total: np.ndarray = runs.sum(axis=0, dtype=np.float64)
-    if full < rows:
-        total += values[full:].sum(axis=0, dtype=np.float64)
-    return total
+    if x.dtype == np.float32 and x.flags.c_contiguous:
+        return x
+    buffer: torch.Tensor | None = getattr(_buffers, "float32", None)
+    if buffer is None or buffer.numel() < x.size:
+        buffer = torch.empty(max(x.size, 1 << 16), dtype=torch.float32)
+        _buffers.float32 = buffer
+    out = buffer[: x.size].view(x.shape)
+    out.copy_(torch.from_numpy(np.ascontiguousarray(x)))  # float16 -> float32: fast, exact
+    return out.numpy()
 
 
 def block_moments(x: np.ndarray, y: np.ndarray) -> Moments:
@@ -68,14 +71,17 @@ def block_moments(x: np.ndarray, y: np.ndarray) -> Moments:
     return n, mx, my, (dx * dx).sum(axis=0), float((dy * dy).sum()), (dx * dy[:, None]).sum(axis=0)
 
 
-def value_moments(x: np.ndarray, y: np.ndarray) -> Moments:
-    """:func:`block_moments` of site values, computed in float32 by torch.
+def value_moments(x: np.ndarray | Iterable[np.ndarray], y: np.ndarray) -> Moments:
+    """:func:`block_moments` of site values, summed in one compiled pass.
 
-    The block is decoded ``SUB_ROWS`` rows at a time into a reused float32 buffer (by
-    torch, several times faster than numpy's float16 conversion) and centred on that
-    sub-block's mean, so the float32 products keep about six significant digits (more
-    than a 16-bit site stores); the sub-blocks' moments are merged in float64. Every
-    sum is :func:`column_sums`: the same bits on any thread count.
+    ``x`` is a block (rows x units), or its rows in consecutive float32 pieces (a
+    :class:`queries.engine.Stream` of the block). A block is decoded to float32 in
+    pieces of about 2 MiB (:func:`as_float32`), as a stream delivers it, and each piece
+    is summed while it is in cache (:func:`queries.kernels.moments`): runs of 256 rows
+    in float32 around a per-unit shift near the mean (the first run's, so the sums keep
+    about six significant digits, more than a 16-bit site stores), the runs in float64.
+    Pieces are cut by the number of units only, so a block's moments depend on its
+    values alone, whichever way they come.
 
     Examples
     --------
@@ -84,31 +90,38 @@ def value_moments(x: np.ndarray, y: np.ndarray) -> Moments:
     >>> n, mx.round(4).tolist(), sxy.round(4).tolist()
     (3.0, [2.3333, 0.3333], [3.0, 0.0])
     """
-    values = torch.from_numpy(np.ascontiguousarray(x))
     target = np.asarray(y, np.float64)
-    total: Moments = block_moments(np.zeros((0, values.shape[1])), np.zeros(0))
-    shape = (min(SUB_ROWS, len(target)), values.shape[1])
-    buffer, scratch = torch.empty(shape), np.empty(shape, np.float32)
-    for lo in range(0, len(target), SUB_ROWS):
-        rows = min(SUB_ROWS, len(target) - lo)
-        decoded = buffer[:rows]
-        decoded.copy_(values[lo : lo + rows])  # float16 -> float32 in torch: fast, exact
-        xs, work = decoded.numpy(), scratch[:rows]
-        mean = column_sums(xs) / rows
-        xs -= mean.astype(np.float32)
-        ys = target[lo : lo + rows]
-        my = float(ys.mean())
-        dy = ys - my
-        part = (
-            float(rows),
-            mean,
-            my,
-            column_sums(np.multiply(xs, xs, out=work)),
-            float((dy * dy).sum()),
-            column_sums(np.multiply(xs, dy.astype(np.float32)[:, None], out=work)),
-        )
-        total = merge_moments(total, part)
-    return total
+    n = float(target.size)
+    my = float(target.mean()) if target.size else 0.0
+    dy = target - my
+    sums: np.ndarray | None = None
+    shift = np.zeros(0, np.float32)
+    start = 0
+    for piece in _pieces(x) if isinstance(x, np.ndarray) else x:
+        if sums is None:
+            sums = np.zeros((3, piece.shape[1]))
+            shift = kernels.column_mean(piece[: kernels.RUN])
+        kernels.moments(piece, dy[start : start + len(piece)], shift, sums)
+        start += len(piece)
+    if sums is None or start == 0:
+        zeros = np.zeros(x.shape[1] if isinstance(x, np.ndarray) else 0)
+        return 0.0, zeros, 0.0, zeros, 0.0, zeros
+    s1, s2, sxy = sums
+    return (
+        n,
+        shift + s1 / n,
+        my,
+        s2 - s1 * s1 / n,
+        float((dy * dy).sum()),
+        sxy - s1 * (float(dy.sum()) / n),
+    )
+
+
+def _pieces(x: np.ndarray) -> Iterator[np.ndarray]:
+    """A block as float32 pieces of about :data:`PIECE_BYTES`, as a stream cuts them."""
+    step = max(1, PIECE_BYTES // (4 * x.shape[1]))  # as SiteReader.pieces cuts float32
+    for lo in range(0, len(x), step):
+        yield as_float32(x[lo : lo + step])
 
 
 def merge_moments(a: Moments, b: Moments) -> Moments:

@@ -73,6 +73,11 @@ class ProbeOptions:
     device: str = option("auto", help="auto, cpu, cuda or cuda:N")
     seed: int = option(0, help="seeds the split, batches and control")
     epochs: float = option(5.0, help="passes over the training words")
+    memory_gib: float = option(
+        1.0,
+        help="read the training words into memory once if they fit in this many GiB "
+        "(else stream them from the store every epoch)",
+    )
     control_type: str = "form"
     test_fraction: float = 0.1
     min_steps: int = 2000
@@ -93,8 +98,10 @@ class ProbeOptions:
             _positive(name, getattr(self, name))
         _at_least("batch_size", self.batch_size, 1)
         _at_least("min_steps", self.min_steps, 0)
-        if not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise ParameterError("alpha", f"must be a finite number >= 0, got {self.alpha}")
+        for name in ("alpha", "memory_gib"):  # 0 is allowed: no penalty, always stream
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ParameterError(name, f"must be a finite number >= 0, got {value}")
 
 
 @dataclass(frozen=True)

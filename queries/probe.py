@@ -3,10 +3,12 @@
 A softmax probe decodes a token column (UPOS, deprel, a UD feature ...) of word
 ``w + k`` from the activation at word ``w``, for each offset ``k`` asked for, on a
 90/10 split grouped by sentence. It trains on mini-batches streamed from the site's
-chunks and never holds the site in memory: per epoch, chunks are read in a random
-order (the next one read ahead by a thread) into a shuffling pool of a fixed number
-of rows. All heads (offsets, and the control task) train together on the same
-batches, so the site is read once per epoch whatever the number of heads.
+training rows, read once: when they fit ``memory_gib`` (1 GiB by default, in the
+site's stored dtype) they are read into memory and shuffled there; otherwise every
+epoch streams the blocks in a random order (the next one read ahead by a thread)
+through a shuffling pool of a fixed number of rows, so the site is never held in
+memory. All heads (offsets, and the control task) train together on the same
+batches, so the rows are read once per epoch at most, whatever the number of heads.
 
 - Features that apply to some words only: the other words get the label ``N/A``
   and are trained on, but accuracy counts only words that carry the feature.
@@ -20,7 +22,7 @@ batches, so the site is read once per epoch whatever the number of heads.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -32,8 +34,8 @@ from sklearn.metrics import f1_score
 import actstore
 from actstore.devices import resolve_device
 from actstore.errors import ParameterError, SchemaError
-from queries.engine import Selection, map_blocks, map_reduce, read_block
-from queries.linear import Batches, Schedule, logits, train_softmax
+from queries.engine import Selection, map_blocks, map_reduce
+from queries.linear import Batches, Schedule, logits, shuffled_batches, train_softmax
 from queries.options import ProbeOptions
 from queries.results import Column, TableSchema
 from queries.select import categorical_codes
@@ -197,9 +199,7 @@ def probe(
     device = resolve_device(options.device)
     selected = Selection(store, (site,), options.where, row_ids=labels.rows)
     train, test = selected.subset(~labels.test), selected.subset(labels.test)
-    mean, scale = _standardisation(train)
-    parts = [block for (block,) in train.blocks(dtype=None)]  # float16 stays float16
-    bounds = np.cumsum([0, *(s.stop - s.start for s in train.spans)])
+    codes = labels.codes[~labels.test]
     schedule = Schedule.for_rows(
         train.rows.size,
         epochs=options.epochs,
@@ -209,7 +209,14 @@ def probe(
         alpha=options.alpha,
     )
     rng = np.random.default_rng([options.seed, 2])
-    stream = _pooled_batches(parts, bounds, labels.codes[~labels.test], options.batch_size, rng)
+    (reader,) = train.readers(dtype=None)  # float16 stays float16
+    if train.rows.size * reader.n_units * reader.out_dtype.itemsize <= options.memory_gib * 2**30:
+        (x,) = train.read(dtype=None)
+        mean, scale = _scale(_fold([_moments(x[span]) for span in train.spans]))
+        stream = shuffled_batches(x, codes, options.batch_size, rng)
+    else:
+        mean, scale = _scale(map_reduce(_moments, _add, train, dtype=None))
+        stream = _pooled_batches(train, codes, options.batch_size, rng)
     weights = train_softmax(
         stream, mean, scale, [len(h.classes) for h in labels.heads], schedule, device
     )
@@ -228,9 +235,16 @@ def _add(
     return a[0] + b[0], a[1] + b[1], a[2] + b[2]
 
 
-def _standardisation(train: Selection) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of every unit over the training rows (one pass)."""
-    n, total, squares = map_reduce(_moments, _add, train, dtype=None)
+def _fold(parts: list[tuple[int, np.ndarray, np.ndarray]]) -> tuple[int, np.ndarray, np.ndarray]:
+    total = parts[0]
+    for part in parts[1:]:
+        total = _add(total, part)
+    return total
+
+
+def _scale(sums: tuple[int, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of every unit from its count, sum and sum of squares."""
+    n, total, squares = sums
     mean = total / n
     scale = np.sqrt(np.maximum(squares / n - mean * mean, 0.0))
     scale[scale == 0] = 1.0
@@ -238,27 +252,26 @@ def _standardisation(train: Selection) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pooled_batches(
-    parts: Sequence[object],
-    bounds: np.ndarray,
-    codes: np.ndarray,
-    batch: int,
-    rng: np.random.Generator,
+    train: Selection, codes: np.ndarray, batch: int, rng: np.random.Generator
 ) -> Batches:
-    """Endless mini-batches: each epoch reads the blocks in a random order into a pool of
-    about ``POOL_ROWS`` rows, shuffles the pool and cuts it into batches; the rows left
-    over start the next pool. The next block is read while the model trains."""
+    """Endless mini-batches streamed from the store: each epoch reads the blocks in a
+    random order into a pool of about ``POOL_ROWS`` rows, shuffles the pool and cuts it
+    into batches; the rows left over start the next pool. The next block is read while
+    the model trains."""
+    (reader,) = train.readers(dtype=None)
+    spans = train.spans
     pool_x: list[np.ndarray] = []
     pool_y: list[np.ndarray] = []
     with concurrent.futures.ThreadPoolExecutor(1) as ahead:
         while True:
-            order = rng.permutation(len(parts))
-            pending = ahead.submit(read_block, parts[order[0]])
+            order = rng.permutation(len(spans))
+            pending = ahead.submit(reader.take, train.rows[spans[order[0]]])
             for i, index in enumerate(order):
                 x = pending.result()
                 if i + 1 < len(order):
-                    pending = ahead.submit(read_block, parts[order[i + 1]])
+                    pending = ahead.submit(reader.take, train.rows[spans[order[i + 1]]])
                 pool_x.append(x)
-                pool_y.append(codes[bounds[index] : bounds[index + 1]])
+                pool_y.append(codes[spans[index]])
                 if sum(len(p) for p in pool_x) >= max(POOL_ROWS, batch) or i + 1 == len(order):
                     yield from _cut(pool_x, pool_y, batch, rng)
 

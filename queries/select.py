@@ -38,7 +38,7 @@ def table_columns(store: actstore.Store, table: str = "tokens") -> list[str]:
     >>> table_columns(store)[:3]
     ['row', 'sentence_id', 'position']
     """
-    return list(store.sql(f"SELECT * FROM {quote_ident(table)} LIMIT 0").columns)
+    return store.column_names(table)
 
 
 def check_columns(store: actstore.Store, table: str, names: Sequence[str]) -> None:

@@ -83,6 +83,27 @@ def test_runs_on_the_process_scheduler(writable_store: actstore.Store, tmp_path:
     np.testing.assert_array_equal(procs.to_numpy(), threads.to_numpy())
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_spearman_does_not_depend_on_how_units_are_split(
+    writable_store: actstore.Store, monkeypatch: pytest.MonkeyPatch, dtype: str
+) -> None:
+    """One task per unit (a tiny memory budget), several per worker, or one per worker,
+    on 1 or 3 workers: the rank tables are exact counts and half-integer sums, so the
+    correlations are the same bits."""
+    import dask
+
+    from queries import correlate
+
+    make_site(writable_store, "toy/layer.0", dtype, chunk_rows=1000)
+    where = "upos <> 'PUNCT'"
+    reference = unit_correlations(writable_store, "toy/layer.0", "depth", where)
+    for workers, budget in ((1, correlate.RANK_BUDGET_BYTES), (3, 1), (3, 3 << 20)):
+        monkeypatch.setattr(correlate, "RANK_BUDGET_BYTES", budget)
+        with dask.config.set(num_workers=workers):
+            table = unit_correlations(writable_store, "toy/layer.0", "depth", where)
+        np.testing.assert_array_equal(table.to_numpy(), reference.to_numpy())
+
+
 def test_cli_prints_top_units_and_saves_the_table(
     writable_store: actstore.Store, capsys: pytest.CaptureFixture[str]
 ) -> None:

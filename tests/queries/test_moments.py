@@ -1,4 +1,5 @@
-"""Block kernels give the same bits whatever the thread count, and the right numbers."""
+"""Block kernels give the same bits whatever the thread count or the block's other units,
+and the right numbers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from queries.moments import block_moments, column_sums, merge_moments, value_moments
+from queries.moments import block_moments, merge_moments, value_moments
 
 
 @pytest.fixture
@@ -63,11 +64,30 @@ def test_value_moments_match_float64_moments() -> None:
     np.testing.assert_allclose(sxy, dx.T @ dy, rtol=1e-4, atol=1e-2)
 
 
-def test_column_sums_and_merges() -> None:
-    values = np.random.default_rng(0).normal(size=(1001, 5)).astype(np.float32) ** 2
-    exact = values.astype(np.float64).sum(axis=0)
-    np.testing.assert_allclose(column_sums(values), exact, rtol=1e-6)
-    assert column_sums(np.zeros((0, 3), np.float32)).tolist() == [0.0, 0.0, 0.0]
+def test_a_units_moments_do_not_depend_on_the_other_units() -> None:
+    """Spearman's unit groups and column subsets must give each unit the same bits."""
+    x, y = sample(3000, 37)
+    whole = value_moments(x, y)
+    for units in (slice(0, 1), slice(5, 22), slice(30, 37)):
+        part = value_moments(np.ascontiguousarray(x[:, units]), y)
+        for a, b in zip(whole, part, strict=True):
+            np.testing.assert_array_equal(np.asarray(a)[units] if np.ndim(a) else a, b)
+
+
+def test_value_moments_keep_precision_far_from_zero() -> None:
+    """A unit with mean 1000 and spread 0.5 (float32 runs are summed around a shift)."""
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=20000)
+    x = (1000 + 0.5 * rng.normal(size=(20000, 3)) + 0.2 * y[:, None]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    _, mx, _, sxx, _, sxy = value_moments(x, y)
+    dx = x64 - x64.mean(axis=0)
+    np.testing.assert_allclose(mx, x64.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(sxx, (dx**2).sum(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(sxy, dx.T @ (y - y.mean()), rtol=1e-4)
+
+
+def test_merges() -> None:
     x, y = sample(300, 4)
     x64 = x.astype(np.float64)
     merged = merge_moments(block_moments(x64[:100], y[:100]), block_moments(x64[100:], y[100:]))
