@@ -5,9 +5,10 @@ fetches rows of one array (and is cheap to pickle, so dask workers in other proc
 read the same files); :func:`lazy_rows` builds a dask graph of row blocks without
 touching data; data is read only when a reduction computes those blocks.
 
-Row selections are served chunk by chunk: the selected rows are grouped by the chunk
-that holds them, one block per chunk, and each block reads only its rows (see
-:mod:`actstore.reader`), so a selection costs what it selects.
+Row selections are served by blocks of whole chunks (one or two for a full scan, many
+for a sparse selection: :func:`~actstore.reader.block_cuts`), and each block reads
+only its selected rows (see :mod:`actstore.reader`), so a selection costs what it
+selects.
 """
 
 from __future__ import annotations

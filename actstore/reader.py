@@ -158,6 +158,7 @@ class SiteReader:
     def __init__(self, path: Path, site: str, record: SiteRecord, as_dtype: str | None) -> None:
         self.path = str(path)
         self.site = site
+        self.table = record.table
         self.dtype = record.dtype
         self.n_rows = record.n_rows
         self.n_units = record.n_units
@@ -188,9 +189,20 @@ class SiteReader:
         return out
 
     def take_into(self, rows: np.ndarray, out: np.ndarray) -> None:
-        """Read the given rows (sorted, unique) into ``out`` (rows x units, C order)."""
+        """Read the given rows (strictly increasing, within the site) into ``out``
+        (rows x units, C order, the read dtype)."""
         if not rows.size:
             return
+        if rows[0] < 0 or rows[-1] >= self.n_rows or (rows.size > 1 and (np.diff(rows) <= 0).any()):
+            raise SiteError(
+                f"site {self.site}: rows must be strictly increasing row ids in "
+                f"0..{self.n_rows - 1}"
+            )
+        if out.shape != (rows.size, self.n_units) or out.dtype != self.out_dtype:
+            raise SiteError(
+                f"site {self.site}: out must be a ({rows.size}, {self.n_units}) {self.out_dtype} "
+                f"array, got {out.shape} {out.dtype}"
+            )
         chunk = rows // self.chunk_rows
         cuts = [0, *(np.flatnonzero(np.diff(chunk)) + 1).tolist(), rows.size]
         for lo, hi in itertools.pairwise(cuts):
@@ -241,7 +253,7 @@ class SiteReader:
                     f"{self.size:,}; run `actstore verify`"
                 )
             if not self.converts:
-                self._fill(fd, local, out)
+                self._fill(fd, chunk, local, out)
                 return
             piece = max(1, PIECE_BYTES // self.row_bytes)
             scratch = _buffer("decode", min(piece, local.size) * self.row_bytes)
@@ -249,22 +261,22 @@ class SiteReader:
                 part = local[lo : lo + piece]
                 stored = scratch[: part.size * self.row_bytes].view(self.stored)
                 stored = stored.reshape(part.size, self.n_units)
-                self._fill(fd, part, stored)
+                self._fill(fd, chunk, part, stored)
                 decode(stored, self.dtype, out[lo : lo + part.size])
         finally:
             os.close(fd)
 
-    def _fill(self, fd: int, local: np.ndarray, dst: np.ndarray) -> None:
+    def _fill(self, fd: int, chunk: int, local: np.ndarray, dst: np.ndarray) -> None:
         """Rows ``local`` of one open chunk file into ``dst`` (stored dtype)."""
         first, last = int(local[0]), int(local[-1])
         span = last - first + 1
         if span == local.size:  # one run
-            self._pread(fd, [dst], first)
+            self._pread(fd, chunk, [dst], first)
             return
         starts = np.flatnonzero(np.diff(local) != 1) + 1
         n_runs = starts.size + 1
         if (span - local.size) * self.row_bytes <= n_runs * GAP_BYTES:
-            self._gather(fd, local, dst)  # short gaps: read the span, pick the rows
+            self._gather(fd, chunk, local, dst)  # short gaps: read the span, pick the rows
             return
         run_first = local[np.concatenate(([0], starts))]
         run_length = np.diff(np.concatenate(([0], starts, [local.size])))
@@ -283,10 +295,10 @@ class SiteReader:
             if 0 < gap_bytes <= GAP_BYTES and len(buffers) < _IOV_MAX - 1:
                 buffers.append(sink[:gap_bytes])  # read through a short gap
                 continue
-            self._pread(fd, buffers, offset)
+            self._pread(fd, chunk, buffers, offset)
             buffers = []
 
-    def _gather(self, fd: int, local: np.ndarray, dst: np.ndarray) -> None:
+    def _gather(self, fd: int, chunk: int, local: np.ndarray, dst: np.ndarray) -> None:
         """Read spans of at most ``SPAN_BYTES`` and take the selected rows from them."""
         window = max(1, SPAN_BYTES // self.row_bytes)
         cuts = np.searchsorted(local, np.arange(local[0], local[-1] + 1, window)[1:])
@@ -297,17 +309,17 @@ class SiteReader:
             first, span = int(part[0]), int(part[-1] - part[0]) + 1
             scratch = _buffer("span", span * self.row_bytes)
             rows = scratch[: span * self.row_bytes].view(self.stored).reshape(span, -1)
-            self._pread(fd, [rows], first)
+            self._pread(fd, chunk, [rows], first)
             np.take(rows, part - first, axis=0, out=dst[position : position + part.size])
             position += part.size
 
-    def _pread(self, fd: int, buffers: list[Any], first_row: int) -> None:
+    def _pread(self, fd: int, chunk: int, buffers: list[Any], first_row: int) -> None:
         expected = sum(b.nbytes for b in buffers)
         got = os.preadv(fd, buffers, first_row * self.row_bytes)
         if got != expected:
             raise SiteError(
-                f"site {self.site}: a chunk file of {self.path} ended early (read {got:,} of "
-                f"{expected:,} bytes); run `actstore verify`"
+                f"site {self.site}: chunk {chunk} ({self.path}/c/{chunk}/0) ended early (read "
+                f"{got:,} of {expected:,} bytes), cut while being read; run `actstore verify`"
             )
 
     # -- compressed chunks: through zarr -----------------------------------------------
@@ -336,4 +348,7 @@ class SiteReader:
         # reused, so a file still there after the read was there during it
         check_present(Path(self.path), self.site, [chunk], None)
         picked = block if block.shape[0] == local.size else block[local - int(local[0])]
-        decode(np.ascontiguousarray(picked), self.dtype, out)
+        if self.converts:
+            decode(np.ascontiguousarray(picked), self.dtype, out)
+        else:  # the stored values (raw bits, for a bfloat16 site read as uint16)
+            out[...] = picked

@@ -187,7 +187,7 @@ def delete(ledger: Ledger, name: str) -> None:
 
 def reader(ledger: Ledger, name: str, dtype: str | None) -> SiteReader:
     """The row reader of a complete site, converting to ``dtype`` (None: its read dtype)."""
-    from actstore.reader import SiteReader, read_dtype
+    from actstore.reader import STORAGE_DTYPES, SiteReader
 
     record = record_of(ledger, name)
     if record.status != "complete":
@@ -195,13 +195,13 @@ def reader(ledger: Ledger, name: str, dtype: str | None) -> SiteReader:
             f"site {name} is incomplete ({record.done_chunks}/{record.n_chunks} chunks "
             "written); rerun its extraction to resume"
         )
-    if dtype is not None:
-        try:
-            read_dtype(record.dtype, dtype)
-        except TypeError:
-            raise ParameterError(
-                "dtype", f"must be a numpy dtype such as 'float32', got {dtype!r}"
-            ) from None
+    raw = STORAGE_DTYPES[record.dtype]
+    if dtype not in (None, "float16", "float32", "float64", raw):
+        raise ParameterError(
+            "dtype",
+            f"must be None (the site's own), 'float16', 'float32', 'float64' or {raw!r} (its "
+            f"stored values) for {record.dtype} site {name}, got {dtype!r}",
+        )
     return SiteReader(ledger.root / record.path, name, record, dtype)
 
 
@@ -227,11 +227,7 @@ def view(
         dims=("row", "unit"),
         coords={"row": selected, "unit": np.arange(site_reader.n_units)},
         name=name,
-        attrs={
-            "site": name,
-            "table": record_of(ledger, name).table,
-            "stored_dtype": site_reader.dtype,
-        },
+        attrs={"site": name, "table": site_reader.table, "stored_dtype": site_reader.dtype},
     )
 
 

@@ -24,7 +24,7 @@ from actstore import results, sites, tables
 from actstore.commit import Ledger, remove_uncommitted
 from actstore.errors import SchemaError
 from actstore.lock import WriterLock
-from actstore.manifest import Manifest, SourceInfo
+from actstore.manifest import Manifest, ResultRecord, SourceInfo, TableRecord
 from actstore.names import Params, quote_ident
 from actstore.results import MatrixResult, MatrixWriter, ResultInfo
 from actstore.sites import SiteInfo
@@ -226,9 +226,9 @@ class Store:
         >>> store.column_names()[:4]
         ['row', 'sentence_id', 'position', 'form']
         """
-        return tables.column_names(self.path, self._table(table))
+        return tables.column_names(self.path, self._table(table), table)
 
-    def _table(self, table: str) -> Any:
+    def _table(self, table: str) -> TableRecord | ResultRecord:
         record = self._ledger.manifest.table_like(table)
         if record is None:
             raise SchemaError(f"no table {table!r}; tables: {sorted(self.tables)}")
@@ -244,9 +244,9 @@ class Store:
         """A lazy ``(row, unit)`` view of a complete site, optionally of some rows only.
 
         Nothing is read until the result (or a reduction of it) is computed. ``rows``
-        are strictly increasing row ids (from :meth:`rows`). Blocks are converted to
-        ``dtype`` as they are read (float32 by default: float16 sums lose precision);
-        None keeps the stored dtype (bfloat16 sites are always read as float32).
+        are strictly increasing row ids (from :meth:`rows`). Blocks are read as ``dtype``
+        (float32 by default: float16 sums lose precision; float16, float64; None: as
+        stored, bfloat16 as float32, its raw bits with ``dtype="uint16"``).
 
         Examples
         --------

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from actstore.commit import TABLES_DIR
-from actstore.errors import SchemaError
+from actstore.errors import FormatError, SchemaError
 from actstore.manifest import PARTIAL_SUFFIX, Manifest, Part, ResultRecord, TableRecord, fsync_dir
 from actstore.names import check_table_name
 
@@ -62,12 +62,23 @@ def append_part(root: Path, manifest: Manifest, name: str, table: pa.Table) -> N
     record.n_rows += table.num_rows
 
 
-def column_names(root: Path, record: TableRecord | ResultRecord) -> list[str]:
+def column_names(root: Path, record: TableRecord | ResultRecord, table: str) -> list[str]:
     """The columns of a table (the union of its parts', in order), from Parquet footers."""
     names: dict[str, None] = {}
     for part in record.parts:
-        names.update(dict.fromkeys(pq.read_schema(root / part.path).names))
+        names.update(dict.fromkeys(_part(root, part.path, table).schema_arrow.names))
     return list(names)
+
+
+def _part(root: Path, rel: str, table: str, **kwargs: Any) -> pq.ParquetFile:
+    """A table's Parquet part, or one line saying it cannot be read and what to do."""
+    try:
+        return pq.ParquetFile(root / rel, **kwargs)
+    except (OSError, pa.ArrowException) as exc:
+        raise FormatError(
+            f"table {table}: its part {root / rel} cannot be read ({str(exc).splitlines()[0]}); "
+            "if the store changed since it was opened, open it again, else run `actstore verify`"
+        ) from None
 
 
 def read_columns(
@@ -78,7 +89,7 @@ def read_columns(
     Strings come dictionary-encoded; a column missing from some parts (a UD feature
     absent in one corpus) is NULL there.
     """
-    files = [pq.ParquetFile(root / part.path) for part in record.parts]
+    files = [_part(root, part.path, table) for part in record.parts]
     kinds = {f.name: f.type for file in files for f in file.schema_arrow}
     unknown = [n for n in names if n not in kinds]
     if unknown:
@@ -89,7 +100,7 @@ def read_columns(
         have = [n for n in names if n in file.schema_arrow.names]
         # ParquetFile.read, not pq.read_table: that goes through pyarrow.dataset (+0.2 s)
         encoded = [n for n in strings if n in have]
-        piece = pq.ParquetFile(root / part.path, read_dictionary=encoded).read(columns=have)
+        piece = _part(root, part.path, table, read_dictionary=encoded).read(columns=have)
         for n in names:
             if n not in have:
                 kind = pa.dictionary(pa.int32(), pa.string()) if n in strings else kinds[n]

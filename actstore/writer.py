@@ -63,7 +63,10 @@ class SiteWriter:
         self.n_chunks: int = record.n_chunks
         self._publish = publish
         self._dir = root / record.path
-        self._array: Any = zarr.open_array(str(self._dir), mode="r+")
+        # every chunk is a file, zeros too (zarr skips all-zero chunks by default, which a
+        # reader could not tell from a deleted one)
+        array = zarr.open_array(str(self._dir), mode="r+")
+        self._array: Any = array.with_config({"write_empty_chunks": True})
         self._chunk_size = chunks.chunk_bytes(record)
         self._progress = progress_folder(root, record)
         self._progress.mkdir(parents=True, exist_ok=True)

@@ -97,7 +97,9 @@ def main() -> None:
         return
     n_rows = int(args[0]) if args else 4_000_000
     n_units = int(args[1]) if len(args) > 1 else 4096
-    folder = Path(sys.argv[sys.argv.index("--dir") + 1]) if "--dir" in sys.argv else Path("runs/bench")
+    folder = (
+        Path(sys.argv[sys.argv.index("--dir") + 1]) if "--dir" in sys.argv else Path("runs/bench")
+    )
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "huge.actstore"
     shutil.rmtree(path, ignore_errors=True)
@@ -106,8 +108,9 @@ def main() -> None:
         start = time.perf_counter()
         build(path, n_rows, n_units)
         written = time.perf_counter() - start
-        print(f"wrote {n_rows:,} x {n_units} float16 ({gib:.1f} GiB) in {written:.0f} s "
-              f"({gib / written:.2f} GiB/s); writer peak RSS {peak_rss_mib():,.0f} MiB")  # fmt: skip
+        rate = gib / written
+        print(f"wrote {n_rows:,} x {n_units} float16 ({gib:.1f} GiB) in {written:.0f} s")
+        print(f"  ({rate:.2f} GiB/s); writer peak RSS {peak_rss_mib():,.0f} MiB")
         with actstore.open(path) as store:
             info = store.site(SITE)
             files = [str(path / info.path / "c" / str(c) / "0") for c in range(info.n_chunks)]

@@ -5,10 +5,10 @@ For every unit of a site, Pearson and Spearman correlation with a covariate such
 ``depth``, ``position`` or ``sentence_length`` over the selected tokens, with two-sided
 p-values and Benjamini-Hochberg adjusted q-values.
 
-Pearson is one pass: each block yields its count, means, sums of squared deviations
-and co-deviation (computed in float32 on centred sub-blocks, see
-:func:`queries.moments.value_moments`),
-merged with Chan et al.'s pairwise update in float64.
+Pearson is one pass: each block, streamed in cached pieces, yields its count, means,
+sums of squared deviations and co-deviation (summed in float32 runs around a shift
+near the mean, see :func:`queries.moments.value_moments`), merged with Chan et al.'s
+pairwise update in float64.
 
 Spearman is Pearson on ranks, and a unit's ranks need all its values, so per-block
 ranks would be wrong. Sites are stored in 16 bits (float16 or bfloat16), so a unit
@@ -16,14 +16,17 @@ takes at most 65,536 distinct values: one pass counts, per unit, how often each 
 pattern occurs and sums the covariate's centred ranks over the rows where it occurs
 (:mod:`queries.kernels`). The counts give every value's exact mid-rank (ties averaged,
 -0 equal to +0), and the rank covariance is the sum over patterns of (mid-rank -
-centre) times those summed ranks: no second pass. The pass is split by units, not by
-rows: each task reads every selected row and tabulates its own units, with
-units x 65,536 tables bounded by a memory budget and independent of the number of
-rows. Counts and half-integer rank sums are exact (below 90 million rows), so the
-result does not depend on the split. float32 sites are ranked by sorting groups of
-units that fit a memory budget.
+centre) times those summed ranks, so a unit needs no second pass over its values. The
+work is split by units, not by rows: each task reads every selected row and tabulates
+its own group of units, in tables of 65,536 entries per unit (12 bytes each) that do
+not grow with the number of rows. The groups are as large as :data:`RANK_BUDGET_BYTES`
+allows for the tasks running at once, and at most a worker's share of the units, so
+the selection is read once per group: twice on two workers for up to 1,170
+units, 8 times for 4,096 units. Counts and half-integer rank sums are exact (below 90
+million rows), so the result does not depend on the split. float32 sites are ranked
+by sorting groups of units that fit the same budget.
 
-Both passes run on the query engine (``queries.engine``) with block kernels that do
+Both run on the query engine (``queries.engine``) with block kernels that do
 not depend on the thread count, so the numbers are the same bit for bit on the
 threaded or process scheduler or a ``dask.distributed`` client.
 """
@@ -49,10 +52,12 @@ from queries.moments import (
     value_moments,
 )
 from queries.results import Column, TableSchema
-from queries.select import not_null, numeric, token_column
+from queries.select import numeric
+from queries.selection import with_values
 
-RANK_BUDGET_BYTES = 512 << 20  # the rank tables of the tasks that run at once
+RANK_BUDGET_BYTES = 1 << 30  # the rank tables of the tasks that run at once
 SUPER_ROWS = 1 << 16  # rows of keys tabulated per visit of a unit's table
+STREAM_BLOCK_BYTES = 64 << 20  # float32 values per task of the streamed Pearson pass
 
 CORRELATIONS = TableSchema(
     "correlate",
@@ -110,7 +115,7 @@ def unit_correlations(
     where
         Optional SQL condition selecting tokens (rows with a NULL covariate are left out).
     spearman
-        Also compute the exact Spearman correlation (a second and third pass).
+        Also compute the exact Spearman correlation (one more pass per unit group).
 
     Returns
     -------
@@ -124,8 +129,9 @@ def unit_correlations(
     >>> table.shape, table["metric"].unique().tolist()
     ((32, 8), ['pearson', 'spearman'])
     """
-    selection = Selection(store, (site,), not_null(where, token_column(store, covariate)))
-    y = numeric(selection.values([covariate]).column(covariate), covariate)
+    blocks = STREAM_BLOCK_BYTES // (4 * store.site(site).n_units)  # streamed: no block in memory
+    selection, values = with_values(store, (site,), [covariate], where, block_rows=blocks)
+    y = numeric(values.column(covariate), covariate)
     if y.size < 3:
         raise SchemaError(f"only {y.size} tokens selected; correlations need at least 3")
     moments = map_reduce(

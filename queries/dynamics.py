@@ -22,10 +22,11 @@ import pandas as pd
 import actstore
 from actstore.errors import SchemaError
 from actstore.names import natural_key
-from queries.engine import Selection, map_blocks
+from queries.engine import map_blocks
 from queries.options import DynamicsOptions
 from queries.results import Column, TableSchema
-from queries.select import not_null, numeric, token_column
+from queries.select import numeric
+from queries.selection import with_values
 from queries.sentences import sentence_bounds
 
 DYNAMICS = TableSchema(
@@ -96,11 +97,9 @@ def sentence_dynamics(
     >>> table[["site", "lang", "metric"]].values.tolist(), int(table["n"].iloc[0]) > 20
     ([['toy/layer.0', 'en', 'mean_r']], True)
     """
-    quoted = token_column(store, covariate)
-    selection = Selection(store, (site,), not_null(where, quoted), sentences=True)
+    selection, columns = with_values(store, (site,), [covariate, "lang"], where, sentences=True)
     if selection.rows.size == 0:
         raise SchemaError(f"no tokens with a {covariate!r} value are selected")
-    columns = selection.values([covariate, "lang"])
     y = numeric(columns.column(covariate), covariate)
     sentence = selection.sentence
     parts = map_blocks(

@@ -16,7 +16,7 @@ the threaded or process scheduler or a ``dask.distributed`` client (the caller's
 configuration chooses), so with block functions that do not depend on the thread
 count (``queries.moments``) the numbers are identical bit for bit. :func:`map_blocks`
 returns every block's result in block order instead. Large values every block needs
-(rank tables) are passed as ``shared`` and sent once (:func:`broadcast`).
+(a covariate's ranks) are passed as ``shared`` and sent once (:func:`broadcast`).
 
 Threads are sized once: dask's workers (one per core by default) are the parallelism,
 and torch runs single-threaded inside every task (set for the duration of a
@@ -40,10 +40,12 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -78,15 +80,34 @@ def compute(*args: Any, **kwargs: Any) -> Any:
     >>> compute(delayed(sum)([1, 2]))
     (3,)
     """
+    with _torch_single_threaded():
+        return _dask_compute(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+
+_pinned = {"depth": 0, "before": 1}  # computations running, torch's threads before them
+_pin_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _torch_single_threaded() -> Iterator[None]:
+    """torch on one thread while any computation runs; the first to start saves the
+    thread count and the last to finish restores it (computations may overlap)."""
     torch = sys.modules.get("torch")
-    if torch is None or torch.get_num_threads() == 1:
-        return _dask_compute(*args, **kwargs)  # type: ignore[no-untyped-call]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if torch is None:
+        yield
+        return
+    with _pin_lock:
+        if _pinned["depth"] == 0:
+            _pinned["before"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _pinned["depth"] += 1
     try:
-        return _dask_compute(*args, **kwargs)  # type: ignore[no-untyped-call]
+        yield
     finally:
-        torch.set_num_threads(before)
+        with _pin_lock:
+            _pinned["depth"] -= 1
+            if _pinned["depth"] == 0 and _pinned["before"] != 1:
+                torch.set_num_threads(_pinned["before"])
 
 
 def _one_thread() -> None:
@@ -113,6 +134,8 @@ def n_workers() -> int:
     except (ImportError, ValueError):
         import dask
 
+        if dask.config.get("scheduler", None) in ("sync", "synchronous", "single-threaded"):
+            return 1
         return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
     return max(1, int(sum(client.nthreads().values())))
 
@@ -130,11 +153,23 @@ def tree(parts: Sequence[Any], merge: Callable[[Any, Any], Any]) -> Any:
     >>> compute(tree(parts, lambda a, b: f"({a}+{b})"))[0]
     '(((0+1)+(2+3))+4)'
     """
+    return merge_in_order(parts, delayed(merge))
+
+
+def merge_in_order(parts: Sequence[T], merge: Callable[[T, T], T]) -> T:
+    """Merge values now, pairing them as :func:`tree` does: the same result, bit for bit,
+    as the same partial results merged by a dask graph.
+
+    Examples
+    --------
+    >>> merge_in_order(["0", "1", "2", "3", "4"], lambda a, b: f"({a}+{b})")
+    '(((0+1)+(2+3))+4)'
+    """
     if not parts:
         raise SchemaError("nothing to merge: the selection has no blocks")
     level = list(parts)
     while len(level) > 1:
-        pairs = [delayed(merge)(a, b) for a, b in zip(level[::2], level[1::2], strict=False)]
+        pairs = [merge(a, b) for a, b in zip(level[::2], level[1::2], strict=False)]
         level = pairs + ([level[-1]] if len(level) % 2 else [])
     return level[0]
 

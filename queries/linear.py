@@ -226,7 +226,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         scale[scale == 0] = 1.0
         torch.manual_seed(int(rng.randint(2**31)))
         ((coef, intercept),) = train_softmax(
-            shuffled_batches(X, codes[:, None].astype(np.int64), batch, rng),
+            _shuffled_batches(X, codes[:, None].astype(np.int64), batch, rng),
             mean,
             scale,
             [self.classes_.size],
@@ -256,18 +256,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return np.asarray(self.classes_[best])
 
 
-def shuffled_batches(
-    x: np.ndarray, y: np.ndarray, batch: int, rng: np.random.RandomState | np.random.Generator
+def _shuffled_batches(
+    x: np.ndarray, y: np.ndarray, batch: int, rng: np.random.RandomState
 ) -> Batches:
-    """Endless mini-batches of data in memory, a fresh random order each epoch; the last
-    short batch skipped unless the data is smaller than one batch.
-
-    Examples
-    --------
-    >>> batches = shuffled_batches(np.arange(5)[:, None], np.arange(5), 2, np.random.default_rng(0))
-    >>> [len(next(batches)[0]) for _ in range(3)]
-    [2, 2, 2]
-    """
+    """Endless mini-batches, a fresh random order each epoch; the last short batch skipped
+    unless the data is smaller than one batch."""
     while True:
         order = rng.permutation(len(x))
         for lo in range(0, max(1, len(x) - batch + 1), batch):

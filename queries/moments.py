@@ -29,8 +29,9 @@ _buffers = threading.local()
 
 
 def as_float32(x: np.ndarray) -> np.ndarray:
-    """``x`` as C-ordered float32: itself if it already is, else decoded by torch into a
-    reused per-thread buffer (valid until this thread's next call).
+    """``x`` (float16 or float32 site values) as C-ordered float32: itself if it already
+    is, else converted by torch into a reused per-thread buffer (valid until this
+    thread's next call; float64 would be rounded).
 
     Examples
     --------
@@ -101,8 +102,12 @@ def value_moments(x: np.ndarray | Iterable[np.ndarray], y: np.ndarray) -> Moment
         if sums is None:
             sums = np.zeros((3, piece.shape[1]))
             shift = kernels.column_mean(piece[: kernels.RUN])
+        if start + len(piece) > dy.size:
+            raise ValueError(f"value_moments: more rows of values than the {dy.size} of y")
         kernels.moments(piece, dy[start : start + len(piece)], shift, sums)
         start += len(piece)
+    if start != dy.size:
+        raise ValueError(f"value_moments: {start} rows of values for the {dy.size} of y")
     if sums is None or start == 0:
         zeros = np.zeros(x.shape[1] if isinstance(x, np.ndarray) else 0)
         return 0.0, zeros, 0.0, zeros, 0.0, zeros

@@ -3,12 +3,14 @@
 A softmax probe decodes a token column (UPOS, deprel, a UD feature ...) of word
 ``w + k`` from the activation at word ``w``, for each offset ``k`` asked for, on a
 90/10 split grouped by sentence. It trains on mini-batches streamed from the site's
-training rows, read once: when they fit ``memory_gib`` (1 GiB by default, in the
-site's stored dtype) they are read into memory and shuffled there; otherwise every
-epoch streams the blocks in a random order (the next one read ahead by a thread)
-through a shuffling pool of a fixed number of rows, so the site is never held in
-memory. All heads (offsets, and the control task) train together on the same
-batches, so the rows are read once per epoch at most, whatever the number of heads.
+training rows, read once: when they fit ``memory_gib`` (1 GiB by default, counted
+as read: float16 stays float16, bfloat16 becomes float32) they are read into memory;
+otherwise every epoch streams them from the store, so the site is never held in
+memory. Either way each epoch takes the blocks in a random order (the next one read
+ahead by a thread) through a shuffling pool of a fixed number of rows, so the batches,
+and the probe, are the same whichever way the rows come. All heads (offsets, and the
+control task) train together on the same batches, so the rows are read once per epoch
+at most, whatever the number of heads.
 
 - Features that apply to some words only: the other words get the label ``N/A``
   and are trained on, but accuracy counts only words that carry the feature.
@@ -22,7 +24,7 @@ batches, so the rows are read once per epoch at most, whatever the number of hea
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -34,8 +36,8 @@ from sklearn.metrics import f1_score
 import actstore
 from actstore.devices import resolve_device
 from actstore.errors import ParameterError, SchemaError
-from queries.engine import Selection, map_blocks, map_reduce
-from queries.linear import Batches, Schedule, logits, shuffled_batches, train_softmax
+from queries.engine import Selection, map_blocks, map_reduce, merge_in_order
+from queries.linear import Batches, Schedule, logits, train_softmax
 from queries.options import ProbeOptions
 from queries.results import Column, TableSchema
 from queries.select import categorical_codes
@@ -210,13 +212,18 @@ def probe(
     )
     rng = np.random.default_rng([options.seed, 2])
     (reader,) = train.readers(dtype=None)  # float16 stays float16
+    spans = train.spans
     if train.rows.size * reader.n_units * reader.out_dtype.itemsize <= options.memory_gib * 2**30:
-        (x,) = train.read(dtype=None)
-        mean, scale = _scale(_fold([_moments(x[span]) for span in train.spans]))
-        stream = shuffled_batches(x, codes, options.batch_size, rng)
+        (x,) = train.read(dtype=None)  # read once; the same blocks, sliced from memory
+        mean, scale = _scale(merge_in_order([_moments(x[span]) for span in spans], _add))
+        stream = _pooled_batches(lambda i: x[spans[i]], spans, codes, options.batch_size, rng)
     else:
         mean, scale = _scale(map_reduce(_moments, _add, train, dtype=None))
-        stream = _pooled_batches(train, codes, options.batch_size, rng)
+
+        def read(i: int) -> np.ndarray:
+            return reader.take(train.rows[spans[i]])
+
+        stream = _pooled_batches(read, spans, codes, options.batch_size, rng)
     weights = train_softmax(
         stream, mean, scale, [len(h.classes) for h in labels.heads], schedule, device
     )
@@ -235,13 +242,6 @@ def _add(
     return a[0] + b[0], a[1] + b[1], a[2] + b[2]
 
 
-def _fold(parts: list[tuple[int, np.ndarray, np.ndarray]]) -> tuple[int, np.ndarray, np.ndarray]:
-    total = parts[0]
-    for part in parts[1:]:
-        total = _add(total, part)
-    return total
-
-
 def _scale(sums: tuple[int, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of every unit from its count, sum and sum of squares."""
     n, total, squares = sums
@@ -252,24 +252,26 @@ def _scale(sums: tuple[int, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.nda
 
 
 def _pooled_batches(
-    train: Selection, codes: np.ndarray, batch: int, rng: np.random.Generator
+    block: Callable[[int], np.ndarray],
+    spans: list[slice],
+    codes: np.ndarray,
+    batch: int,
+    rng: np.random.Generator,
 ) -> Batches:
-    """Endless mini-batches streamed from the store: each epoch reads the blocks in a
-    random order into a pool of about ``POOL_ROWS`` rows, shuffles the pool and cuts it
-    into batches; the rows left over start the next pool. The next block is read while
-    the model trains."""
-    (reader,) = train.readers(dtype=None)
-    spans = train.spans
+    """Endless mini-batches: each epoch takes the blocks in a random order into a pool of
+    about ``POOL_ROWS`` rows, shuffles the pool and cuts it into batches; the rows left
+    over start the next pool. ``block(i)`` gives block ``i`` (from memory, or read from
+    the store while the model trains on the previous one): the batches are the same."""
     pool_x: list[np.ndarray] = []
     pool_y: list[np.ndarray] = []
     with concurrent.futures.ThreadPoolExecutor(1) as ahead:
         while True:
             order = rng.permutation(len(spans))
-            pending = ahead.submit(reader.take, train.rows[spans[order[0]]])
+            pending = ahead.submit(block, order[0])
             for i, index in enumerate(order):
                 x = pending.result()
                 if i + 1 < len(order):
-                    pending = ahead.submit(reader.take, train.rows[spans[order[i + 1]]])
+                    pending = ahead.submit(block, order[i + 1])
                 pool_x.append(x)
                 pool_y.append(codes[spans[index]])
                 if sum(len(p) for p in pool_x) >= max(POOL_ROWS, batch) or i + 1 == len(order):

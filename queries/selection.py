@@ -24,7 +24,7 @@ import actstore
 from actstore.errors import SchemaError, SiteError
 from actstore.reader import SiteReader, block_cuts
 from actstore.sql import quote_ident
-from queries.select import check_columns, where_clause
+from queries.select import check_columns, not_null, where_clause
 from queries.sentences import sentence_spans
 
 
@@ -106,7 +106,10 @@ class Selection:
     def rows(self) -> np.ndarray:
         """Selected row ids, sorted."""
         if self.row_ids is not None:
-            return self._covered(np.asarray(self.row_ids, np.int64))
+            rows = np.asarray(self.row_ids, np.int64).ravel()
+            if rows.size and (rows[0] < 0 or (np.diff(rows) <= 0).any()):
+                raise SchemaError("row_ids must be strictly increasing row ids (from 0)")
+            return self._covered(rows)
         if self.where is None or not self.where.strip():
             return np.arange(self.store.site(self.sites[0]).n_rows, dtype=np.int64)
         return self._covered(self.store.rows(self.where, table=self.table))
@@ -205,7 +208,7 @@ class Selection:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Stream:
     """A block's rows of one site, read piece by piece: iterating yields consecutive
     pieces of about ``piece_bytes`` (rows x units, the read dtype), each valid until the
@@ -227,3 +230,33 @@ class Stream:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self.reader.pieces(self.rows, self.piece_bytes)
+
+
+def with_values(
+    store: actstore.Store,
+    sites: tuple[str, ...],
+    columns: Sequence[str],
+    where: str | None = None,
+    **kwargs: Any,
+) -> tuple[Selection, pa.Table]:
+    """The selection of rows where ``columns[0]`` has a value (and ``where`` holds), with
+    the values of ``columns`` at those rows. Without ``where`` the columns are read
+    straight from the Parquet parts (no SQL); ``kwargs`` go to :class:`Selection`.
+
+    Examples
+    --------
+    >>> selection, values = with_values(store, ("toy/layer.0",), ["head_distance"])
+    >>> selection.rows.size == values.num_rows == store.n_rows() - 30  # 30 roots
+    True
+    """
+    first = quote_ident(columns[0])
+    check_columns(store, store.site(sites[0]).table, columns)
+    if where and where.strip():
+        selection = Selection(store, sites, not_null(where, first), **kwargs)
+        return selection, selection.values(columns)
+    values = store.columns(list(columns), table=store.site(sites[0]).table)
+    if values.column(0).null_count == 0:
+        return Selection(store, sites, **kwargs), values
+    present = values.column(0).is_valid()
+    rows = np.flatnonzero(np.asarray(present.to_numpy(), bool))
+    return Selection(store, sites, row_ids=rows, **kwargs), values.filter(present)

@@ -33,6 +33,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory, ewt_small: Path) -> Iterator
             ("bfloat16", "bfloat16", "none"),
             ("float32", "float32", "none"),
             ("zstd", "float16", "zstd"),
+            ("zstd_bfloat16", "bfloat16", "zstd"),
         ):
             writer = store.create_site(
                 f"toy/{name}", n_units=UNITS, dtype=dtype, chunk_rows=CHUNK, codec=codec
@@ -53,7 +54,7 @@ def _stored(name: str, n: int) -> np.ndarray:
     values = _written(n)
     if name in ("float16", "zstd"):
         return values.astype(np.float16).astype(np.float32)
-    if name == "bfloat16":
+    if name in ("bfloat16", "zstd_bfloat16"):
         return (to_bfloat16_bits(values).astype(np.uint32) << 16).view(np.float32)
     return values
 
@@ -86,7 +87,7 @@ def limits(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.usefixtures("limits")
-@pytest.mark.parametrize("name", ["float16", "bfloat16", "float32", "zstd"])
+@pytest.mark.parametrize("name", ["float16", "bfloat16", "float32", "zstd", "zstd_bfloat16"])
 def test_every_selection_reads_exactly_the_rows_written(sites: Path, name: str) -> None:
     with actstore.open(sites) as store:
         n = store.n_rows()
@@ -100,6 +101,47 @@ def test_every_selection_reads_exactly_the_rows_written(sites: Path, name: str) 
         assert raw.dtype == (np.float16 if name in ("float16", "zstd") else np.float32)
         np.testing.assert_array_equal(raw.astype(np.float32), expected[5:900])
         assert store.site_reader(f"toy/{name}").take(np.array([], np.int64)).shape == (0, UNITS)
+
+
+@pytest.mark.parametrize("name", ["bfloat16", "zstd_bfloat16"])
+def test_bfloat16_bits_read_raw(sites: Path, name: str) -> None:
+    """Exact Spearman reads a bfloat16 site's bit patterns (as uint16), compressed or not."""
+    with actstore.open(sites) as store:
+        bits = to_bfloat16_bits(_written(store.n_rows()))
+        rows = _selections(store.n_rows())["5% at random"]
+        got = store.site_reader(f"toy/{name}", dtype="uint16").take(rows)
+        np.testing.assert_array_equal(got, bits[rows])
+
+
+def test_rows_out_of_order_or_range_are_refused(sites: Path) -> None:
+    with actstore.open(sites) as store:
+        reader = store.site_reader("toy/float16")
+        n = store.n_rows()
+        for rows in ([3, 7, 5], [4, 4], [-1, 2], [0, n]):
+            with pytest.raises(actstore.SiteError, match=r"strictly increasing row ids in 0\.\."):
+                reader.take(np.array(rows))
+        with pytest.raises(actstore.SiteError, match="out must be a"):
+            reader.take_into(np.array([1, 2]), np.empty((2, UNITS), np.float64))
+
+
+def test_all_zero_chunks_are_written_and_read(tmp_path: Path, ewt_small: Path) -> None:
+    """zarr skips all-zero chunks unless told not to; a reader would take the missing
+    file for a damaged site."""
+    import shutil
+
+    from actstore.verify import check_store
+
+    path = Path(shutil.copytree(ewt_small, tmp_path / "zeros.actstore"))
+    with actstore.open(path, mode="a") as store:
+        values = _written(store.n_rows())
+        values[:CHUNK] = 0
+        writer = store.create_site("toy/zeros", n_units=UNITS, chunk_rows=CHUNK)
+        writer.write(0, values)
+        writer.commit()
+        got = store.acts("toy/zeros").values
+    np.testing.assert_array_equal(got, values.astype(np.float16).astype(np.float32))
+    with actstore.open(path) as store:
+        assert check_store(store) == []
 
 
 def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
