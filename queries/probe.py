@@ -45,6 +45,7 @@ from queries.sentences import sentence_bounds
 
 NA = "N/A"
 POOL_ROWS = 32768
+POOL_BYTES = 96 << 20  # a pool of wide rows holds fewer (it is copied once when cut)
 
 
 PROBE = TableSchema(
@@ -259,9 +260,10 @@ def _pooled_batches(
     rng: np.random.Generator,
 ) -> Batches:
     """Endless mini-batches: each epoch takes the blocks in a random order into a pool of
-    about ``POOL_ROWS`` rows, shuffles the pool and cuts it into batches; the rows left
-    over start the next pool. ``block(i)`` gives block ``i`` (from memory, or read from
-    the store while the model trains on the previous one): the batches are the same."""
+    about ``POOL_ROWS`` rows (fewer if they pass ``POOL_BYTES``), shuffles the pool and
+    cuts it into batches; the rows left over start the next pool. ``block(i)`` gives
+    block ``i`` (from memory, or read from the store while the model trains on the
+    previous one): the batches are the same."""
     pool_x: list[np.ndarray] = []
     pool_y: list[np.ndarray] = []
     with concurrent.futures.ThreadPoolExecutor(1) as ahead:
@@ -274,7 +276,8 @@ def _pooled_batches(
                     pending = ahead.submit(block, order[i + 1])
                 pool_x.append(x)
                 pool_y.append(codes[spans[index]])
-                if sum(len(p) for p in pool_x) >= max(POOL_ROWS, batch) or i + 1 == len(order):
+                pool_rows = min(POOL_ROWS, max(1, POOL_BYTES // max(1, x[:1].nbytes)))
+                if sum(len(p) for p in pool_x) >= max(pool_rows, batch) or i + 1 == len(order):
                     yield from _cut(pool_x, pool_y, batch, rng)
 
 
