@@ -29,8 +29,9 @@ from timing import peak_rss_mib
 import actstore
 from actstore.data import corpus_path
 from actstore.verbs import verb
+from queries.labels import prepare_labels
 from queries.options import ProbeOptions
-from queries.probe import metric_value, prepare_labels, probe
+from queries.probe import metric_value, probe
 
 RUNS = Path("runs/bench")
 SITE = "minilm/layer.4"

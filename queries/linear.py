@@ -28,26 +28,58 @@ Batches = Iterator[tuple[np.ndarray, np.ndarray]]
 
 @dataclass(frozen=True)
 class Schedule:
-    """How long and how fast to train: Adam steps, batch size, learning rate, L2."""
+    """How long and how fast to train: Adam steps, batch size, learning rate, L2, and
+    early stopping (an evaluation every ``steps_per_epoch`` steps; training stops when
+    ``patience`` evaluations in a row improved no head)."""
 
     n_steps: int
     batch_size: int = 512
     learning_rate: float = 0.01
     alpha: float = 1e-4
+    steps_per_epoch: int = 0
+    patience: int = 0
 
     @classmethod
     def for_rows(
-        cls, n_rows: int, *, epochs: float, min_steps: int, batch_size: int, **kw: float
+        cls,
+        n_rows: int,
+        *,
+        epochs: float,
+        batch_size: int,
+        min_steps: int = 0,
+        max_steps: int = 1 << 62,
+        patience: int = 0,
+        learning_rate: float = 0.01,
+        alpha: float = 1e-4,
     ) -> Schedule:
-        """``epochs`` passes over ``n_rows`` rows, but never fewer than ``min_steps`` steps.
+        """``epochs`` passes over ``n_rows`` rows, within ``min_steps`` and ``max_steps``.
+
+        Batches hold at most an eighth of the rows, so a small selection still gets
+        eight steps an epoch; the learning rate decays linearly to zero over the steps
+        planned, so it follows the data's size.
 
         Examples
         --------
         >>> Schedule.for_rows(10_000, epochs=5, min_steps=50, batch_size=500).n_steps
         100
+        >>> small = Schedule.for_rows(600, epochs=20, batch_size=512)
+        >>> small.batch_size, small.steps_per_epoch, small.n_steps
+        (75, 8, 160)
         """
-        steps = max(min_steps, int(np.ceil(epochs * n_rows / batch_size)))
-        return cls(n_steps=steps, batch_size=batch_size, **kw)
+        batch = max(1, min(batch_size, max(16, -(-n_rows // 8))))
+        per_epoch = max(1, -(-n_rows // batch))
+        steps = int(np.clip(np.ceil(epochs * per_epoch), max(min_steps, 1), max_steps))
+        return cls(steps, batch, learning_rate, alpha, per_epoch, patience)
+
+
+@dataclass
+class Trained:
+    """What :func:`train_softmax` learned: per head, ``(coef, intercept)`` acting on raw
+    features, and how training went."""
+
+    weights: list[tuple[np.ndarray, np.ndarray]]
+    steps: int  # Adam steps taken
+    best_epoch: list[int]  # per head, the epoch whose weights were kept (0: no validation)
 
 
 def train_softmax(
@@ -57,7 +89,8 @@ def train_softmax(
     n_classes: Sequence[int],
     schedule: Schedule,
     device: torch.device,
-) -> list[tuple[np.ndarray, np.ndarray]]:
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Trained:
     """Train one softmax head per label column; return each head's raw-feature weights.
 
     Parameters
@@ -70,22 +103,21 @@ def train_softmax(
         Feature standardisation: the heads see ``(X - mean) / scale``.
     n_classes
         Classes per head.
-
-    Returns
-    -------
-    list of (coef, intercept)
-        Per head, ``coef`` (classes x features) and ``intercept`` (classes) that act on
-        raw features: ``X @ coef.T + intercept`` are the logits.
+    validation
+        Held-out ``(X, Y)``: after every epoch each head's mean cross-entropy on it is
+        measured, each head keeps the weights of its best epoch, and training stops
+        once ``schedule.patience`` epochs in a row improved no head.
 
     Examples
     --------
     >>> x = np.array([[0.0], [1.0], [2.0], [3.0]], np.float32)
     >>> y = np.array([[0], [0], [1], [1]])
     >>> batches = iter(lambda: (x, y), None)  # the same batch, forever
-    >>> ((coef, intercept),) = train_softmax(batches, np.array([1.5]), np.array([1.0]), [2],
-    ...                                      Schedule(200, learning_rate=0.1), torch.device("cpu"))
-    >>> logits(x, coef, intercept).argmax(axis=1).tolist()
-    [0, 0, 1, 1]
+    >>> trained = train_softmax(batches, np.array([1.5]), np.array([1.0]), [2],
+    ...                         Schedule(200, learning_rate=0.1), torch.device("cpu"))
+    >>> ((coef, intercept),) = trained.weights
+    >>> logits(x, coef, intercept).argmax(axis=1).tolist(), trained.steps
+    ([0, 0, 1, 1], 200)
     """
     n_features, n_heads, width = mean.size, len(n_classes), max(n_classes)
     shift = torch.as_tensor(mean, dtype=torch.float32, device=device)
@@ -95,7 +127,9 @@ def train_softmax(
     bias = torch.zeros(n_heads, width, device=device)
     padding = torch.arange(width, device=device) >= torch.tensor(n_classes, device=device)[:, None]
     adam = _Adam([weight, bias])
-    for step in range(schedule.n_steps):
+    held = _Holdout(validation, shift, inv_scale, padding, device) if validation else None
+    step = 0
+    for step in range(1, schedule.n_steps + 1):
         x_np, y_np = next(batches)
         x = torch.from_numpy(x_np).to(device, non_blocking=True)
         y = torch.from_numpy(y_np).to(device, non_blocking=True).long()
@@ -106,12 +140,68 @@ def train_softmax(
         valid = (y >= 0).float()
         g *= (valid / valid.sum(0).clamp(min=1)).unsqueeze(2)
         grad_w = (g.view(-1, n_heads * width).T @ x).view_as(weight) + schedule.alpha * weight
-        adam.step([grad_w, g.sum(0)], schedule.learning_rate * (1.0 - step / schedule.n_steps))
+        lr = schedule.learning_rate * (1.0 - (step - 1) / schedule.n_steps)
+        adam.step([grad_w, g.sum(0)], lr)
+        epoch, end_of_epoch = divmod(step, max(1, schedule.steps_per_epoch))
+        if (
+            held is not None
+            and not end_of_epoch
+            and held.stale(weight, bias, epoch) >= max(1, schedule.patience)
+        ):
+            break
+    if held is not None:
+        held.restore(weight, bias)
     out = []
     for h, k in enumerate(n_classes):
         coef = weight[h, :k] * inv_scale
         out.append((coef.cpu().numpy(), (bias[h, :k] - coef @ shift).cpu().numpy()))
-    return out
+    best = held.best_epoch.tolist() if held is not None else [0] * n_heads
+    return Trained(out, step, best)
+
+
+class _Holdout:
+    """Held-out rows for early stopping: each head's best weights and loss so far."""
+
+    def __init__(
+        self,
+        data: tuple[np.ndarray, np.ndarray],
+        shift: torch.Tensor,
+        inv_scale: torch.Tensor,
+        padding: torch.Tensor,
+        device: torch.device,
+    ) -> None:
+        x, y = data
+        self.x = (torch.from_numpy(np.ascontiguousarray(x)).to(device).float() - shift) * inv_scale
+        self.y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
+        self.padding = padding
+        n_heads = padding.shape[0]
+        self.best = torch.full((n_heads,), torch.inf, device=device)
+        self.best_epoch = torch.zeros(n_heads, dtype=torch.long)
+        self.kept: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.since = 0
+
+    def stale(self, weight: torch.Tensor, bias: torch.Tensor, epoch: int) -> int:
+        """Evaluate after ``epoch``; keep improved heads' weights; epochs since any did."""
+        n_heads, width, n_features = weight.shape
+        scores = (self.x @ weight.view(n_heads * width, n_features).T).view(-1, n_heads, width)
+        log_p = torch.log_softmax((scores + bias).masked_fill(self.padding, -torch.inf), dim=2)
+        valid = self.y >= 0
+        picked = log_p.gather(2, self.y.clamp(min=0).unsqueeze(2)).squeeze(2)
+        loss = -(picked * valid).sum(0) / valid.sum(0).clamp(min=1)
+        better = loss < self.best - 1e-6 * self.best.abs().clamp(max=1e30)
+        if self.kept is None:
+            self.kept = (weight.clone(), bias.clone())
+        self.kept[0][better] = weight[better]
+        self.kept[1][better] = bias[better]
+        self.best = torch.where(better, loss, self.best)
+        self.best_epoch[better.cpu()] = epoch
+        self.since = 0 if bool(better.any()) else self.since + 1
+        return self.since
+
+    def restore(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        if self.kept is not None:
+            weight.copy_(self.kept[0])
+            bias.copy_(self.kept[1])
 
 
 class _Adam:
@@ -225,14 +315,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         scale = X.std(axis=0, dtype=np.float64)
         scale[scale == 0] = 1.0
         torch.manual_seed(int(rng.randint(2**31)))
-        ((coef, intercept),) = train_softmax(
-            _shuffled_batches(X, codes[:, None].astype(np.int64), batch, rng),
+        trained = train_softmax(
+            _shuffled_batches(X, codes[:, None].astype(np.int64), schedule.batch_size, rng),
             mean,
             scale,
             [self.classes_.size],
             schedule,
             resolve_device(self.device),
         )
+        ((coef, intercept),) = trained.weights
         self.coef_, self.intercept_ = coef.astype(np.float64), intercept.astype(np.float64)
         self.n_iter_ = schedule.n_steps
         return self

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from actstore.errors import ParameterError
 from actstore.verbs import option
@@ -72,7 +73,17 @@ class ProbeOptions:
     control: bool = option(False, help="also run the control task")
     device: str = option("auto", help="auto, cpu, cuda or cuda:N")
     seed: int = option(0, help="seeds the split, batches and control")
-    epochs: float = option(5.0, help="passes over the training words")
+    epochs: float = option(20.0, help="passes over the training words, at most")
+    patience: int = option(
+        3, help="stop after this many epochs without improvement on held-out training "
+        "words (0: no early stopping, train all epochs)"
+    )  # fmt: skip
+    max_steps: int = option(20_000, help="Adam steps, at most")
+    scoring: Literal["feature", "raw"] = option(
+        "feature", help="feature: words carrying the feature are predicted among its real "
+        "values; raw: an N/A prediction counts as wrong (the LSTM probing paper)"
+    )  # fmt: skip
+    per_class: bool = option(False, help="also report the accuracy of every class")
     memory_gib: float = option(
         1.0,
         help="read the training words into memory once if they fit in this many GiB "
@@ -80,7 +91,7 @@ class ProbeOptions:
     )
     control_type: str = "form"
     test_fraction: float = 0.1
-    min_steps: int = 2000
+    min_steps: int = 0
     batch_size: int = 512
     learning_rate: float = 0.01
     alpha: float = 1e-4
@@ -98,6 +109,10 @@ class ProbeOptions:
             _positive(name, getattr(self, name))
         _at_least("batch_size", self.batch_size, 1)
         _at_least("min_steps", self.min_steps, 0)
+        _at_least("max_steps", self.max_steps, 1)
+        _at_least("patience", self.patience, 0)
+        if self.scoring not in ("feature", "raw"):
+            raise ParameterError("scoring", f"must be 'feature' or 'raw', got {self.scoring!r}")
         for name in ("alpha", "memory_gib"):  # 0 is allowed: no penalty, always stream
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):

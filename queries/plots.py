@@ -36,20 +36,25 @@ def _short(site: str) -> str:
 
 
 def probe_figure(table: pd.DataFrame) -> Figure:
-    """Accuracy per site (one line per word offset), with majority and control dashed.
+    """Accuracy per site (one line per word offset), with majority and control dashed;
+    accuracies the table warns about (not above majority, control within 2 points) are
+    ringed in red.
 
     Examples
     --------
     >>> from queries.probe import probe
     >>> from queries.options import ProbeOptions
-    >>> options = ProbeOptions("upos", control=True, device="cpu", min_steps=20)
+    >>> options = ProbeOptions("upos", control=True, device="cpu")
     >>> len(probe_figure(probe(store, "toy/layer.0", options)).axes)
     1
     """
+    if "label" in table:
+        table = table[table["label"].fillna("") == ""]
     sites = _sites(table)
     figure = Figure(figsize=(max(5.0, 0.9 * len(sites) + 2), 3.8))
     ax = figure.subplots()
     x = np.arange(len(sites))
+    warned = False
     for offset, group in table.groupby("word_offset"):
         value = group.pivot_table(index="site", columns="metric", values="value")
         value = value.reindex(sites)
@@ -63,6 +68,13 @@ def probe_figure(table: pd.DataFrame) -> Figure:
                 color=line.get_color(),
                 label=f"control ({label})",
             )
+        if "warning" in group:
+            flagged = group[(group.metric == "accuracy") & (group.warning.fillna("") != "")]
+            if len(flagged):
+                at = [sites.index(site) for site in flagged["site"]]
+                ax.scatter(at, flagged["value"], s=140, facecolors="none", edgecolors="red",
+                           label=None if warned else "warning (see table)")  # fmt: skip
+                warned = True
     majority = table[table.metric == "majority"].groupby("site")["value"].mean().reindex(sites)
     ax.plot(x, majority, ls="--", color="grey", label="majority class")
     ax.set_xticks(x, [_short(s) for s in sites], rotation=30, ha="right")

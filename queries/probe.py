@@ -2,28 +2,37 @@
 
 A softmax probe decodes a token column (UPOS, deprel, a UD feature ...) of word
 ``w + k`` from the activation at word ``w``, for each offset ``k`` asked for, on a
-90/10 split grouped by sentence. It trains on mini-batches streamed from the site's
-training rows, read once: when they fit ``memory_gib`` (1 GiB by default, counted
-as read: float16 stays float16, bfloat16 becomes float32) they are read into memory;
-otherwise every epoch streams them from the store, so the site is never held in
-memory. Either way each epoch takes the blocks in a random order (the next one read
-ahead by a thread) through a shuffling pool of a fixed number of rows, so the batches,
-and the probe, are the same whichever way the rows come. All heads (offsets, and the
-control task) train together on the same batches, so the rows are read once per epoch
-at most, whatever the number of heads.
+90/10 split grouped by sentence (:mod:`queries.labels`). All heads (offsets, and the
+control task) train together on the same batches.
 
-- Features that apply to some words only: the other words get the label ``N/A``
-  and are trained on, but accuracy counts only words that carry the feature.
-- Control task (Hewitt and Liang 2019): every word type (``form``) gets a fixed
-  random label drawn from the distribution of the real labels; selectivity is
-  accuracy minus control accuracy.
-- Split: the selected words' sentences in a seeded random order, taken for the test
-  side until it holds ``test_fraction`` of the words.
+- **Reading**: the training rows are read once. When they fit ``memory_gib`` (1 GiB by
+  default, counted as read: float16 stays float16, bfloat16 becomes float32) they are
+  read into memory; otherwise every epoch streams them from the store, so the site is
+  never held in memory. Either way each epoch takes the blocks in a random order (the
+  next one read ahead by a thread) through a shuffling pool of a fixed number of rows,
+  so the batches, and the probe, are the same whichever way the rows come.
+- **Training length follows the data**: at most ``epochs`` passes (and ``max_steps``
+  steps), batches of at most an eighth of the rows, the learning rate decayed to zero
+  over the planned steps; after every epoch each head is scored on the held-out
+  training words, keeps its best epoch's weights, and training stops once
+  ``patience`` epochs in a row improved no head.
+- **Scoring**: only words that carry the feature are scored. With ``scoring="feature"``
+  (the default) their prediction is the most likely real class: the ``N/A`` output,
+  learnt from the words without the feature, is left out of the argmax. With
+  ``"raw"`` (the LSTM probing paper's protocol) a word predicted ``N/A`` counts as
+  wrong, so a probe can score below the majority baseline while it ranks the real
+  classes well. The table says which was used.
+- **Warnings**: an accuracy not above the majority baseline, or a control task within
+  2 points of the probe, is named in the table's ``warning`` column.
+- **Threads**: on the CPU the training loop runs torch on one thread (like the
+  engine's tasks): the mini-batches are small, and a second thread only competes for
+  the cores (2.4x slower on 2 cores with another process running, 15% faster idle).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -35,18 +44,21 @@ from sklearn.metrics import f1_score
 
 import actstore
 from actstore.devices import resolve_device
-from actstore.errors import ParameterError, SchemaError
-from queries.engine import Selection, map_blocks, map_reduce, merge_in_order
-from queries.linear import Batches, Schedule, logits, train_softmax
+from queries.engine import (
+    Selection,
+    map_blocks,
+    map_reduce,
+    merge_in_order,
+    torch_single_threaded,
+)
+from queries.labels import NA, Labels, prepare_labels
+from queries.linear import Batches, Schedule, Trained, logits, train_softmax
 from queries.options import ProbeOptions
 from queries.results import Column, TableSchema
-from queries.select import categorical_codes
-from queries.sentences import sentence_bounds
 
-NA = "N/A"
 POOL_ROWS = 32768
 POOL_BYTES = 96 << 20  # a pool of wide rows holds fewer (it is copied once when cut)
-
+CONTROL_MARGIN = 0.02  # a control task this close to the probe makes the probe suspect
 
 PROBE = TableSchema(
     "probe",
@@ -55,130 +67,125 @@ PROBE = TableSchema(
         Column("target", "string"),
         Column("word_offset", "int64"),
         Column("metric", "string"),
+        Column("label", "string"),
         Column("value", "float64"),
         Column("n", "int64"),
         Column("n_train", "int64"),
         Column("n_classes", "int64"),
+        Column("scoring", "string"),
         Column("seed", "int64"),
+        Column("warning", "string"),
+    ),
+)
+
+CONFUSION = TableSchema(
+    "probe_confusion",
+    (
+        Column("site", "string"),
+        Column("target", "string"),
+        Column("word_offset", "int64"),
+        Column("true", "string"),
+        Column("predicted", "string"),
+        Column("n", "int64"),
     ),
 )
 
 
-@dataclass(frozen=True)
-class Head:
-    """One label set: the real target or its control task, at one word offset."""
-
-    offset: int
-    control: bool
-    classes: list[str]
-
-
 @dataclass
-class Labels:
-    """Selected rows, their split and every head's class codes (-1: no label here).
+class FittedProbe:
+    """A trained probe of one site: its heads' weights, standardisation and predictions
+    on the test words. :meth:`table` scores it, :meth:`confusion` counts its errors."""
 
-    ``scored`` marks, per head, the words whose label counts for accuracy: a real
-    value of the target (not ``N/A``) within the sentence.
-    """
+    site: str
+    options: ProbeOptions
+    labels: Labels
+    mean: np.ndarray
+    scale: np.ndarray
+    trained: Trained
+    predicted: np.ndarray  # test rows x heads, class codes
 
-    rows: np.ndarray
-    test: np.ndarray
-    codes: np.ndarray
-    scored: np.ndarray
-    heads: list[Head]
+    def table(self) -> pd.DataFrame:
+        """The tidy scores (:data:`PROBE`); see :func:`probe`."""
+        return _score(self)
 
+    def confusion(self) -> pd.DataFrame:
+        """Scored test words per (true, predicted) class of every real head
+        (:data:`CONFUSION`; cells that never occur are left out).
 
-def prepare_labels(store: actstore.Store, options: ProbeOptions) -> Labels:
-    """Read the target (and word types) once; build the split and the heads' labels.
-
-    Examples
-    --------
-    >>> labels = prepare_labels(store, ProbeOptions("upos", offsets=(0, 1)))
-    >>> [(h.offset, h.control) for h in labels.heads], labels.codes.shape[1]
-    ([(0, False), (1, False)], 2)
-    """
-    names_read = ["sentence_id", options.target]
-    if options.control:
-        names_read.append(options.control_type)
-    table = store.columns(names_read)
-    sentence = table.column("sentence_id").to_numpy()
-    values, names = categorical_codes(table.column(options.target))
-    rows = store.rows(options.where) if options.where else np.arange(sentence.size)
-    if rows.size == 0:
-        raise ParameterError("where", f"{options.where!r}: no tokens selected")
-    present = np.unique(values[rows][values[rows] >= 0])
-    if present.size < 2:
-        raise ParameterError(
-            "target",
-            f"{options.target!r} has {present.size} class(es) on the selected tokens; "
-            "a probe needs at least 2",
-        )
-    test = _sentence_split(sentence[rows], options.test_fraction, options.seed)
-    control = None
-    if options.control:
-        types, _ = categorical_codes(table.column(options.control_type))
-        control = _control_labels(values, types, rows[~test], len(names), options.seed)
-    heads, columns, scored = [], [], []
-    for offset in options.offsets:
-        if offset == 0:
-            neighbour, real = rows, values[rows]
-        else:
-            neighbour = rows + offset
-            inside = (neighbour >= 0) & (neighbour < sentence.size)
-            neighbour = np.where(inside, neighbour, 0)
-            inside &= sentence[neighbour] == sentence[rows]
-            real = np.where(inside, values[neighbour], np.int32(-2))  # -2: no word, -1: N/A
-        for is_control, source in ((False, values), (True, control)):
-            if source is None:
+        Examples
+        --------
+        >>> fitted = fit_probe(store, "toy/layer.0", ProbeOptions("upos", device="cpu"))
+        >>> int(fitted.confusion()["n"].sum()) == int(fitted.table()["n"].iloc[0])
+        True
+        """
+        labels, frames = self.labels, []
+        truth, scored = labels.codes[labels.test], labels.scored[labels.test]
+        for h, head in enumerate(labels.heads):
+            if head.control:
                 continue
-            raw = np.where(real < 0, real, source[neighbour])
-            classes, head_codes = _head_classes(raw, names)
-            heads.append(Head(offset, is_control, classes))
-            columns.append(head_codes)
-            scored.append(raw >= 0)
-    return Labels(rows, test, np.stack(columns, axis=1), np.stack(scored, axis=1), heads)
+            names = np.asarray(head.classes, dtype=object)
+            pairs = pd.DataFrame(
+                {
+                    "true": names[truth[scored[:, h], h]],
+                    "predicted": names[self.predicted[scored[:, h], h]],
+                }
+            )
+            counts = pairs.value_counts().rename("n").reset_index()
+            frames.append(
+                counts.assign(site=self.site, target=self.options.target, word_offset=head.offset)
+            )
+        return CONFUSION.check(pd.concat(frames, ignore_index=True)[CONFUSION.names])
 
 
-def _sentence_split(sentence: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Test mask: whole sentences in a seeded random order until ``fraction`` of the words.
+def fit_probe(
+    store: actstore.Store, site: str, options: ProbeOptions, labels: Labels | None = None
+) -> FittedProbe:
+    """Train the probes of ``options`` on one site and predict its test words.
 
-    ``sentence`` is non-decreasing (rows are in corpus order), so each sentence is one run.
+    Pass ``labels`` from :func:`~queries.labels.prepare_labels` to reuse them across
+    sites.
     """
-    bounds = sentence_bounds(sentence)
-    counts = np.diff(bounds)
-    if counts.size < 2:
-        raise SchemaError("the selected tokens come from one sentence; a split needs two")
-    order = np.random.default_rng(seed).permutation(counts.size)
-    filled = np.cumsum(counts[order])
-    n_test = min(int(np.searchsorted(filled, fraction * sentence.size)) + 1, counts.size - 1)
-    chosen = np.zeros(counts.size, bool)
-    chosen[order[:n_test]] = True
-    return np.repeat(chosen, counts)
+    labels = labels or prepare_labels(store, options)
+    device = resolve_device(options.device)
+    selected = Selection(store, (site,), options.where, row_ids=labels.rows)
+    fitted_on = ~labels.test & ~labels.validation
+    train, test = selected.subset(fitted_on), selected.subset(labels.test)
+    codes = labels.codes[fitted_on]
+    schedule = Schedule.for_rows(
+        train.rows.size,
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        min_steps=options.min_steps,
+        max_steps=options.max_steps,
+        patience=options.patience,
+        learning_rate=options.learning_rate,
+        alpha=options.alpha,
+    )
+    rng = np.random.default_rng([options.seed, 2])
+    (reader,) = train.readers(dtype=None)  # float16 stays float16
+    spans, batch = train.spans, schedule.batch_size
+    if train.rows.size * reader.n_units * reader.out_dtype.itemsize <= options.memory_gib * 2**30:
+        (x,) = train.read(dtype=None)  # read once; the same blocks, sliced from memory
+        mean, scale = _scale(merge_in_order([_moments(x[span]) for span in spans], _add))
+        stream = _pooled_batches(lambda i: x[spans[i]], spans, codes, batch, rng)
+    else:
+        mean, scale = _scale(map_reduce(_moments, _add, train, dtype=None))
 
+        def read(i: int) -> np.ndarray:
+            return reader.take(train.rows[spans[i]])
 
-def _control_labels(
-    values: np.ndarray, types: np.ndarray, train_rows: np.ndarray, n_names: int, seed: int
-) -> np.ndarray:
-    """Per row, the control label of its word type, drawn once per type from the
-    distribution of the real labels on the training words (N/A rows stay N/A)."""
-    real = values[train_rows]
-    freq = np.bincount(real[real >= 0], minlength=n_names).astype(np.float64)
-    rng = np.random.default_rng([seed, 1])
-    per_type = rng.choice(n_names, size=int(types.max()) + 2, p=freq / freq.sum())
-    return np.where(values >= 0, per_type[types].astype(np.int32), np.int32(-1))
-
-
-def _head_classes(raw: np.ndarray, names: list[str]) -> tuple[list[str], np.ndarray]:
-    """Class names of one head (``N/A`` last when present) and codes into them."""
-    used = np.unique(raw[raw >= 0])
-    classes = [names[i] for i in used]
-    remap = np.full(len(names), -1, np.int32)
-    remap[used] = np.arange(used.size)
-    codes = np.where(raw >= 0, remap[np.maximum(raw, 0)], np.int32(-1))
-    if (raw == -1).any():
-        codes = np.where(raw == -1, np.int32(len(classes)), codes)
-        classes.append(NA)
-    return classes, codes
+        stream = _pooled_batches(read, spans, codes, batch, rng)
+    held_out = None
+    if labels.validation.any():
+        (x_held,) = selected.subset(labels.validation).read(dtype=None)
+        held_out = (x_held, labels.codes[labels.validation])
+    n_classes = [len(h.classes) for h in labels.heads]
+    with torch_single_threaded() if device.type == "cpu" else contextlib.nullcontext():
+        trained = train_softmax(stream, mean, scale, n_classes, schedule, device, held_out)
+    real_only = [options.scoring == "feature" and h.classes[-1] == NA for h in labels.heads]
+    predict = partial(_predict, weights=trained.weights, real_only=real_only)
+    predicted = np.concatenate(map_blocks(predict, test))
+    return FittedProbe(site, options, labels, mean, scale, trained, predicted)
 
 
 def probe(
@@ -186,50 +193,21 @@ def probe(
 ) -> pd.DataFrame:
     """Train and score the probes of ``options`` on one site.
 
-    Returns a tidy table: ``site, target, word_offset, metric, value, n, n_train,
-    n_classes, seed`` with metrics ``accuracy``, ``macro_f1``, ``majority`` (the
-    majority-class baseline) and, with a control task, ``control_accuracy`` and
-    ``selectivity``. ``n`` counts the scored test words, ``n_train`` the scored
-    training words. Pass ``labels`` from :func:`prepare_labels` to reuse them across sites.
+    Returns a tidy table (:data:`PROBE`): ``site, target, word_offset, metric, label,
+    value, n, n_train, n_classes, scoring, seed, warning`` with metrics ``accuracy``,
+    ``macro_f1``, ``majority`` (the majority-class baseline) and, with a control task,
+    ``control_accuracy`` and ``selectivity``; with ``per_class``, ``class_accuracy``
+    per class (``label``). ``n`` counts the scored test words, ``n_train`` the scored
+    training words (the held-out part early stopping watches included). Pass
+    ``labels`` from :func:`~queries.labels.prepare_labels` to reuse them across sites.
 
     Examples
     --------
-    >>> options = ProbeOptions("upos", control=True, device="cpu", min_steps=20)
+    >>> options = ProbeOptions("upos", control=True, device="cpu")
     >>> probe(store, "toy/layer.0", options)["metric"].tolist()
     ['accuracy', 'macro_f1', 'majority', 'control_accuracy', 'selectivity']
     """
-    labels = labels or prepare_labels(store, options)
-    device = resolve_device(options.device)
-    selected = Selection(store, (site,), options.where, row_ids=labels.rows)
-    train, test = selected.subset(~labels.test), selected.subset(labels.test)
-    codes = labels.codes[~labels.test]
-    schedule = Schedule.for_rows(
-        train.rows.size,
-        epochs=options.epochs,
-        min_steps=options.min_steps,
-        batch_size=options.batch_size,
-        learning_rate=options.learning_rate,
-        alpha=options.alpha,
-    )
-    rng = np.random.default_rng([options.seed, 2])
-    (reader,) = train.readers(dtype=None)  # float16 stays float16
-    spans = train.spans
-    if train.rows.size * reader.n_units * reader.out_dtype.itemsize <= options.memory_gib * 2**30:
-        (x,) = train.read(dtype=None)  # read once; the same blocks, sliced from memory
-        mean, scale = _scale(merge_in_order([_moments(x[span]) for span in spans], _add))
-        stream = _pooled_batches(lambda i: x[spans[i]], spans, codes, options.batch_size, rng)
-    else:
-        mean, scale = _scale(map_reduce(_moments, _add, train, dtype=None))
-
-        def read(i: int) -> np.ndarray:
-            return reader.take(train.rows[spans[i]])
-
-        stream = _pooled_batches(read, spans, codes, options.batch_size, rng)
-    weights = train_softmax(
-        stream, mean, scale, [len(h.classes) for h in labels.heads], schedule, device
-    )
-    predicted = map_blocks(partial(_predict, weights=weights), test)
-    return _score(site, options, labels, np.concatenate(predicted))
+    return fit_probe(store, site, options, labels).table()
 
 
 def _moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
@@ -296,42 +274,66 @@ def _cut(
     pool_y[:] = [y[rest]] if rest.size else []
 
 
-def _predict(x: np.ndarray, *, weights: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Predicted class codes of one block (rows x heads)."""
-    return np.stack([logits(x, c, b).argmax(axis=1) for c, b in weights], axis=1)
+def _predict(
+    x: np.ndarray, *, weights: list[tuple[np.ndarray, np.ndarray]], real_only: list[bool]
+) -> np.ndarray:
+    """Predicted class codes of one block (rows x heads); ``real_only`` heads never
+    predict their last class (``N/A``)."""
+    out = []
+    for (coef, intercept), real in zip(weights, real_only, strict=True):
+        scores = logits(x, coef, intercept)
+        out.append((scores[:, :-1] if real else scores).argmax(axis=1))
+    return np.stack(out, axis=1)
 
 
-def _score(site: str, options: ProbeOptions, labels: Labels, predicted: np.ndarray) -> pd.DataFrame:
+def _score(fitted: FittedProbe) -> pd.DataFrame:
+    labels, options = fitted.labels, fitted.options
     truth, scored = labels.codes[labels.test], labels.scored[labels.test]
     train_codes, train_scored = labels.codes[~labels.test], labels.scored[~labels.test]
-    records = []
+    records: list[dict[str, object]] = []
     accuracy: dict[tuple[int, bool], float] = {}
     for h, head in enumerate(labels.heads):
-        y, p = truth[scored[:, h], h], predicted[scored[:, h], h]
+        y, p = truth[scored[:, h], h], fitted.predicted[scored[:, h], h]
         seen = train_codes[train_scored[:, h], h]
-        majority = np.bincount(seen).argmax() if seen.size else -1
         acc = float((y == p).mean()) if y.size else float("nan")
         accuracy[(head.offset, head.control)] = acc
-        base = {"site": site, "target": options.target, "word_offset": head.offset}
-        counts = {
-            "n": int(y.size),
-            "n_train": int(seen.size),
-            "n_classes": int(np.unique(seen).size),
-            "seed": options.seed,
-        }
+        base = {
+            "site": fitted.site, "target": options.target, "word_offset": head.offset,
+            "label": "", "n": int(y.size), "n_train": int(seen.size),
+            "n_classes": int(np.unique(seen).size), "scoring": options.scoring,
+            "seed": options.seed, "warning": "",
+        }  # fmt: skip
         if head.control:
-            records.append({**base, "metric": "control_accuracy", "value": acc, **counts})
-            selectivity = accuracy[(head.offset, False)] - acc
-            records.append({**base, "metric": "selectivity", "value": selectivity, **counts})
+            real = accuracy[(head.offset, False)]
+            records.append({**base, "metric": "control_accuracy", "value": acc})
+            records.append({**base, "metric": "selectivity", "value": real - acc})
+            if real - acc < CONTROL_MARGIN:
+                _warn(records, head.offset, f"the control task scores {acc:.3f}, within 2 points")
             continue
+        majority = (
+            float((y == np.bincount(seen).argmax()).mean()) if y.size and seen.size else np.nan
+        )
         f1 = f1_score(y, p, labels=np.unique(y), average="macro", zero_division=0)
-        for metric, value in (
-            ("accuracy", acc),
-            ("macro_f1", float(f1)),
-            ("majority", float((y == majority).mean()) if y.size else float("nan")),
-        ):
-            records.append({**base, "metric": metric, "value": value, **counts})
+        records.append({**base, "metric": "accuracy", "value": acc})
+        records.append({**base, "metric": "macro_f1", "value": float(f1)})
+        records.append({**base, "metric": "majority", "value": majority})
+        if not acc > majority:
+            _warn(records, head.offset, f"not above the majority baseline ({majority:.3f})")
+        if options.per_class:
+            for code in np.unique(y).tolist():
+                hit = y == code
+                records.append({
+                    **base, "metric": "class_accuracy", "label": head.classes[code],
+                    "value": float((p[hit] == code).mean()), "n": int(hit.sum()),
+                })  # fmt: skip
     return PROBE.frame(records)
+
+
+def _warn(records: list[dict[str, object]], offset: int, text: str) -> None:
+    """Add ``text`` to the warning of the accuracy row of ``offset``."""
+    for record in records:
+        if record["metric"] == "accuracy" and record["word_offset"] == offset:
+            record["warning"] = "; ".join(filter(None, [str(record["warning"]), text]))
 
 
 def metric_value(table: pd.DataFrame, metric: str, word_offset: int = 0) -> float:

@@ -87,3 +87,20 @@ def minilm_store(tmp_path_factory: pytest.TempPathFactory, ewt_slice: Path) -> P
     shutil.copytree(ewt_slice, path)
     verb("extract")(store=path, model="minilm", sites="layer.[03]", quiet=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def german_minilm_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 300 sentences of UD German-GSD dev (4,203 words) with MiniLM's layer.3,
+    the case the probing issue was reported on."""
+    from actstore.data import corpus_path
+
+    folder = tmp_path_factory.mktemp("german")
+    blocks = corpus_path("de_gsd", "dev").read_text(encoding="utf-8").split("\n\n")
+    sample = folder / "de_gsd-ud-dev300.conllu"
+    sample.write_text("\n\n".join(blocks[:300]) + "\n\n", encoding="utf-8")
+    path = folder / "de.actstore"
+    with actstore.create(path) as store:
+        actstore.ingest_conllu(store, [sample], corpus="de_gsd", lang="de", split="dev")
+    verb("extract")(store=path, model="minilm", sites="layer.3", quiet=True)
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import actstore
 from actstore.cli import main
 from actstore.verbs import verb
+from queries.labels import prepare_labels
 from queries.linear import LinearProbe
 from queries.options import ProbeOptions
-from queries.probe import prepare_labels, probe
+from queries.probe import probe
 
 UPOS = [
     "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
@@ -47,6 +49,81 @@ def test_probe_matches_lbfgs_on_minilm(minilm_store: Path) -> None:
     accuracy = got.set_index("metric")["value"]["accuracy"]
     assert accuracy > 0.85
     assert accuracy >= expected - 0.01
+
+
+def test_features_of_some_words_are_predicted_among_their_values(
+    german_minilm_store: Path,
+) -> None:
+    """German-GSD, MiniLM layer 3, Number (words without it are N/A): scored among its
+    real values, the probe is within a point of scikit-learn trained on the words that
+    carry Number, and above the majority baseline; the paper's raw scoring (an N/A
+    prediction is wrong) is reported as such and scores no higher."""
+    with actstore.open(german_minilm_store) as store:
+        options = ProbeOptions("Number", device="cpu")
+        labels = prepare_labels(store, options)
+        table = probe(store, "minilm/layer.3", options, labels).set_index("metric")
+        raw = probe(store, "minilm/layer.3", replace(options, scoring="raw"), labels)
+        x = store.acts("minilm/layer.3", labels.rows).values
+        number = store.sql('SELECT "Number" FROM tokens ORDER BY row')["Number"]
+    y = number.to_numpy(object)[labels.rows]
+    carries = number.notna().to_numpy()[labels.rows]
+    train, test = carries & ~labels.test, carries & labels.test
+    scaler = StandardScaler().fit(x[train])
+    reference = LogisticRegression(C=1 / (options.alpha * train.sum()), max_iter=3000)
+    reference.fit(scaler.transform(x[train]), y[train].astype(str))
+    expected = float((reference.predict(scaler.transform(x[test])) == y[test]).mean())
+    accuracy = table.loc["accuracy", "value"]
+    assert table.loc["accuracy", "n"] == test.sum()
+    assert abs(accuracy - expected) <= 0.01, (accuracy, expected)
+    assert accuracy > table.loc["majority", "value"] and table.loc["accuracy", "warning"] == ""
+    assert set(raw["scoring"]) == {"raw"}
+    assert raw.set_index("metric").loc["accuracy", "value"] <= accuracy
+
+
+def test_a_probe_without_signal_is_flagged(writable_store: actstore.Store) -> None:
+    """Noise units: accuracy is not above the majority baseline, and the control task
+    scores like the probe; the table says both."""
+    n = writable_store.n_rows()
+    noise = np.random.default_rng(3).normal(size=(n, 8)).astype(np.float32)
+    writer = writable_store.create_site("toy/noise", n_units=8)
+    writer.write(0, noise)
+    writer.commit()
+    options = ProbeOptions("upos", control=True, device="cpu", epochs=5)
+    table = probe(writable_store, "toy/noise", options).set_index("metric")
+    warning = table.loc["accuracy", "warning"]
+    assert "not above the majority baseline" in warning
+    assert "the control task scores" in warning
+
+
+def test_early_stopping_keeps_the_best_epoch(next_upos_store: actstore.Store) -> None:
+    """Labels the units cannot predict (word w+5 with offset 0 noise): held-out loss stops
+    improving at once, so training stops ``patience`` epochs after its best epoch."""
+    from queries.probe import fit_probe
+
+    store = next_upos_store
+    options = ProbeOptions("upos", offsets=(5,), device="cpu", epochs=50, patience=2)
+    fitted = fit_probe(store, "toy/next", options)
+    (best,) = fitted.trained.best_epoch
+    per_epoch = -(-int((~fitted.labels.test & ~fitted.labels.validation).sum()) // 512)
+    assert fitted.trained.steps == (best + 2) * per_epoch < 50 * per_epoch
+    no_stop = fit_probe(store, "toy/next", replace(options, patience=0, epochs=3))
+    assert not no_stop.labels.validation.any()
+    assert no_stop.trained.steps == 3 * -(-int((~no_stop.labels.test).sum()) // 512)
+
+
+def test_per_class_accuracy_counts_every_class(next_upos_store: actstore.Store) -> None:
+    store = next_upos_store
+    options = ProbeOptions("upos", offsets=(1,), per_class=True, device="cpu")
+    labels = prepare_labels(store, options)
+    table = probe(store, "toy/next", options, labels)
+    per_class = table[table.metric == "class_accuracy"].set_index("label")
+    frame = store.sql("SELECT sentence_id, upos FROM tokens ORDER BY row")
+    following = (
+        frame["upos"].shift(-1).where(frame["sentence_id"].shift(-1) == frame["sentence_id"])
+    )
+    expected = following[labels.test].dropna().value_counts()
+    assert per_class["n"].sort_index().to_dict() == expected.sort_index().to_dict()
+    assert (per_class["value"] > 0.9).all()
 
 
 @pytest.fixture
@@ -173,12 +250,15 @@ def test_cli_prints_saves_and_plots(
     args = ["probe", str(path), "--sites", "toy/*", "--target", "upos", "--offsets", "0,1"]
     assert main([*args, "--control", "--format", "csv", "--save", "p", "--plot", str(plot)]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    assert list(table.columns[:5]) == ["site", "target", "word_offset", "metric", "value"]
-    assert len(table) == 2 * 5
+    assert list(table.columns[:6]) == ["site", "target", "word_offset", "metric", "label", "value"]
+    assert len(table) == 2 * 5 and set(table["scoring"]) == {"feature"}
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with actstore.open(path) as store:
         saved = store.sql("SELECT value FROM p WHERE metric = 'accuracy' AND word_offset = 1")
+        confusion = store.sql("SELECT sum(n) AS n FROM p_confusion WHERE word_offset = 1")
+        scored = store.sql("SELECT n FROM p WHERE metric = 'accuracy' AND word_offset = 1")
     assert saved["value"].iloc[0] > 0.99
+    assert confusion["n"].iloc[0] == scored["n"].iloc[0]
     with pytest.raises(SystemExit) as bad:  # argparse converts flags: its one-line error
         main([*args[:-2], "--offsets", "0,x"])
     assert bad.value.code == 2

@@ -22,7 +22,8 @@ SiteWriter = Callable[..., np.ndarray]
 FLAGS = {
     "probe": {
         "--sites": None, "--where": None, "--target": None, "--offsets": (0,),
-        "--control": False, "--device": "auto", "--seed": 0, "--epochs": 5.0, "--memory-gib": 1.0,
+        "--control": False, "--device": "auto", "--seed": 0, "--epochs": 20.0, "--patience": 3,
+        "--max-steps": 20_000, "--scoring": "feature", "--per-class": False, "--memory-gib": 1.0,
     },
     "correlate": {
         "--sites": None, "--where": None, "--with": None, "--top": 5, "--no-spearman": True,

@@ -1,0 +1,153 @@
+"""The labels a probe learns: the split, the heads (offsets, control task) and their
+class codes (METHODS.md, "Decoding probes").
+
+- Features that apply to some words only: the other words get the label ``N/A``
+  and are trained on, but only words that carry the feature are scored.
+- Control task (Hewitt and Liang 2019): every word type (``form``) gets a fixed
+  random label drawn from the distribution of the real labels on the training words.
+- Split: the selected words' sentences in a seeded random order, taken for the test
+  side until it holds ``test_fraction`` of the words; the training side's sentences
+  give up to ``VALIDATION_FRACTION`` of its words (at most ``VALIDATION_ROWS``) as the
+  held-out part early stopping watches. No sentence straddles two parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import actstore
+from actstore.errors import ParameterError, SchemaError
+from queries.options import ProbeOptions
+from queries.select import categorical_codes
+from queries.sentences import sentence_bounds
+
+NA = "N/A"
+VALIDATION_FRACTION = 0.1
+VALIDATION_ROWS = 20_000
+
+
+@dataclass(frozen=True)
+class Head:
+    """One label set: the real target or its control task, at one word offset."""
+
+    offset: int
+    control: bool
+    classes: list[str]
+
+
+@dataclass
+class Labels:
+    """Selected rows, their split and every head's class codes (-1: no label here).
+
+    ``scored`` marks, per head, the words whose label counts for accuracy: a real
+    value of the target (not ``N/A``) within the sentence.
+    """
+
+    rows: np.ndarray
+    test: np.ndarray
+    validation: np.ndarray  # held out of training for early stopping (never test rows)
+    codes: np.ndarray
+    scored: np.ndarray
+    heads: list[Head]
+
+
+def prepare_labels(store: actstore.Store, options: ProbeOptions) -> Labels:
+    """Read the target (and word types) once; build the split and the heads' labels.
+
+    Examples
+    --------
+    >>> labels = prepare_labels(store, ProbeOptions("upos", offsets=(0, 1)))
+    >>> [(h.offset, h.control) for h in labels.heads], labels.codes.shape[1]
+    ([(0, False), (1, False)], 2)
+    """
+    names_read = ["sentence_id", options.target]
+    if options.control:
+        names_read.append(options.control_type)
+    table = store.columns(names_read)
+    sentence = table.column("sentence_id").to_numpy()
+    values, names = categorical_codes(table.column(options.target))
+    rows = store.rows(options.where) if options.where else np.arange(sentence.size)
+    if rows.size == 0:
+        raise ParameterError("where", f"{options.where!r}: no tokens selected")
+    present = np.unique(values[rows][values[rows] >= 0])
+    if present.size < 2:
+        raise ParameterError(
+            "target",
+            f"{options.target!r} has {present.size} class(es) on the selected tokens; "
+            "a probe needs at least 2",
+        )
+    test = _sentence_split(sentence[rows], options.test_fraction, options.seed)
+    validation = np.zeros(rows.size, bool)
+    train = np.flatnonzero(~test)
+    if options.patience and np.unique(sentence[rows[train]]).size > 1:
+        fraction = min(VALIDATION_FRACTION, VALIDATION_ROWS / train.size)
+        validation[train] = _sentence_split(sentence[rows[train]], fraction, options.seed + 1)
+    control = None
+    if options.control:
+        types, _ = categorical_codes(table.column(options.control_type))
+        control = _control_labels(values, types, rows[~test], len(names), options.seed)
+    heads, columns, scored = [], [], []
+    for offset in options.offsets:
+        if offset == 0:
+            neighbour, real = rows, values[rows]
+        else:
+            neighbour = rows + offset
+            inside = (neighbour >= 0) & (neighbour < sentence.size)
+            neighbour = np.where(inside, neighbour, 0)
+            inside &= sentence[neighbour] == sentence[rows]
+            real = np.where(inside, values[neighbour], np.int32(-2))  # -2: no word, -1: N/A
+        for is_control, source in ((False, values), (True, control)):
+            if source is None:
+                continue
+            raw = np.where(real < 0, real, source[neighbour])
+            classes, head_codes = _head_classes(raw, names)
+            heads.append(Head(offset, is_control, classes))
+            columns.append(head_codes)
+            scored.append(raw >= 0)
+    return Labels(
+        rows, test, validation, np.stack(columns, axis=1), np.stack(scored, axis=1), heads
+    )
+
+
+def _sentence_split(sentence: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Test mask: whole sentences in a seeded random order until ``fraction`` of the words.
+
+    ``sentence`` is non-decreasing (rows are in corpus order), so each sentence is one run.
+    """
+    bounds = sentence_bounds(sentence)
+    counts = np.diff(bounds)
+    if counts.size < 2:
+        raise SchemaError("the selected tokens come from one sentence; a split needs two")
+    order = np.random.default_rng(seed).permutation(counts.size)
+    filled = np.cumsum(counts[order])
+    n_test = min(int(np.searchsorted(filled, fraction * sentence.size)) + 1, counts.size - 1)
+    chosen = np.zeros(counts.size, bool)
+    chosen[order[:n_test]] = True
+    return np.repeat(chosen, counts)
+
+
+def _control_labels(
+    values: np.ndarray, types: np.ndarray, train_rows: np.ndarray, n_names: int, seed: int
+) -> np.ndarray:
+    """Per row, the control label of its word type, drawn once per type from the
+    distribution of the real labels on the training words (N/A rows stay N/A)."""
+    real = values[train_rows]
+    freq = np.bincount(real[real >= 0], minlength=n_names).astype(np.float64)
+    rng = np.random.default_rng([seed, 1])
+    per_type = rng.choice(n_names, size=int(types.max()) + 2, p=freq / freq.sum())
+    return np.where(values >= 0, per_type[types].astype(np.int32), np.int32(-1))
+
+
+def _head_classes(raw: np.ndarray, names: list[str]) -> tuple[list[str], np.ndarray]:
+    """Class names of one head (``N/A`` last when present) and codes into them."""
+    used = np.unique(raw[raw >= 0])
+    classes = [names[i] for i in used]
+    remap = np.full(len(names), -1, np.int32)
+    remap[used] = np.arange(used.size)
+    codes = np.where(raw >= 0, remap[np.maximum(raw, 0)], np.int32(-1))
+    if (raw == -1).any():
+        codes = np.where(raw == -1, np.int32(len(classes)), codes)
+        classes.append(NA)
+    return classes, codes
