@@ -3,8 +3,12 @@
 The model sees each sentence's surface text, rebuilt from the words: multiword
 tokens appear once in their surface form ("don't" covers the words "do" and "n't")
 and ``SpaceAfter=No`` is respected. Each word maps to the pieces whose character
-span (whitespace trimmed) overlaps its surface token; those pieces are contiguous,
-so a word is the range ``[piece_first, piece_last]``.
+span (whitespace trimmed) overlaps its characters: its surface token, or, inside a
+multiword token whose words spell it, its own characters ("do" gets the piece
+"don", "n't" the pieces "don", "'", "t"; the piece "don" is flagged shared). Words
+of a multiword token they do not spell (Portuguese "do" = "de" + "o") share its
+pieces. A word's pieces are contiguous, so it is the range ``[piece_first,
+piece_last]``.
 
 A sentence longer than the model accepts is cut into overlapping windows (half a
 window apart); each word takes its vector from the window where it has the most
@@ -18,8 +22,14 @@ from typing import Any
 
 import numpy as np
 
+# Which rule aligned pieces to words, recorded in site provenance so vectors made by
+# another rule are never mixed with these. 2: words of a multiword token they spell get
+# the pieces over their own characters (1: every word of a multiword token shared its
+# pieces).
+ALIGNMENT_RULE = 2
+
 # flag bits stored per word
-IN_MWT = 1  # the word is part of a multiword token and shares its pieces
+IN_MWT = 1  # the word shares its multiword token's pieces (their forms do not spell it)
 SHARED_PIECE = 2  # a piece of this word also covers another surface token
 BORROWED = 4  # the tokenizer gave this word's token no piece; the nearest one is used
 WINDOWED = 8  # the sentence was processed in overlapping windows
@@ -73,39 +83,62 @@ class Words:
 
 
 def surface_text(words: Words, lo: int, hi: int) -> tuple[str, np.ndarray, np.ndarray]:
-    """Text of the sentence in word rows ``lo:hi``, each word's token span, and token ids.
+    """Text of the sentence in word rows ``lo:hi``, the character span of each unit the
+    words are aligned to, and each word's unit.
 
-    Returns the text, ``spans`` (one ``[start, end)`` per surface token) and, per
-    word, the index of its surface token.
+    A unit is a surface token, or, inside a multiword token whose words spell it
+    (``can't`` = ``ca`` + ``n't``, ``Allawi's`` = ``Allawi`` + ``'s``, ignoring case),
+    the characters of one word. A multiword token whose words do not spell it
+    (Portuguese ``do`` = ``de`` + ``o``) is one unit its words share. The text is the
+    surface text either way.
 
     Examples
     --------
-    >>> words = Words(np.arange(3), np.zeros(3), np.array([1, 2, 3]), ["do", "n't", "!"],
-    ...               [1, 1, None], ["don't", "don't", None], [False, False, False])
-    >>> text, spans, token_of = surface_text(words, 0, 3)
-    >>> text, spans.tolist(), token_of.tolist()
-    ("don't!", [[0, 5], [5, 6]], [0, 0, 1])
+    >>> words = Words(np.arange(4), np.zeros(4), np.array([1, 2, 1, 2]),
+    ...               ["do", "n't", "de", "o"], [1, 1, 1, 1], ["don't", "don't", "do", "do"],
+    ...               [False, False, True, False])
+    >>> text, spans, unit_of = surface_text(words, 0, 2)
+    >>> text, spans.tolist(), unit_of.tolist()
+    ("don't", [[0, 2], [2, 5]], [0, 1])
+    >>> text, spans, unit_of = surface_text(words, 2, 4)
+    >>> text, spans.tolist(), unit_of.tolist()
+    ('do', [[0, 2]], [0, 0])
     """
     parts: list[str] = []
     spans: list[tuple[int, int]] = []
-    token_of = np.empty(hi - lo, np.int64)
+    unit_of = np.empty(hi - lo, np.int64)
     pos = 0
     spaces_pending = False
-    for i in range(lo, hi):
+    i = lo
+    while i < hi:
         mwt = words.mwt_start[i]
-        if mwt is not None and words.position[i] != mwt:
-            token_of[i - lo] = len(spans) - 1  # later word of the same multiword token
-            continue
+        end = i + 1
+        while mwt is not None and end < hi and words.mwt_start[end] == mwt:
+            end += 1  # the words of one multiword token
         piece = words.form[i] if mwt is None else str(words.mwt_form[i])
         if spaces_pending:
             parts.append(" ")
             pos += 1
-        spans.append((pos, pos + len(piece)))
+        forms = words.form[i:end]
+        if mwt is not None and _spells(forms, piece):
+            for k, form in enumerate(forms):
+                spans.append((pos, pos + len(form)))
+                unit_of[i - lo + k] = len(spans) - 1
+                pos += len(form)
+        else:
+            spans.append((pos, pos + len(piece)))
+            unit_of[i - lo : end - lo] = len(spans) - 1
+            pos += len(piece)
         parts.append(piece)
-        pos += len(piece)
-        token_of[i - lo] = len(spans) - 1
-        spaces_pending = words.space_after[i]
-    return "".join(parts), np.asarray(spans, np.int64).reshape(-1, 2), token_of
+        spaces_pending = words.space_after[end - 1]
+        i = end
+    return "".join(parts), np.asarray(spans, np.int64).reshape(-1, 2), unit_of
+
+
+def _spells(forms: list[str], token: str) -> bool:
+    """Whether the words' forms, joined, are the token's surface form (ignoring case)."""
+    joined = "".join(forms)
+    return len(joined) == len(token) and joined.lower() == token.lower()
 
 
 @dataclass
@@ -224,7 +257,7 @@ def align(
         spans, token_of = layouts[s]
         t_first, t_last, t_shared = _token_pieces(texts[s], encoded["offset_mapping"][s], spans)
         missing = t_first < 0
-        in_mwt = np.fromiter((m is not None for m in words.mwt_start[lo:hi]), bool, hi - lo)
+        in_mwt = np.bincount(token_of, minlength=len(spans))[token_of] > 1  # a shared unit
         flags = np.zeros(hi - lo, np.int64)
         flags |= np.where(t_shared[token_of], SHARED_PIECE, 0) | np.where(in_mwt, IN_MWT, 0)
         substituted = not ids

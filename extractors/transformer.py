@@ -21,7 +21,7 @@ import numpy as np
 import actstore
 from actstore.errors import ParameterError
 from extractors import models
-from extractors.align import QUALITY_FLAGS, Alignment, Words, align
+from extractors.align import ALIGNMENT_RULE, QUALITY_FLAGS, Alignment, Words, align
 from extractors.base import Block, Extractor, SiteSpec
 from extractors.driver import ExtractReport, run
 from extractors.runner import Runner
@@ -183,6 +183,7 @@ class TransformerExtractor(Extractor):
             "tokenizer": f"{type(self.tokenizer).__name__} {self.tokenizer.name_or_path}",
             "vocab_size": len(self.tokenizer),
             "align": self.options.align,
+            "alignment_rule": ALIGNMENT_RULE,
             "max_length": self.max_length,
             "n_windowed_sentences": self._aligned().n_windowed,
             "flagged_words": self._aligned().counts(),

@@ -6,7 +6,8 @@ class codes (METHODS.md, "Decoding probes").
 - Control task (Hewitt and Liang 2019): every word type (``form``) gets a fixed
   random label drawn from the distribution of the real labels on the training words.
 - Split: the selected words' sentences in a seeded random order, taken for the test
-  side until it holds ``test_fraction`` of the words; the training side's sentences
+  side until it holds ``test_fraction`` of the words (or the words ``test_where``
+  selects, such as ``split = 'test'`` or ``sentence_id > 1600``); the training side's sentences
   give up to ``VALIDATION_FRACTION`` of its words (at most ``VALIDATION_ROWS``) as the
   held-out part early stopping watches. No sentence straddles two parts.
 """
@@ -78,7 +79,16 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions) -> Labels:
             f"{options.target!r} has {present.size} class(es) on the selected tokens; "
             "a probe needs at least 2",
         )
-    test = _sentence_split(sentence[rows], options.test_fraction, options.seed)
+    if options.test_where:
+        test = np.isin(rows, store.rows(options.test_where))
+        if test.all() or not test.any():
+            raise ParameterError(
+                "test_where",
+                f"{options.test_where!r} selects {'every' if test.any() else 'none'} of the "
+                f"{rows.size:,} tokens probed; it must leave some for training and take some",
+            )
+    else:
+        test = _sentence_split(sentence[rows], options.test_fraction, options.seed)
     validation = np.zeros(rows.size, bool)
     train = np.flatnonzero(~test)
     if options.patience and np.unique(sentence[rows[train]]).size > 1:

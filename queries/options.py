@@ -84,6 +84,10 @@ class ProbeOptions:
         "values; raw: an N/A prediction counts as wrong (the LSTM probing paper)"
     )  # fmt: skip
     per_class: bool = option(False, help="also report the accuracy of every class")
+    test_where: str | None = option(
+        None, help="SQL condition choosing the test words (default: a random tenth of the "
+        "sentences), e.g. \"split = 'test'\""
+    )  # fmt: skip
     memory_gib: float = option(
         1.0,
         help="read the training words into memory once if they fit in this many GiB "

@@ -78,7 +78,9 @@ class TestMiniLMContract(ExtractorContract):
 
 
 def _sentences(store: actstore.Store, limit: int) -> list[dict[str, object]]:
-    """Surface tokens of the first sentences, each word's token index, from the tables."""
+    """Surface tokens of the first sentences, each word's token index and, inside a
+    multiword token its words spell (``do`` + ``n't`` = ``don't``, ignoring case), the
+    word's characters within the token (else None), from the tables."""
     rows = store.sql(
         "SELECT sentence_id, t.row, position, form, mwt_start, mwt_form, text FROM tokens t "
         "JOIN sentences USING (sentence_id) WHERE sentence_id < ? ORDER BY t.row",
@@ -87,33 +89,56 @@ def _sentences(store: actstore.Store, limit: int) -> list[dict[str, object]]:
     out: dict[int, dict[str, object]] = {}
     for r in rows:
         s: dict[str, list[object]] = out.setdefault(  # type: ignore[assignment]
-            int(r["sentence_id"]), {"tokens": [], "word_token": [], "rows": [], "text": r["text"]}
+            int(r["sentence_id"]),
+            {"tokens": [], "word_token": [], "rows": [], "chars": [], "text": r["text"]},
         )
         mwt = r["mwt_start"]
-        if mwt is None or mwt != mwt or r["position"] == mwt:  # NaN-safe NULL test
-            s["tokens"].append(r["mwt_form"] if mwt == mwt and mwt is not None else r["form"])
+        inside = mwt is not None and mwt == mwt  # NaN-safe NULL test
+        if not inside or r["position"] == mwt:
+            s["tokens"].append(r["mwt_form"] if inside else r["form"])
         s["word_token"].append(len(s["tokens"]) - 1)
         s["rows"].append(int(r["row"]))
+        s["chars"].append(r if inside else None)
+    for s in out.values():  # words of a spelled multiword token: their own characters
+        chars: list[object] = s["chars"]  # type: ignore[assignment]
+        for token in set(s["word_token"]):  # type: ignore[call-overload]
+            members = [i for i, t in enumerate(s["word_token"]) if t == token]  # type: ignore[call-overload]
+            if chars[members[0]] is None:
+                continue
+            forms = [chars[i]["form"] for i in members]  # type: ignore[index]
+            surface = s["tokens"][token]  # type: ignore[index]
+            spelled = "".join(forms).lower() == str(surface).lower()
+            start = 0
+            for i, form in zip(members, forms, strict=True):
+                chars[i] = (start, start + len(form)) if spelled else None
+                start += len(form)
     return list(out.values())
 
 
 def test_vectors_equal_a_direct_single_sentence_call(
     extracted: Path, minilm: tuple[object, object]
 ) -> None:
-    """Batching and padding change nothing: each of 300 sentences run alone through the model,
-    aligned by Hugging Face's own word_ids(), gives the stored vectors (float16 tolerance)."""
+    """Batching and padding change nothing: each of 300 sentences run alone through the
+    model, aligned by Hugging Face's own word_ids() (and, inside a multiword token its
+    words spell, the pieces its per-word character offsets put over each word), gives
+    the stored vectors (float16 tolerance)."""
     tokenizer, model = minilm
     with actstore.open(extracted) as store:
         sentences = _sentences(store, 300)
         align = store.sql(
-            "SELECT count(*) FILTER (in_mwt) AS mwt, count(*) FILTER (n_pieces >= 4) AS long "
+            "SELECT count(*) FILTER (mwt_start IS NOT NULL) AS mwt, "
+            "count(*) FILTER (n_pieces >= 4) AS long "
             "FROM align_minilm a JOIN tokens t USING (row) WHERE t.sentence_id < 300"
         )
         assert align["mwt"].item() > 10 and align["long"].item() > 10  # the hard cases are in
         acts = {name: store.acts(name).values for name in store.sites}
-    compared = 0
+    compared = split = 0
     for sentence in sentences:
-        encoded = tokenizer(sentence["tokens"], is_split_into_words=True, return_tensors="pt")  # type: ignore[operator]
+        encoded = tokenizer(  # type: ignore[operator]
+            sentence["tokens"], is_split_into_words=True, return_tensors="pt",
+            return_offsets_mapping=True,
+        )  # fmt: skip
+        offsets = encoded.pop("offset_mapping")[0].numpy()  # within each surface token
         whole = tokenizer(sentence["text"])["input_ids"]  # type: ignore[operator]
         if encoded["input_ids"][0].tolist() != whole:
             continue  # e.g. "cocker|spaniel" with SpaceAfter=No: word_ids() cannot align it
@@ -121,24 +146,32 @@ def test_vectors_equal_a_direct_single_sentence_call(
         with torch.inference_mode():
             hidden = model(**encoded, output_hidden_states=True).hidden_states  # type: ignore[operator]
         word_ids = np.array([-1 if w is None else w for w in encoded.word_ids()])
+        pieces = []
+        for token, chars in zip(sentence["word_token"], sentence["chars"], strict=True):  # type: ignore[call-overload]
+            mine = word_ids == token
+            if chars is not None:
+                mine &= (offsets[:, 0] < chars[1]) & (offsets[:, 1] > chars[0])
+                split += 1
+            pieces.append(mine)
         for layer, name in enumerate(sorted(acts)):
             states = hidden[layer][0].numpy()
-            for row, token in zip(sentence["rows"], sentence["word_token"], strict=True):  # type: ignore[call-overload]
-                expected = states[word_ids == token].mean(axis=0)
+            for row, mine in zip(sentence["rows"], pieces, strict=True):  # type: ignore[call-overload]
+                expected = states[mine].mean(axis=0)
                 np.testing.assert_allclose(acts[name][row], expected, rtol=2e-3, atol=2e-3)
-    assert compared >= 250
+    assert compared >= 250 and split > 10
 
 
 def test_alignment_table_is_queryable(extracted: Path) -> None:
     with actstore.open(extracted) as store:
         frame = store.sql(
-            "SELECT t.form, t.mwt_form, a.piece_first, a.piece_last, a.in_mwt "
+            "SELECT t.form, t.mwt_form, a.piece_first, a.piece_last, a.in_mwt, a.shared_piece "
             "FROM align_minilm a JOIN tokens t USING (row) WHERE t.mwt_form = 'don''t' LIMIT 2"
         )
-    # "don't" is one surface token; WordPiece cuts it into don + ' + t, shared by do and n't
+    # "don't" is one surface token; WordPiece cuts it into don + ' + t: "do" gets the
+    # piece over its characters, "n't" the three over its own (don is shared by both)
     assert frame["form"].tolist() == ["do", "n't"]
-    assert frame["in_mwt"].all()
-    assert (frame["piece_last"] - frame["piece_first"]).tolist() == [2, 2]
+    assert not frame["in_mwt"].any() and frame["shared_piece"].all()
+    assert (frame["piece_last"] - frame["piece_first"]).tolist() == [0, 2]
 
 
 def test_provenance_and_different_model_refused(ewt_small: Path, tmp_path: Path) -> None:

@@ -104,3 +104,12 @@ def german_minilm_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         actstore.ingest_conllu(store, [sample], corpus="de_gsd", lang="de", split="dev")
     verb("extract")(store=path, model="minilm", sites="layer.3", quiet=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def ewt_dev_minilm(tmp_path_factory: pytest.TempPathFactory, dev_store_path: Path) -> Path:
+    """UD English-EWT dev (2,001 sentences, 25,147 words) with MiniLM's layer.3."""
+    path = tmp_path_factory.mktemp("ewt-dev-minilm") / "ewt.actstore"
+    shutil.copytree(dev_store_path, path)
+    verb("extract")(store=path, model="minilm", sites="layer.3", quiet=True)
+    return path
