@@ -85,27 +85,28 @@ def _result(
 
 
 def probe(sites: SitesParam, options: ProbeOptions, out: Output, keep: Keep) -> pd.DataFrame:
-    """``actstore probe``: softmax probes of ``options.target`` on every matching site;
-    with ``--save NAME`` the confusion counts are saved too, as ``NAME_confusion``."""
-    from queries.labels import prepare_labels
+    """``actstore probe``: softmax probes of ``options.target`` on every matching site
+    (cross-validated with ``--folds``); with ``--save NAME`` the confusion counts are
+    saved too, as ``NAME_confusion``."""
+    from queries.labels import prepare_folds
     from queries.plots import probe_figure
-    from queries.probe import CONFUSION, PROBE, fit_probe
+    from queries.probe import CONFUSION, PROBE, run_probe
 
     with _open(sites.store, keep) as store:
         names = resolve_sites(store, sites.sites)
-        labels = prepare_labels(store, options)
+        folds = prepare_folds(store, options)
         frames, confusions = [], []
         for site in names:
             log.info("probing %s for %s", site, options.target)
-            fitted = fit_probe(store, site, options, labels)
-            frames.append(fitted.table())
-            confusions.append(fitted.confusion())
+            table, confusion = run_probe(store, site, options, folds)
+            frames.append(table)
+            confusions.append(confusion)
         result = _result(store, PROBE, frames, names, options, options.where)
         for row in result.frame[result.frame["warning"] != ""].itertuples():
             log.warning("%s, %s at w%+d: %s", row.site, row.target, row.word_offset, row.warning)
         if keep.save:
-            confusion = _result(store, CONFUSION, confusions, names, options, options.where)
-            confusion.save(store, f"{keep.save}_confusion", replace=keep.replace)
+            counts = _result(store, CONFUSION, confusions, names, options, options.where)
+            counts.save(store, f"{keep.save}_confusion", replace=keep.replace)
         return _finish(store, result, out, keep, lambda: probe_figure(result.frame))
 
 

@@ -54,8 +54,11 @@ class Labels:
     heads: list[Head]
 
 
-def prepare_labels(store: actstore.Store, options: ProbeOptions) -> Labels:
+def prepare_labels(store: actstore.Store, options: ProbeOptions, fold: int = 0) -> Labels:
     """Read the target (and word types) once; build the split and the heads' labels.
+
+    With ``options.folds`` (k >= 2) the test side is fold ``fold`` of k folds of whole
+    sentences (:func:`sentence_folds`); :func:`prepare_folds` gives all k.
 
     Examples
     --------
@@ -79,7 +82,11 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions) -> Labels:
             f"{options.target!r} has {present.size} class(es) on the selected tokens; "
             "a probe needs at least 2",
         )
-    if options.test_where:
+    if options.folds:
+        if not 0 <= fold < options.folds:
+            raise ParameterError("fold", f"must lie in 0..{options.folds - 1}, got {fold}")
+        test = sentence_folds(sentence[rows], options.folds, options.seed) == fold
+    elif options.test_where:
         test = np.isin(rows, store.rows(options.test_where))
         if test.all() or not test.any():
             raise ParameterError(
@@ -119,6 +126,41 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions) -> Labels:
     return Labels(
         rows, test, validation, np.stack(columns, axis=1), np.stack(scored, axis=1), heads
     )
+
+
+def prepare_folds(store: actstore.Store, options: ProbeOptions) -> list[Labels]:
+    """The labels of every fold of ``options.folds`` (one split when it is 0).
+
+    Examples
+    --------
+    >>> folds = prepare_folds(store, ProbeOptions("upos", folds=3))
+    >>> len(folds), int(sum(f.test.sum() for f in folds)) == folds[0].rows.size
+    (3, True)
+    """
+    return [prepare_labels(store, options, fold) for fold in range(max(1, options.folds))]
+
+
+def sentence_folds(sentence: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The fold (0..k-1) of every row: whole sentences, in a seeded random order, dealt
+    into k folds of about the same number of words.
+
+    ``sentence`` is non-decreasing (rows are in corpus order).
+
+    Examples
+    --------
+    >>> sentence_folds(np.array([0, 0, 1, 2, 2, 2, 3]), 2, seed=0).tolist()
+    [1, 1, 0, 0, 0, 0, 1]
+    """
+    counts = np.diff(sentence_bounds(sentence))
+    if counts.size < k:
+        raise SchemaError(
+            f"the selected tokens come from {counts.size} sentences; {k} folds need {k}"
+        )
+    order = np.random.default_rng([seed, 3]).permutation(counts.size)
+    before = np.cumsum(counts[order]) - counts[order]  # words dealt before each sentence
+    fold = np.empty(counts.size, np.int64)
+    fold[order] = np.minimum(k - 1, before * k // sentence.size)
+    return np.repeat(fold, counts)
 
 
 def _sentence_split(sentence: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -84,6 +84,9 @@ class ProbeOptions:
         "values; raw: an N/A prediction counts as wrong (the LSTM probing paper)"
     )  # fmt: skip
     per_class: bool = option(False, help="also report the accuracy of every class")
+    folds: int = option(
+        0, help="cross-validate over this many folds of whole sentences (0: one split)"
+    )
     test_where: str | None = option(
         None, help="SQL condition choosing the test words (default: a random tenth of the "
         "sentences), e.g. \"split = 'test'\""
@@ -115,6 +118,10 @@ class ProbeOptions:
         _at_least("min_steps", self.min_steps, 0)
         _at_least("max_steps", self.max_steps, 1)
         _at_least("patience", self.patience, 0)
+        if self.folds == 1 or self.folds < 0:
+            raise ParameterError("folds", f"must be 0 (one split) or at least 2, got {self.folds}")
+        if self.folds and self.test_where:
+            raise ParameterError("folds", "cannot be combined with test_where (a fixed split)")
         if self.scoring not in ("feature", "raw"):
             raise ParameterError("scoring", f"must be 'feature' or 'raw', got {self.scoring!r}")
         for name in ("alpha", "memory_gib"):  # 0 is allowed: no penalty, always stream

@@ -36,6 +36,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -51,7 +52,7 @@ from queries.engine import (
     merge_in_order,
     torch_single_threaded,
 )
-from queries.labels import NA, Labels, prepare_labels
+from queries.labels import NA, Labels, prepare_folds, prepare_labels
 from queries.linear import Batches, Schedule, Trained, logits, train_softmax
 from queries.options import ProbeOptions
 from queries.results import Column, TableSchema
@@ -69,6 +70,8 @@ PROBE = TableSchema(
         Column("metric", "string"),
         Column("label", "string"),
         Column("value", "float64"),
+        Column("ci_low", "float64"),
+        Column("ci_high", "float64"),
         Column("n", "int64"),
         Column("n_train", "int64"),
         Column("n_classes", "int64"),
@@ -189,25 +192,89 @@ def fit_probe(
 
 
 def probe(
-    store: actstore.Store, site: str, options: ProbeOptions, labels: Labels | None = None
+    store: actstore.Store,
+    site: str,
+    options: ProbeOptions,
+    labels: Labels | list[Labels] | None = None,
 ) -> pd.DataFrame:
-    """Train and score the probes of ``options`` on one site.
+    """Train and score the probes of ``options`` on one site (on every fold, with
+    ``options.folds``).
 
     Returns a tidy table (:data:`PROBE`): ``site, target, word_offset, metric, label,
-    value, n, n_train, n_classes, scoring, seed, warning`` with metrics ``accuracy``,
-    ``macro_f1``, ``majority`` (the majority-class baseline) and, with a control task,
-    ``control_accuracy`` and ``selectivity``; with ``per_class``, ``class_accuracy``
-    per class (``label``). ``n`` counts the scored test words, ``n_train`` the scored
-    training words (the held-out part early stopping watches included). Pass
-    ``labels`` from :func:`~queries.labels.prepare_labels` to reuse them across sites.
+    value, ci_low, ci_high, n, n_train, n_classes, scoring, seed, warning`` with metrics
+    ``accuracy``, ``macro_f1``, ``majority`` (the majority-class baseline) and, with a
+    control task, ``control_accuracy`` and ``selectivity``; with ``per_class``,
+    ``class_accuracy`` per class (``label``). ``n`` counts the scored test words,
+    ``n_train`` the scored training words (the held-out part early stopping watches
+    included). Cross-validated, ``value`` is the mean over the folds with a 95%
+    t-interval in ``ci_low``/``ci_high`` (NaN for one split), ``n`` the scored words of
+    all folds. Pass ``labels`` from :func:`~queries.labels.prepare_folds` (or
+    ``prepare_labels``) to reuse them across sites.
 
     Examples
     --------
     >>> options = ProbeOptions("upos", control=True, device="cpu")
     >>> probe(store, "toy/layer.0", options)["metric"].tolist()
     ['accuracy', 'macro_f1', 'majority', 'control_accuracy', 'selectivity']
+    >>> folds = probe(store, "toy/layer.0", ProbeOptions("upos", folds=3, device="cpu"))
+    >>> bool((folds["ci_low"] <= folds["value"]).all()), int(folds["n"].iloc[0])
+    (True, 698)
     """
-    return fit_probe(store, site, options, labels).table()
+    return run_probe(store, site, options, labels)[0]
+
+
+def run_probe(
+    store: actstore.Store,
+    site: str,
+    options: ProbeOptions,
+    labels: Labels | list[Labels] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scores of :func:`probe` and the confusion counts (summed over folds)."""
+    if labels is None:
+        folds = prepare_folds(store, options)
+    else:
+        folds = labels if isinstance(labels, list) else [labels]
+    fitted = [fit_probe(store, site, options, fold) for fold in folds]
+    confusion = pd.concat([f.confusion() for f in fitted], ignore_index=True)
+    keys = [c for c in CONFUSION.names if c != "n"]
+    summed = confusion.groupby(keys, sort=False)["n"].sum().reset_index()
+    confusion = CONFUSION.check(summed[CONFUSION.names])
+    if len(fitted) == 1:
+        return fitted[0].table(), confusion
+    return cross_validated([f.table() for f in fitted]), confusion
+
+
+def cross_validated(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """One table from the tables of k folds: the mean of every value, its 95% t-interval,
+    the folds' scored words summed (:data:`PROBE`).
+
+    Examples
+    --------
+    >>> one = PROBE.frame([{"site": "s", "target": "t", "word_offset": 0, "metric": "accuracy",
+    ...     "label": "", "value": v, "ci_low": np.nan, "ci_high": np.nan, "n": 10,
+    ...     "n_train": 90, "n_classes": 2, "scoring": "feature", "seed": 0, "warning": ""}
+    ...     for v in (0.8, 0.9)])
+    >>> row = cross_validated([one.iloc[[0]], one.iloc[[1]]]).iloc[0]
+    >>> float(round(row["value"], 3)), float(round(row["ci_high"] - row["value"], 3)), int(row["n"])
+    (0.85, 0.635, 20)
+    """
+    from scipy import stats
+
+    frame = pd.concat(tables, ignore_index=True)
+    keys = ["site", "target", "word_offset", "metric", "label", "scoring", "seed"]
+    grouped = frame.groupby(keys, sort=False)
+    out = grouped.agg(
+        value=("value", "mean"), sd=("value", "std"), k=("value", "size"), n=("n", "sum"),
+        n_train=("n_train", "mean"), n_classes=("n_classes", "max"),
+    ).reset_index()  # fmt: skip
+    half = stats.t.ppf(0.975, out["k"] - 1) * out["sd"] / np.sqrt(out["k"])
+    out["ci_low"], out["ci_high"] = out["value"] - half, out["value"] + half
+    out["n_train"] = out["n_train"].round().astype("int64")
+    out["warning"] = ""
+    records: list[dict[str, object]] = [
+        {str(k): v for k, v in r.items()} for r in out[PROBE.names].to_dict("records")
+    ]
+    return PROBE.frame(_with_warnings(records))
 
 
 def _moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
@@ -299,16 +366,14 @@ def _score(fitted: FittedProbe) -> pd.DataFrame:
         accuracy[(head.offset, head.control)] = acc
         base = {
             "site": fitted.site, "target": options.target, "word_offset": head.offset,
-            "label": "", "n": int(y.size), "n_train": int(seen.size),
-            "n_classes": int(np.unique(seen).size), "scoring": options.scoring,
-            "seed": options.seed, "warning": "",
+            "label": "", "ci_low": np.nan, "ci_high": np.nan, "n": int(y.size),
+            "n_train": int(seen.size), "n_classes": int(np.unique(seen).size),
+            "scoring": options.scoring, "seed": options.seed, "warning": "",
         }  # fmt: skip
         if head.control:
             real = accuracy[(head.offset, False)]
             records.append({**base, "metric": "control_accuracy", "value": acc})
             records.append({**base, "metric": "selectivity", "value": real - acc})
-            if real - acc < CONTROL_MARGIN:
-                _warn(records, head.offset, f"the control task scores {acc:.3f}, within 2 points")
             continue
         majority = (
             float((y == np.bincount(seen).argmax()).mean()) if y.size and seen.size else np.nan
@@ -317,8 +382,6 @@ def _score(fitted: FittedProbe) -> pd.DataFrame:
         records.append({**base, "metric": "accuracy", "value": acc})
         records.append({**base, "metric": "macro_f1", "value": float(f1)})
         records.append({**base, "metric": "majority", "value": majority})
-        if not acc > majority:
-            _warn(records, head.offset, f"not above the majority baseline ({majority:.3f})")
         if options.per_class:
             for code in np.unique(y).tolist():
                 hit = y == code
@@ -326,14 +389,26 @@ def _score(fitted: FittedProbe) -> pd.DataFrame:
                     **base, "metric": "class_accuracy", "label": head.classes[code],
                     "value": float((p[hit] == code).mean()), "n": int(hit.sum()),
                 })  # fmt: skip
-    return PROBE.frame(records)
+    return PROBE.frame(_with_warnings(records))
 
 
-def _warn(records: list[dict[str, object]], offset: int, text: str) -> None:
-    """Add ``text`` to the warning of the accuracy row of ``offset``."""
+def _with_warnings(records: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Name, on each offset's accuracy row, an accuracy not above the majority baseline
+    and a control task within 2 points of the probe (or above it)."""
+    value = {(r["site"], r["word_offset"], r["metric"]): cast(float, r["value"]) for r in records}
     for record in records:
-        if record["metric"] == "accuracy" and record["word_offset"] == offset:
-            record["warning"] = "; ".join(filter(None, [str(record["warning"]), text]))
+        if record["metric"] != "accuracy":
+            continue
+        key = (record["site"], record["word_offset"])
+        acc, majority = value[(*key, "accuracy")], value.get((*key, "majority"))
+        notes = []
+        if majority is not None and not acc > majority:
+            notes.append(f"not above the majority baseline ({majority:.3f})")
+        control = value.get((*key, "control_accuracy"))
+        if control is not None and acc - control < CONTROL_MARGIN:
+            notes.append(f"the control task scores {control:.3f}, within 2 points")
+        record["warning"] = "; ".join(notes)
+    return records
 
 
 def metric_value(table: pd.DataFrame, metric: str, word_offset: int = 0) -> float:

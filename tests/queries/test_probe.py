@@ -125,6 +125,37 @@ def test_early_stopping_keeps_the_best_epoch(next_upos_store: actstore.Store) ->
     assert no_stop.trained.steps == 3 * -(-int((~no_stop.labels.test).sum()) // 512)
 
 
+def test_folds_are_whole_sentences_and_cover_every_word_once(
+    next_upos_store: actstore.Store,
+) -> None:
+    from scipy import stats
+
+    from queries.labels import prepare_folds
+
+    store = next_upos_store
+    options = ProbeOptions("upos", offsets=(1,), folds=5, device="cpu")
+    folds = prepare_folds(store, options)
+    sentence = store.sql("SELECT sentence_id FROM tokens ORDER BY row")["sentence_id"].to_numpy()
+    tested = np.stack([f.test for f in folds])
+    assert (tested.sum(axis=0) == 1).all()  # every word is tested in exactly one fold
+    for f in folds:
+        assert not np.intersect1d(sentence[f.rows[f.test]], sentence[f.rows[~f.test]]).size
+        assert not (f.validation & f.test).any()
+        assert abs(f.test.mean() - 0.2) < 0.02
+    table = probe(store, "toy/next", options, folds).set_index("metric")
+    single = [probe(store, "toy/next", options, f).set_index("metric") for f in folds]
+    accuracies = [t.loc["accuracy", "value"] for t in single]
+    half = stats.t.ppf(0.975, 4) * np.std(accuracies, ddof=1) / np.sqrt(5)
+    low, high = np.mean(accuracies) - half, np.mean(accuracies) + half
+    assert table.loc["accuracy", "value"] == pytest.approx(np.mean(accuracies), abs=1e-12)
+    assert (table.loc["accuracy", "ci_low"], table.loc["accuracy", "ci_high"]) == pytest.approx(
+        (low, high), abs=1e-12
+    )
+    assert table.loc["accuracy", "n"] == sum(t.loc["accuracy", "n"] for t in single)
+    with pytest.raises(actstore.ParameterError, match="folds cannot be combined with test_where"):
+        ProbeOptions("upos", folds=5, test_where="sentence_id > 10")
+
+
 def test_per_class_accuracy_counts_every_class(next_upos_store: actstore.Store) -> None:
     store = next_upos_store
     options = ProbeOptions("upos", offsets=(1,), per_class=True, device="cpu")
