@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import pandas as pd
 
 import actstore
 from actstore.core_verbs import StoreParam
+from actstore.errors import ParameterError
 from actstore.output import Keep, Output, render, show
 from queries.options import (
     CorrelateOptions,
@@ -87,20 +89,37 @@ def _result(
 def probe(sites: SitesParam, options: ProbeOptions, out: Output, keep: Keep) -> pd.DataFrame:
     """``actstore probe``: softmax probes of ``options.target`` on every matching site
     (cross-validated with ``--folds``); with ``--save NAME`` the confusion counts are
-    saved too, as ``NAME_confusion``."""
+    saved too, as ``NAME_confusion``, and, for one split, the probe's weights as
+    ``NAME_weights`` (per site: ``NAME_weights_<site>`` when there are several), which
+    ``--apply`` reuses."""
+    from queries.keep import PREDICTIONS, apply_probe, load_probe, save_probe
     from queries.labels import prepare_folds
     from queries.plots import probe_figure
     from queries.probe import CONFUSION, PROBE, run_probe
 
     with _open(sites.store, keep) as store:
         names = resolve_sites(store, sites.sites)
+        if options.apply is not None:
+            if keep.plot is not None:
+                raise ParameterError("plot", "draws a probe's scores; --apply labels words")
+            if options.apply_store is None:
+                saved = load_probe(store, options.apply)
+            else:
+                with actstore.open(options.apply_store) as other:
+                    saved = load_probe(other, options.apply)
+            frames = [apply_probe(store, site, saved, options.where) for site in names]
+            labelled = _result(store, PREDICTIONS, frames, names, options, options.where)
+            return _finish(store, labelled, out, keep, lambda: None)
         folds = prepare_folds(store, options)
         frames, confusions = [], []
         for site in names:
             log.info("probing %s for %s", site, options.target)
-            table, confusion = run_probe(store, site, options, folds)
+            table, confusion, fitted = run_probe(store, site, options, folds)
             frames.append(table)
             confusions.append(confusion)
+            if keep.save and len(fitted) == 1:
+                suffix = "" if len(names) == 1 else "_" + re.sub(r"[^A-Za-z0-9_]", "_", site)
+                save_probe(store, fitted[0], f"{keep.save}_weights{suffix}", replace=keep.replace)
         result = _result(store, PROBE, frames, names, options, options.where)
         for row in result.frame[result.frame["warning"] != ""].itertuples():
             log.warning("%s, %s at w%+d: %s", row.site, row.target, row.word_offset, row.warning)

@@ -66,12 +66,15 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions, fold: int = 0) 
     >>> [(h.offset, h.control) for h in labels.heads], labels.codes.shape[1]
     ([(0, False), (1, False)], 2)
     """
-    names_read = ["sentence_id", options.target]
+    target = options.target
+    if target is None:
+        raise ParameterError("target", "is needed (the token column to probe)")
+    names_read = ["sentence_id", target]
     if options.control:
         names_read.append(options.control_type)
     table = store.columns(names_read)
     sentence = table.column("sentence_id").to_numpy()
-    values, names = categorical_codes(table.column(options.target))
+    values, names = categorical_codes(table.column(target))
     rows = store.rows(options.where) if options.where else np.arange(sentence.size)
     if rows.size == 0:
         raise ParameterError("where", f"{options.where!r}: no tokens selected")
@@ -79,7 +82,7 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions, fold: int = 0) 
     if present.size < 2:
         raise ParameterError(
             "target",
-            f"{options.target!r} has {present.size} class(es) on the selected tokens; "
+            f"{target!r} has {present.size} class(es) on the selected tokens; "
             "a probe needs at least 2",
         )
     if options.folds:

@@ -65,7 +65,7 @@ class ProbeOptions:
     The fields without a flag are the training schedule's finer settings.
     """
 
-    target: str = option(help="token column: upos, deprel, Gender ...")
+    target: str | None = option(None, help="token column: upos, deprel, Gender ...")
     where: str | None = option(None, help=_WHERE)
     offsets: tuple[int, ...] = option(
         (0,), metavar="K,K,...", help="decode word w+k from w, e.g. -2,-1,0,1,2"
@@ -84,6 +84,13 @@ class ProbeOptions:
         "values; raw: an N/A prediction counts as wrong (the LSTM probing paper)"
     )  # fmt: skip
     per_class: bool = option(False, help="also report the accuracy of every class")
+    apply: str | None = option(
+        None, help="label the selected words with this saved probe (from --save NAME: "
+        "NAME_weights) instead of training one"
+    )  # fmt: skip
+    apply_store: Path | None = option(
+        None, help="the store holding the --apply probe (default: this store)"
+    )
     folds: int = option(
         0, help="cross-validate over this many folds of whole sentences (0: one split)"
     )
@@ -105,6 +112,8 @@ class ProbeOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "offsets", parse_offsets(self.offsets))
+        if self.target is None and self.apply is None:
+            raise ParameterError("target", "is needed (the token column to probe)")
         if not 0 < self.test_fraction < 1:
             raise ParameterError(
                 "test_fraction", f"must lie between 0 and 1, got {self.test_fraction}"

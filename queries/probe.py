@@ -228,8 +228,9 @@ def run_probe(
     site: str,
     options: ProbeOptions,
     labels: Labels | list[Labels] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The scores of :func:`probe` and the confusion counts (summed over folds)."""
+) -> tuple[pd.DataFrame, pd.DataFrame, list[FittedProbe]]:
+    """The scores of :func:`probe`, the confusion counts (summed over folds) and the
+    fitted probe of every fold."""
     if labels is None:
         folds = prepare_folds(store, options)
     else:
@@ -240,8 +241,8 @@ def run_probe(
     summed = confusion.groupby(keys, sort=False)["n"].sum().reset_index()
     confusion = CONFUSION.check(summed[CONFUSION.names])
     if len(fitted) == 1:
-        return fitted[0].table(), confusion
-    return cross_validated([f.table() for f in fitted]), confusion
+        return fitted[0].table(), confusion, fitted
+    return cross_validated([f.table() for f in fitted]), confusion, fitted
 
 
 def cross_validated(tables: list[pd.DataFrame]) -> pd.DataFrame:
