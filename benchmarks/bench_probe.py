@@ -31,7 +31,8 @@ from actstore.data import corpus_path
 from actstore.verbs import verb
 from queries.labels import prepare_labels
 from queries.options import ProbeOptions
-from queries.probe import metric_value, probe
+from queries.probe import probe
+from queries.scores import metric_value
 
 RUNS = Path("runs/bench")
 SITE = "minilm/layer.4"

@@ -93,9 +93,9 @@ def probe(sites: SitesParam, options: ProbeOptions, out: Output, keep: Keep) -> 
     ``NAME_weights`` (per site: ``NAME_weights_<site>`` when there are several), which
     ``--apply`` reuses."""
     from queries.keep import PREDICTIONS, apply_probe, load_probe, save_probe
-    from queries.labels import prepare_folds
     from queries.plots import probe_figure
-    from queries.probe import CONFUSION, PROBE, run_probe
+    from queries.probe import prepare_folds, run_probe
+    from queries.scores import CONFUSION, PROBE
 
     with _open(sites.store, keep) as store:
         names = resolve_sites(store, sites.sites)

@@ -58,7 +58,7 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions, fold: int = 0) 
     """Read the target (and word types) once; build the split and the heads' labels.
 
     With ``options.folds`` (k >= 2) the test side is fold ``fold`` of k folds of whole
-    sentences (:func:`sentence_folds`); :func:`prepare_folds` gives all k.
+    sentences (:func:`sentence_folds`); :func:`queries.probe.prepare_folds` gives all k.
 
     Examples
     --------
@@ -85,25 +85,7 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions, fold: int = 0) 
             f"{target!r} has {present.size} class(es) on the selected tokens; "
             "a probe needs at least 2",
         )
-    if options.folds:
-        if not 0 <= fold < options.folds:
-            raise ParameterError("fold", f"must lie in 0..{options.folds - 1}, got {fold}")
-        test = sentence_folds(sentence[rows], options.folds, options.seed) == fold
-    elif options.test_where:
-        test = np.isin(rows, store.rows(options.test_where))
-        if test.all() or not test.any():
-            raise ParameterError(
-                "test_where",
-                f"{options.test_where!r} selects {'every' if test.any() else 'none'} of the "
-                f"{rows.size:,} tokens probed; it must leave some for training and take some",
-            )
-    else:
-        test = _sentence_split(sentence[rows], options.test_fraction, options.seed)
-    validation = np.zeros(rows.size, bool)
-    train = np.flatnonzero(~test)
-    if options.patience and np.unique(sentence[rows[train]]).size > 1:
-        fraction = min(VALIDATION_FRACTION, VALIDATION_ROWS / train.size)
-        validation[train] = _sentence_split(sentence[rows[train]], fraction, options.seed + 1)
+    test, validation = split_rows(store, options, sentence, rows, fold)
     control = None
     if options.control:
         types, _ = categorical_codes(table.column(options.control_type))
@@ -131,16 +113,33 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions, fold: int = 0) 
     )
 
 
-def prepare_folds(store: actstore.Store, options: ProbeOptions) -> list[Labels]:
-    """The labels of every fold of ``options.folds`` (one split when it is 0).
-
-    Examples
-    --------
-    >>> folds = prepare_folds(store, ProbeOptions("upos", folds=3))
-    >>> len(folds), int(sum(f.test.sum() for f in folds)) == folds[0].rows.size
-    (3, True)
-    """
-    return [prepare_labels(store, options, fold) for fold in range(max(1, options.folds))]
+def split_rows(
+    store: actstore.Store, options: ProbeOptions, sentence: np.ndarray, rows: np.ndarray, fold: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The test and held-out (validation) masks over ``rows`` (``sentence`` is every
+    table row's sentence id): fold ``fold`` of ``options.folds``, ``options.test_where``,
+    or a seeded random ``test_fraction`` of the sentences; the held-out words are whole
+    training sentences."""
+    if options.folds:
+        if not 0 <= fold < options.folds:
+            raise ParameterError("fold", f"must lie in 0..{options.folds - 1}, got {fold}")
+        test = sentence_folds(sentence[rows], options.folds, options.seed) == fold
+    elif options.test_where:
+        test = np.isin(rows, store.rows(options.test_where))
+        if test.all() or not test.any():
+            raise ParameterError(
+                "test_where",
+                f"{options.test_where!r} selects {'every' if test.any() else 'none'} of the "
+                f"{rows.size:,} tokens probed; it must leave some for training and take some",
+            )
+    else:
+        test = _sentence_split(sentence[rows], options.test_fraction, options.seed)
+    validation = np.zeros(rows.size, bool)
+    train = np.flatnonzero(~test)
+    if options.patience and np.unique(sentence[rows[train]]).size > 1:
+        fraction = min(VALIDATION_FRACTION, VALIDATION_ROWS / train.size)
+        validation[train] = _sentence_split(sentence[rows[train]], fraction, options.seed + 1)
+    return test, validation
 
 
 def sentence_folds(sentence: np.ndarray, k: int, seed: int) -> np.ndarray:

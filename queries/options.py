@@ -79,6 +79,10 @@ class ProbeOptions:
         "words (0: no early stopping, train all epochs)"
     )  # fmt: skip
     max_steps: int = option(20_000, help="Adam steps, at most")
+    kind: Literal["auto", "classify", "regress"] = option(
+        "auto", help="classify (softmax) or regress (ridge; R2, Spearman); auto: regress a "
+        "numeric target (depth, position, head_distance, sentence_length ...)"
+    )  # fmt: skip
     scoring: Literal["feature", "raw"] = option(
         "feature", help="feature: words carrying the feature are predicted among its real "
         "values; raw: an N/A prediction counts as wrong (the LSTM probing paper)"
@@ -131,6 +135,8 @@ class ProbeOptions:
             raise ParameterError("folds", f"must be 0 (one split) or at least 2, got {self.folds}")
         if self.folds and self.test_where:
             raise ParameterError("folds", "cannot be combined with test_where (a fixed split)")
+        if self.kind not in ("auto", "classify", "regress"):
+            raise ParameterError("kind", f"must be auto, classify or regress, got {self.kind!r}")
         if self.scoring not in ("feature", "raw"):
             raise ParameterError("scoring", f"must be 'feature' or 'raw', got {self.scoring!r}")
         for name in ("alpha", "memory_gib"):  # 0 is allowed: no penalty, always stream

@@ -36,7 +36,6 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -52,46 +51,14 @@ from queries.engine import (
     merge_in_order,
     torch_single_threaded,
 )
-from queries.labels import NA, Labels, prepare_folds, prepare_labels
+from queries.labels import NA, Labels, prepare_labels
 from queries.linear import Batches, Schedule, Trained, logits, train_softmax
 from queries.options import ProbeOptions
-from queries.results import Column, TableSchema
+from queries.regress import Targets, fit_regression, is_numeric, prepare_targets
+from queries.scores import CONFUSION, PROBE, cross_validated, with_warnings
 
 POOL_ROWS = 32768
 POOL_BYTES = 96 << 20  # a pool of wide rows holds fewer (it is copied once when cut)
-CONTROL_MARGIN = 0.02  # a control task this close to the probe makes the probe suspect
-
-PROBE = TableSchema(
-    "probe",
-    (
-        Column("site", "string"),
-        Column("target", "string"),
-        Column("word_offset", "int64"),
-        Column("metric", "string"),
-        Column("label", "string"),
-        Column("value", "float64"),
-        Column("ci_low", "float64"),
-        Column("ci_high", "float64"),
-        Column("n", "int64"),
-        Column("n_train", "int64"),
-        Column("n_classes", "int64"),
-        Column("scoring", "string"),
-        Column("seed", "int64"),
-        Column("warning", "string"),
-    ),
-)
-
-CONFUSION = TableSchema(
-    "probe_confusion",
-    (
-        Column("site", "string"),
-        Column("target", "string"),
-        Column("word_offset", "int64"),
-        Column("true", "string"),
-        Column("predicted", "string"),
-        Column("n", "int64"),
-    ),
-)
 
 
 @dataclass
@@ -227,15 +194,18 @@ def run_probe(
     store: actstore.Store,
     site: str,
     options: ProbeOptions,
-    labels: Labels | list[Labels] | None = None,
+    labels: Labels | list[Labels] | list[Targets] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[FittedProbe]]:
     """The scores of :func:`probe`, the confusion counts (summed over folds) and the
-    fitted probe of every fold."""
-    if labels is None:
-        folds = prepare_folds(store, options)
-    else:
-        folds = labels if isinstance(labels, list) else [labels]
-    fitted = [fit_probe(store, site, options, fold) for fold in folds]
+    fitted probe of every fold (none for a regression)."""
+    given = prepare_folds(store, options) if labels is None else labels
+    folds: list[Labels | Targets] = list(given) if isinstance(given, list) else [given]
+    targets = [t for t in folds if isinstance(t, Targets)]
+    if targets:  # a regression probe
+        tables = [fit_regression(store, site, options, t).table() for t in targets]
+        table = tables[0] if len(tables) == 1 else cross_validated(tables)
+        return table, CONFUSION.frame([]), []
+    fitted = [fit_probe(store, site, options, f) for f in folds if isinstance(f, Labels)]
     confusion = pd.concat([f.confusion() for f in fitted], ignore_index=True)
     keys = [c for c in CONFUSION.names if c != "n"]
     summed = confusion.groupby(keys, sort=False)["n"].sum().reset_index()
@@ -245,37 +215,24 @@ def run_probe(
     return cross_validated([f.table() for f in fitted]), confusion, fitted
 
 
-def cross_validated(tables: list[pd.DataFrame]) -> pd.DataFrame:
-    """One table from the tables of k folds: the mean of every value, its 95% t-interval,
-    the folds' scored words summed (:data:`PROBE`).
+def prepare_folds(store: actstore.Store, options: ProbeOptions) -> list[Labels] | list[Targets]:
+    """The labels (or a regression's targets) of every fold of ``options.folds`` (one
+    split when it is 0): regression for ``kind="regress"``, or ``"auto"`` and a numeric
+    target.
 
     Examples
     --------
-    >>> one = PROBE.frame([{"site": "s", "target": "t", "word_offset": 0, "metric": "accuracy",
-    ...     "label": "", "value": v, "ci_low": np.nan, "ci_high": np.nan, "n": 10,
-    ...     "n_train": 90, "n_classes": 2, "scoring": "feature", "seed": 0, "warning": ""}
-    ...     for v in (0.8, 0.9)])
-    >>> row = cross_validated([one.iloc[[0]], one.iloc[[1]]]).iloc[0]
-    >>> float(round(row["value"], 3)), float(round(row["ci_high"] - row["value"], 3)), int(row["n"])
-    (0.85, 0.635, 20)
+    >>> folds = prepare_folds(store, ProbeOptions("upos", folds=3))
+    >>> len(folds), int(sum(f.test.sum() for f in folds)) == folds[0].rows.size
+    (3, True)
+    >>> type(prepare_folds(store, ProbeOptions("depth"))[0]).__name__
+    'Targets'
     """
-    from scipy import stats
-
-    frame = pd.concat(tables, ignore_index=True)
-    keys = ["site", "target", "word_offset", "metric", "label", "scoring", "seed"]
-    grouped = frame.groupby(keys, sort=False)
-    out = grouped.agg(
-        value=("value", "mean"), sd=("value", "std"), k=("value", "size"), n=("n", "sum"),
-        n_train=("n_train", "mean"), n_classes=("n_classes", "max"),
-    ).reset_index()  # fmt: skip
-    half = stats.t.ppf(0.975, out["k"] - 1) * out["sd"] / np.sqrt(out["k"])
-    out["ci_low"], out["ci_high"] = out["value"] - half, out["value"] + half
-    out["n_train"] = out["n_train"].round().astype("int64")
-    out["warning"] = ""
-    records: list[dict[str, object]] = [
-        {str(k): v for k, v in r.items()} for r in out[PROBE.names].to_dict("records")
-    ]
-    return PROBE.frame(_with_warnings(records))
+    k = range(max(1, options.folds))
+    target = str(options.target)
+    if options.kind == "regress" or (options.kind == "auto" and is_numeric(store, target)):
+        return [prepare_targets(store, options, fold) for fold in k]
+    return [prepare_labels(store, options, fold) for fold in k]
 
 
 def _moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
@@ -390,36 +347,4 @@ def _score(fitted: FittedProbe) -> pd.DataFrame:
                     **base, "metric": "class_accuracy", "label": head.classes[code],
                     "value": float((p[hit] == code).mean()), "n": int(hit.sum()),
                 })  # fmt: skip
-    return PROBE.frame(_with_warnings(records))
-
-
-def _with_warnings(records: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Name, on each offset's accuracy row, an accuracy not above the majority baseline
-    and a control task within 2 points of the probe (or above it)."""
-    value = {(r["site"], r["word_offset"], r["metric"]): cast(float, r["value"]) for r in records}
-    for record in records:
-        if record["metric"] != "accuracy":
-            continue
-        key = (record["site"], record["word_offset"])
-        acc, majority = value[(*key, "accuracy")], value.get((*key, "majority"))
-        notes = []
-        if majority is not None and not acc > majority:
-            notes.append(f"not above the majority baseline ({majority:.3f})")
-        control = value.get((*key, "control_accuracy"))
-        if control is not None and acc - control < CONTROL_MARGIN:
-            notes.append(f"the control task scores {control:.3f}, within 2 points")
-        record["warning"] = "; ".join(notes)
-    return records
-
-
-def metric_value(table: pd.DataFrame, metric: str, word_offset: int = 0) -> float:
-    """One number of a single site's probe table, e.g. its ``accuracy`` at offset 0.
-
-    Examples
-    --------
-    >>> table = probe(store, "toy/layer.0", ProbeOptions("upos", device="cpu", min_steps=20))
-    >>> 0 <= metric_value(table, "accuracy") <= 1
-    True
-    """
-    hit = table[(table["metric"] == metric) & (table["word_offset"] == word_offset)]
-    return float(hit["value"].to_numpy(np.float64)[0])
+    return PROBE.frame(with_warnings(records))

@@ -130,7 +130,7 @@ def test_folds_are_whole_sentences_and_cover_every_word_once(
 ) -> None:
     from scipy import stats
 
-    from queries.labels import prepare_folds
+    from queries.probe import prepare_folds
 
     store = next_upos_store
     options = ProbeOptions("upos", offsets=(1,), folds=5, device="cpu")

@@ -23,8 +23,8 @@ FLAGS = {
     "probe": {
         "--sites": None, "--where": None, "--target": None, "--offsets": (0,),
         "--control": False, "--device": "auto", "--seed": 0, "--epochs": 20.0, "--patience": 3,
-        "--max-steps": 20_000, "--scoring": "feature", "--per-class": False, "--folds": 0,
-        "--test-where": None,
+        "--max-steps": 20_000, "--kind": "auto", "--scoring": "feature", "--per-class": False,
+        "--folds": 0, "--test-where": None, "--apply": None, "--apply-store": None,
         "--memory-gib": 1.0,
     },
     "correlate": {
