@@ -90,12 +90,12 @@ def probe(sites: SitesParam, options: ProbeOptions, out: Output, keep: Keep) -> 
     """``actstore probe``: softmax probes of ``options.target`` on every matching site
     (cross-validated with ``--folds``); with ``--save NAME`` the confusion counts are
     saved too, as ``NAME_confusion``, and, for one split, the probe's weights as
-    ``NAME_weights`` (per site: ``NAME_weights_<site>`` when there are several), which
-    ``--apply`` reuses."""
+    ``NAME_weights`` (which ``--apply`` reuses) and its units ranked by weight mass as
+    ``NAME_units`` (per site: ``NAME_weights_<site>`` ... when there are several)."""
     from queries.keep import PREDICTIONS, apply_probe, load_probe, save_probe
     from queries.plots import probe_figure
-    from queries.probe import prepare_folds, run_probe
-    from queries.scores import CONFUSION, PROBE
+    from queries.probe import prepare_folds, run_probe, unit_ranking
+    from queries.scores import CONFUSION, PROBE, RANKING
 
     with _open(sites.store, keep) as store:
         names = resolve_sites(store, sites.sites)
@@ -120,6 +120,9 @@ def probe(sites: SitesParam, options: ProbeOptions, out: Output, keep: Keep) -> 
             if keep.save and len(fitted) == 1:
                 suffix = "" if len(names) == 1 else "_" + re.sub(r"[^A-Za-z0-9_]", "_", site)
                 save_probe(store, fitted[0], f"{keep.save}_weights{suffix}", replace=keep.replace)
+                made = provenance(store, "probe_units", [site], options, options.where)
+                ranked = TidyResult(RANKING, unit_ranking(fitted[0]), made)
+                ranked.save(store, f"{keep.save}_units{suffix}", replace=keep.replace)
         result = _result(store, PROBE, frames, names, options, options.where)
         for row in result.frame[result.frame["warning"] != ""].itertuples():
             log.warning("%s, %s at w%+d: %s", row.site, row.target, row.word_offset, row.warning)

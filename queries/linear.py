@@ -28,9 +28,10 @@ Batches = Iterator[tuple[np.ndarray, np.ndarray]]
 
 @dataclass(frozen=True)
 class Schedule:
-    """How long and how fast to train: Adam steps, batch size, learning rate, L2, and
-    early stopping (an evaluation every ``steps_per_epoch`` steps; training stops when
-    ``patience`` evaluations in a row improved no head)."""
+    """How long and how fast to train: Adam steps, batch size, learning rate, L2 (and L1:
+    an elastic net) on standardised weights, and early stopping (an evaluation every
+    ``steps_per_epoch`` steps; training stops when ``patience`` evaluations in a row
+    improved no head)."""
 
     n_steps: int
     batch_size: int = 512
@@ -38,6 +39,7 @@ class Schedule:
     alpha: float = 1e-4
     steps_per_epoch: int = 0
     patience: int = 0
+    l1: float = 0.0
 
     @classmethod
     def for_rows(
@@ -51,6 +53,7 @@ class Schedule:
         patience: int = 0,
         learning_rate: float = 0.01,
         alpha: float = 1e-4,
+        l1: float = 0.0,
     ) -> Schedule:
         """``epochs`` passes over ``n_rows`` rows, within ``min_steps`` and ``max_steps``.
 
@@ -69,7 +72,7 @@ class Schedule:
         batch = max(1, min(batch_size, max(16, -(-n_rows // 8))))
         per_epoch = max(1, -(-n_rows // batch))
         steps = int(np.clip(np.ceil(epochs * per_epoch), max(min_steps, 1), max_steps))
-        return cls(steps, batch, learning_rate, alpha, per_epoch, patience)
+        return cls(steps, batch, learning_rate, alpha, per_epoch, patience, l1)
 
 
 @dataclass
@@ -140,6 +143,8 @@ def train_softmax(
         valid = (y >= 0).float()
         g *= (valid / valid.sum(0).clamp(min=1)).unsqueeze(2)
         grad_w = (g.view(-1, n_heads * width).T @ x).view_as(weight) + schedule.alpha * weight
+        if schedule.l1:  # the lasso's subgradient, as NeuroX trains its sparse probes
+            grad_w += schedule.l1 * torch.sign(weight)
         lr = schedule.learning_rate * (1.0 - (step - 1) / schedule.n_steps)
         adam.step([grad_w, g.sum(0)], lr)
         epoch, end_of_epoch = divmod(step, max(1, schedule.steps_per_epoch))

@@ -88,6 +88,14 @@ class ProbeOptions:
         "values; raw: an N/A prediction counts as wrong (the LSTM probing paper)"
     )  # fmt: skip
     per_class: bool = option(False, help="also report the accuracy of every class")
+    l1: float = option(
+        0.0, help="L1 penalty on the standardised weights (with the L2: an elastic net), "
+        "for a sparse probe whose weight sits on few units"
+    )  # fmt: skip
+    top_units: tuple[int, ...] = option(
+        (), metavar="K,K,...", help="also train on the K units of most weight mass only and "
+        "report their accuracy, e.g. 1,5,10,50"
+    )  # fmt: skip
     apply: str | None = option(
         None, help="label the selected words with this saved probe (from --save NAME: "
         "NAME_weights) instead of training one"
@@ -139,7 +147,8 @@ class ProbeOptions:
             raise ParameterError("kind", f"must be auto, classify or regress, got {self.kind!r}")
         if self.scoring not in ("feature", "raw"):
             raise ParameterError("scoring", f"must be 'feature' or 'raw', got {self.scoring!r}")
-        for name in ("alpha", "memory_gib"):  # 0 is allowed: no penalty, always stream
+        object.__setattr__(self, "top_units", _counts(self.top_units))
+        for name in ("alpha", "memory_gib", "l1"):  # 0 is allowed: no penalty, always stream
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ParameterError(name, f"must be a finite number >= 0, got {value}")
@@ -208,6 +217,20 @@ class SelectivityOptions:
     def __post_init__(self) -> None:
         _at_least("min_count", self.min_count, 1)
         _at_least("top", self.top, 0)
+
+
+def _counts(values: str | tuple[int, ...]) -> tuple[int, ...]:
+    """Positive unit counts from text (``"1,5,10"``) or integers, sorted, without repeats."""
+    if isinstance(values, str):
+        try:
+            values = tuple(int(v) for v in values.split(",") if v.strip())
+        except ValueError:
+            raise ParameterError(
+                "top_units", f"takes comma-separated counts such as 1,5,10,50; got {values!r}"
+            ) from None
+    if any(int(v) < 1 for v in values):
+        raise ParameterError("top_units", f"counts must be at least 1, got {list(values)}")
+    return tuple(sorted({int(v) for v in values}))
 
 
 def _at_least(name: str, value: int, low: int) -> None:

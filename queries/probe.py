@@ -31,19 +31,18 @@ control task) train together on the same batches.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.metrics import f1_score
 
 import actstore
 from actstore.devices import resolve_device
+from queries.batches import add, moments, pooled_batches
+from queries.batches import scale as scale_of
 from queries.engine import (
     Selection,
     map_blocks,
@@ -52,13 +51,10 @@ from queries.engine import (
     torch_single_threaded,
 )
 from queries.labels import NA, Labels, prepare_labels
-from queries.linear import Batches, Schedule, Trained, logits, train_softmax
+from queries.linear import Schedule, Trained, logits, train_softmax
 from queries.options import ProbeOptions
 from queries.regress import Targets, fit_regression, is_numeric, prepare_targets
-from queries.scores import CONFUSION, PROBE, cross_validated, with_warnings
-
-POOL_ROWS = 32768
-POOL_BYTES = 96 << 20  # a pool of wide rows holds fewer (it is copied once when cut)
+from queries.scores import CONFUSION, PROBE, RANKING, cross_validated, with_warnings
 
 
 @dataclass
@@ -108,9 +104,14 @@ class FittedProbe:
 
 
 def fit_probe(
-    store: actstore.Store, site: str, options: ProbeOptions, labels: Labels | None = None
+    store: actstore.Store,
+    site: str,
+    options: ProbeOptions,
+    labels: Labels | None = None,
+    units: np.ndarray | None = None,
 ) -> FittedProbe:
-    """Train the probes of ``options`` on one site and predict its test words.
+    """Train the probes of ``options`` on one site (on some of its ``units`` only, if
+    given) and predict its test words.
 
     Pass ``labels`` from :func:`~queries.labels.prepare_labels` to reuse them across
     sites.
@@ -130,32 +131,79 @@ def fit_probe(
         patience=options.patience,
         learning_rate=options.learning_rate,
         alpha=options.alpha,
+        l1=options.l1,
     )
     rng = np.random.default_rng([options.seed, 2])
     (reader,) = train.readers(dtype=None)  # float16 stays float16
     spans, batch = train.spans, schedule.batch_size
+    cols = slice(None) if units is None else units
     if train.rows.size * reader.n_units * reader.out_dtype.itemsize <= options.memory_gib * 2**30:
         (x,) = train.read(dtype=None)  # read once; the same blocks, sliced from memory
-        mean, scale = _scale(merge_in_order([_moments(x[span]) for span in spans], _add))
-        stream = _pooled_batches(lambda i: x[spans[i]], spans, codes, batch, rng)
+        mean, scale = scale_of(merge_in_order([moments(x[span]) for span in spans], add))
+        if units is not None:
+            x = np.ascontiguousarray(x[:, units])
+        stream = pooled_batches(lambda i: x[spans[i]], spans, codes, batch, rng)
     else:
-        mean, scale = _scale(map_reduce(_moments, _add, train, dtype=None))
+        mean, scale = scale_of(map_reduce(moments, add, train, dtype=None))
 
         def read(i: int) -> np.ndarray:
-            return reader.take(train.rows[spans[i]])
+            return reader.take(train.rows[spans[i]])[:, cols]
 
-        stream = _pooled_batches(read, spans, codes, batch, rng)
+        stream = pooled_batches(read, spans, codes, batch, rng)
     held_out = None
     if labels.validation.any():
         (x_held,) = selected.subset(labels.validation).read(dtype=None)
-        held_out = (x_held, labels.codes[labels.validation])
+        held_out = (x_held[:, cols], labels.codes[labels.validation])
     n_classes = [len(h.classes) for h in labels.heads]
+    mean, scale = mean[cols], scale[cols]
     with torch_single_threaded() if device.type == "cpu" else contextlib.nullcontext():
         trained = train_softmax(stream, mean, scale, n_classes, schedule, device, held_out)
     real_only = [options.scoring == "feature" and h.classes[-1] == NA for h in labels.heads]
-    predict = partial(_predict, weights=trained.weights, real_only=real_only)
+    predict = partial(_predict, weights=trained.weights, real_only=real_only, units=units)
     predicted = np.concatenate(map_blocks(predict, test))
     return FittedProbe(site, options, labels, mean, scale, trained, predicted)
+
+
+def unit_ranking(fitted: FittedProbe) -> pd.DataFrame:
+    """The units of every real head ranked by weight mass: the sum over classes of the
+    absolute standardised weights (as NeuroX ranks neurons); train with ``l1`` for a
+    sparse probe whose mass sits on few units (:data:`RANKING`).
+
+    Examples
+    --------
+    >>> fitted = fit_probe(store, "toy/layer.0", ProbeOptions("upos", device="cpu", l1=1e-3))
+    >>> ranked = unit_ranking(fitted)
+    >>> ranked["rank"].tolist()[:3], len(ranked)
+    ([1, 2, 3], 16)
+    """
+    frames = []
+    for head, (coef, _) in zip(fitted.labels.heads, fitted.trained.weights, strict=True):
+        if head.control:
+            continue
+        mass = np.abs(coef * fitted.scale).sum(axis=0)  # standardised weights
+        order = np.argsort(-mass, kind="stable")
+        columns = {
+            "site": fitted.site, "target": fitted.options.target, "word_offset": head.offset,
+            "unit": order, "rank": np.arange(1, order.size + 1), "weight_mass": mass[order],
+        }  # fmt: skip
+        frames.append(pd.DataFrame(columns))
+    return RANKING.check(pd.concat(frames, ignore_index=True))
+
+
+def _top_units(store: actstore.Store, fitted: FittedProbe) -> pd.DataFrame:
+    """The probe's table, plus, for each k of ``top_units``, the accuracy of a probe
+    trained on the k units of most weight mass (ranked on this probe's training words)."""
+    table = fitted.table()
+    options = fitted.options
+    ranking = unit_ranking(fitted)
+    rows = [table]
+    for k in options.top_units:
+        for offset, ranked in ranking.groupby("word_offset", sort=False):
+            units = np.sort(ranked["unit"].to_numpy()[:k])
+            small = fit_probe(store, fitted.site, options, fitted.labels, units).table()
+            hit = small[(small.metric == "accuracy") & (small.word_offset == offset)]
+            rows.append(hit.assign(metric="accuracy_top_units", label=str(k), warning=""))
+    return PROBE.check(pd.concat(rows, ignore_index=True))
 
 
 def probe(
@@ -210,9 +258,10 @@ def run_probe(
     keys = [c for c in CONFUSION.names if c != "n"]
     summed = confusion.groupby(keys, sort=False)["n"].sum().reset_index()
     confusion = CONFUSION.check(summed[CONFUSION.names])
+    tables = [_top_units(store, f) if options.top_units else f.table() for f in fitted]
     if len(fitted) == 1:
-        return fitted[0].table(), confusion, fitted
-    return cross_validated([f.table() for f in fitted]), confusion, fitted
+        return tables[0], confusion, fitted
+    return cross_validated(tables), confusion, fitted
 
 
 def prepare_folds(store: actstore.Store, options: ProbeOptions) -> list[Labels] | list[Targets]:
@@ -235,75 +284,17 @@ def prepare_folds(store: actstore.Store, options: ProbeOptions) -> list[Labels] 
     return [prepare_labels(store, options, fold) for fold in k]
 
 
-def _moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    x64 = torch.from_numpy(x).double().numpy()  # torch converts float16 fast
-    return len(x64), x64.sum(axis=0), (x64 * x64).sum(axis=0)
-
-
-def _add(
-    a: tuple[int, np.ndarray, np.ndarray], b: tuple[int, np.ndarray, np.ndarray]
-) -> tuple[int, np.ndarray, np.ndarray]:
-    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
-
-
-def _scale(sums: tuple[int, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of every unit from its count, sum and sum of squares."""
-    n, total, squares = sums
-    mean = total / n
-    scale = np.sqrt(np.maximum(squares / n - mean * mean, 0.0))
-    scale[scale == 0] = 1.0
-    return mean, scale
-
-
-def _pooled_batches(
-    block: Callable[[int], np.ndarray],
-    spans: list[slice],
-    codes: np.ndarray,
-    batch: int,
-    rng: np.random.Generator,
-) -> Batches:
-    """Endless mini-batches: each epoch takes the blocks in a random order into a pool of
-    about ``POOL_ROWS`` rows (fewer if they pass ``POOL_BYTES``), shuffles the pool and
-    cuts it into batches; the rows left over start the next pool. ``block(i)`` gives
-    block ``i`` (from memory, or read from the store while the model trains on the
-    previous one): the batches are the same."""
-    pool_x: list[np.ndarray] = []
-    pool_y: list[np.ndarray] = []
-    with concurrent.futures.ThreadPoolExecutor(1) as ahead:
-        while True:
-            order = rng.permutation(len(spans))
-            pending = ahead.submit(block, order[0])
-            for i, index in enumerate(order):
-                x = pending.result()
-                if i + 1 < len(order):
-                    pending = ahead.submit(block, order[i + 1])
-                pool_x.append(x)
-                pool_y.append(codes[spans[index]])
-                pool_rows = min(POOL_ROWS, max(1, POOL_BYTES // max(1, x[:1].nbytes)))
-                if sum(len(p) for p in pool_x) >= max(pool_rows, batch) or i + 1 == len(order):
-                    yield from _cut(pool_x, pool_y, batch, rng)
-
-
-def _cut(
-    pool_x: list[np.ndarray], pool_y: list[np.ndarray], batch: int, rng: np.random.Generator
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Shuffle the pool, yield its full batches and keep the remainder in the pool."""
-    x, y = np.concatenate(pool_x), np.concatenate(pool_y)
-    order = rng.permutation(len(x))
-    full = len(x) - len(x) % batch if len(x) >= batch else len(x)
-    for lo in range(0, full, batch):
-        take = order[lo : lo + batch]
-        yield x[take], y[take]
-    rest = order[full:]
-    pool_x[:] = [x[rest]] if rest.size else []
-    pool_y[:] = [y[rest]] if rest.size else []
-
-
 def _predict(
-    x: np.ndarray, *, weights: list[tuple[np.ndarray, np.ndarray]], real_only: list[bool]
+    x: np.ndarray,
+    *,
+    weights: list[tuple[np.ndarray, np.ndarray]],
+    real_only: list[bool],
+    units: np.ndarray | None = None,
 ) -> np.ndarray:
     """Predicted class codes of one block (rows x heads); ``real_only`` heads never
-    predict their last class (``N/A``)."""
+    predict their last class (``N/A``); ``units``: the columns the probe reads."""
+    if units is not None:
+        x = x[:, units]
     out = []
     for (coef, intercept), real in zip(weights, real_only, strict=True):
         scores = logits(x, coef, intercept)

@@ -45,6 +45,19 @@ CONFUSION = TableSchema(
 )
 
 
+RANKING = TableSchema(
+    "probe_units",
+    (
+        Column("site", "string"),
+        Column("target", "string"),
+        Column("word_offset", "int64"),
+        Column("unit", "int64"),
+        Column("rank", "int64"),
+        Column("weight_mass", "float64"),
+    ),
+)
+
+
 def cross_validated(tables: list[pd.DataFrame]) -> pd.DataFrame:
     """One table from the tables of k folds: the mean of every value, its 95% t-interval,
     the folds' scored words summed (:data:`PROBE`).

@@ -83,7 +83,9 @@ def test_cli_saves_weights_and_applies_them(
     args = ["probe", str(a), "--sites", "toy/layer.3", "--target", "upos", "--device", "cpu"]
     assert main([*args, "--save", "up", "--quiet"]) == 0
     with actstore.open(a) as store:
-        assert {"up", "up_confusion", "up_weights"} <= set(store.results)
+        assert {"up", "up_confusion", "up_weights", "up_units"} <= set(store.results)
+        units = store.sql("SELECT count(*) AS n, min(rank) AS first FROM up_units")
+    assert (units["n"].item(), units["first"].item()) == (384, 1)
     apply = ["probe", str(b), "--sites", "toy/layer.3", "--apply", "up_weights"]
     assert main([*apply, "--apply-store", str(a), "--where", "row < 4", "--format", "csv"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))

@@ -156,6 +156,33 @@ def test_folds_are_whole_sentences_and_cover_every_word_once(
         ProbeOptions("upos", folds=5, test_where="sentence_id > 10")
 
 
+def test_a_sparse_probe_ranks_the_unit_that_carries_the_label_first(
+    writable_store: actstore.Store,
+) -> None:
+    """Unit 5 says NOUN or VERB (plus noise); 15 noise units. The L1 probe's weight
+    mass ranks unit 5 first, and a probe on that one unit alone is nearly perfect."""
+    from queries.probe import unit_ranking
+
+    store = writable_store
+    upos = store.sql("SELECT upos FROM tokens ORDER BY row")["upos"].to_numpy(object)
+    rng = np.random.default_rng(8)
+    values = rng.normal(size=(upos.size, 16))
+    values[:, 5] += 4.0 * (upos == "NOUN")
+    writer = store.create_site("toy/sparse", n_units=16, dtype="float32")
+    writer.write(0, values.astype(np.float32))
+    writer.commit()
+    options = ProbeOptions(
+        "upos", where="upos IN ('NOUN', 'VERB')", l1=1e-2, top_units=(1, 4), device="cpu"
+    )
+    fitted = fit_probe(store, "toy/sparse", options)
+    ranking = unit_ranking(fitted)
+    assert ranking["unit"].iloc[0] == 5
+    assert ranking["weight_mass"].iloc[0] > 5 * ranking["weight_mass"].iloc[1]
+    table = probe(store, "toy/sparse", options)
+    top = table[table.metric == "accuracy_top_units"].set_index("label")["value"]
+    assert top["1"] > 0.97 and top["4"] > 0.97
+
+
 def test_per_class_accuracy_counts_every_class(next_upos_store: actstore.Store) -> None:
     store = next_upos_store
     options = ProbeOptions("upos", offsets=(1,), per_class=True, device="cpu")

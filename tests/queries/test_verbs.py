@@ -24,6 +24,7 @@ FLAGS = {
         "--sites": None, "--where": None, "--target": None, "--offsets": (0,),
         "--control": False, "--device": "auto", "--seed": 0, "--epochs": 20.0, "--patience": 3,
         "--max-steps": 20_000, "--kind": "auto", "--scoring": "feature", "--per-class": False,
+        "--l1": 0.0, "--top-units": (),
         "--folds": 0, "--test-where": None, "--apply": None, "--apply-store": None,
         "--memory-gib": 1.0,
     },
