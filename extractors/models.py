@@ -150,6 +150,26 @@ def load(spec: ModelSpec) -> tuple[Any, Any]:
     return tokenizer, model
 
 
+def reinitialise(model: Any, seed: int) -> Any:
+    """A model of the same architecture and configuration with fresh random weights
+    (Hugging Face's own initialisation, seeded), in eval mode: the baseline a probe or
+    correlation on a trained model is compared with.
+
+    Examples
+    --------
+    >>> tokenizer, model = load(resolve_model("minilm"))  # doctest: +SKIP
+    >>> reinitialise(model, 0).config.hidden_size  # doctest: +SKIP
+    384
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = type(model)(model.config)
+    fresh.eval()
+    return fresh
+
+
 def max_length(tokenizer: Any, model: Any) -> int:
     """Longest input the model accepts (tokenizers often report a huge sentinel).
 

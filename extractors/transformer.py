@@ -94,6 +94,10 @@ class TransformerExtractor(Extractor):
         self._hasher = threading.Thread(target=self._hash_weights, daemon=True)
         self._hasher.start()
         self.tokenizer, self.model = loaded or models.load(self.spec)
+        self.model_name = self.spec.name
+        if options.random_init is not None:
+            self.model = models.reinitialise(self.model, options.random_init)
+            self.model_name = f"{self.spec.name}-random{options.random_init}"
         limit = models.max_length(self.tokenizer, self.model)
         self.max_length = options.max_length or limit
         specials = sum(len(ids) for ids in models.special_ids(self.tokenizer))
@@ -119,7 +123,7 @@ class TransformerExtractor(Extractor):
         """``<model>/layer.0`` (embeddings) to ``<model>/layer.N``."""
         n_units = int(self.model.config.hidden_size)
         return [
-            SiteSpec(f"{self.spec.name}/layer.{i}", n_units, {"hidden_state": i})
+            SiteSpec(f"{self.model_name}/layer.{i}", n_units, {"hidden_state": i})
             for i in range(int(self.model.config.num_hidden_layers) + 1)
         ]
 
@@ -177,6 +181,7 @@ class TransformerExtractor(Extractor):
         self._hasher.join()
         return {
             "model": self.spec.name,
+            "random_init": self.options.random_init,  # a seed: weights re-initialised, not trained
             "model_path": str(self.spec.folder / (self.spec.gguf_file or "")),
             "model_class": type(self.model).__name__,
             "weights_sha256": self._hashes,

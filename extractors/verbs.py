@@ -64,6 +64,10 @@ class ExtractOptions:
     max_length: int | None = option(None, help="longest model input; longer sentences are windowed")
     chunk_rows: int | None = option(None, help="rows per stored chunk (default: about 8 MiB)")
     overwrite: bool = option(False, help="replace sites declared with other settings")
+    random_init: int | None = option(
+        None, metavar="SEED", help="re-initialise the model's weights (seeded) first: a "
+        "baseline of the same architecture, written as <model>-random<SEED>/layer.N"
+    )  # fmt: skip
     # not a command-line option: bytes of finished blocks waiting for the writer thread
     writer_bytes: int = field(default=16 << 20)
 

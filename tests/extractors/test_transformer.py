@@ -194,6 +194,25 @@ def test_provenance_and_different_model_refused(ewt_small: Path, tmp_path: Path)
         assert store.sites["minilm/layer.6"].provenance["align"] == "first"
 
 
+def test_random_initialisation_is_a_seeded_baseline(ewt_small: Path, tmp_path: Path) -> None:
+    """--random-init SEED: the same architecture with fresh weights, under its own site
+    names, the same bytes for the same seed, others for another; provenance says so."""
+    stores = [clone(ewt_small, tmp_path / f"s{i}") for i in range(2)]
+    for path, seed in zip(stores, (3, 3), strict=True):
+        extract(path, minilm_options(sites="layer.3", random_init=seed))
+    extract(stores[0], minilm_options(sites="layer.3"))
+    extract(stores[1], minilm_options(sites="layer.3", random_init=4))
+    with actstore.open(stores[0]) as a, actstore.open(stores[1]) as b:
+        random = a.acts("minilm-random3/layer.3", dtype=None).values
+        np.testing.assert_array_equal(random, b.acts("minilm-random3/layer.3", dtype=None).values)
+        assert not np.array_equal(random, b.acts("minilm-random4/layer.3", dtype=None).values)
+        assert not np.allclose(random, a.acts("minilm/layer.3", dtype=None).values, atol=0.1)
+        made = a.site("minilm-random3/layer.3").provenance
+        assert (
+            made["random_init"] == 3 and a.site("minilm/layer.3").provenance["random_init"] is None
+        )
+
+
 def test_long_sentences_are_windowed_not_truncated(
     ewt_small: Path, tmp_path: Path, minilm: tuple[object, object]
 ) -> None:
