@@ -73,7 +73,7 @@ class ProbeOptions:
     control: bool = option(False, help="also run the control task")
     device: str = option("auto", help="auto, cpu, cuda or cuda:N")
     seed: int = option(0, help="seeds the split, batches and control")
-    epochs: float = option(20.0, help="passes over the training words, at most")
+    epochs: float = option(10.0, help="passes over the training words, at most")
     patience: int = option(
         3, help="stop after this many epochs without improvement on held-out training "
         "words (0: no early stopping, train all epochs)"

@@ -180,7 +180,13 @@ def test_a_sparse_probe_ranks_the_unit_that_carries_the_label_first(
     assert ranking["weight_mass"].iloc[0] > 5 * ranking["weight_mass"].iloc[1]
     table = probe(store, "toy/sparse", options)
     top = table[table.metric == "accuracy_top_units"].set_index("label")["value"]
-    assert top["1"] > 0.97 and top["4"] > 0.97
+    # the best any rule on unit 5 can do: classes 4 sd apart, cut where their densities meet
+    from scipy import stats
+
+    noun = (upos == "NOUN").sum() / np.isin(upos, ["NOUN", "VERB"]).sum()
+    cut = 2 + np.log((1 - noun) / noun) / 4
+    bayes = noun * stats.norm.sf(cut - 4) + (1 - noun) * stats.norm.cdf(cut)
+    assert top["1"] > bayes - 0.02 and top["4"] > bayes - 0.02
 
 
 def test_per_class_accuracy_counts_every_class(next_upos_store: actstore.Store) -> None:

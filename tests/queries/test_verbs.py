@@ -22,7 +22,7 @@ SiteWriter = Callable[..., np.ndarray]
 FLAGS = {
     "probe": {
         "--sites": None, "--where": None, "--target": None, "--offsets": (0,),
-        "--control": False, "--device": "auto", "--seed": 0, "--epochs": 20.0, "--patience": 3,
+        "--control": False, "--device": "auto", "--seed": 0, "--epochs": 10.0, "--patience": 3,
         "--max-steps": 20_000, "--kind": "auto", "--scoring": "feature", "--per-class": False,
         "--l1": 0.0, "--top-units": (),
         "--folds": 0, "--test-where": None, "--apply": None, "--apply-store": None,
