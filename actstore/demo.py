@@ -43,7 +43,8 @@ QUERIES: list[tuple[str, str]] = [
     (
         "model pieces per word (alignment; 6 = six or more)",
         "SELECT least(n_pieces, 6) AS pieces, count(*) AS words, "
-        "count(*) FILTER (in_mwt) AS in_multiword_token, count(*) FILTER (windowed) AS windowed "
+        "count(*) FILTER (in_mwt) AS sharing_a_multiword_token, "
+        "count(*) FILTER (windowed) AS windowed "
         "FROM align_{model} GROUP BY ALL ORDER BY pieces",
     ),
 ]

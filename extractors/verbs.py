@@ -98,6 +98,8 @@ class ExtractOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ParameterError(name, f"must be positive, got {value}")
+        if self.random_init is not None and self.random_init < 0:
+            raise ParameterError("random_init", f"takes a seed >= 0, got {self.random_init}")
         if self.overwrite and count > 1:
             raise ParameterError("overwrite", "cannot be combined with shard; overwrite first")
 

@@ -126,7 +126,7 @@ def probe(sites: SitesParam, options: ProbeOptions, out: Output, keep: Keep) -> 
         result = _result(store, PROBE, frames, names, options, options.where)
         for row in result.frame[result.frame["warning"] != ""].itertuples():
             log.warning("%s, %s at w%+d: %s", row.site, row.target, row.word_offset, row.warning)
-        if keep.save:
+        if keep.save and any(len(c) for c in confusions):  # classification probes
             counts = _result(store, CONFUSION, confusions, names, options, options.where)
             counts.save(store, f"{keep.save}_confusion", replace=keep.replace)
         return _finish(store, result, out, keep, lambda: probe_figure(result.frame))

@@ -4,11 +4,11 @@ same site in another store), exported to scikit-learn.
 A saved probe is a matrix result: one row per class of each word offset it decodes
 (labelled ``<offset>|<class>``), one column per unit of the site plus ``intercept``,
 holding the weights on raw activations (the standardisation folded in), in float64.
-Its provenance names the site, the target, the scoring, and a digest of how the site
-was made (its provenance without what depends on the corpus or the run: corpus hash,
-flag counts, device, paths, versions): a probe is only applied to a site made the same
-way (same model, weights, layer, alignment, dtype), in this store or another, and
-refuses any other.
+Its provenance names the site, the target, the scoring, and a digest of the site's
+name and how it was made (its provenance without what depends on the corpus, the run
+or the installation: corpus hash, flag counts, device, paths, versions): a probe is
+only applied to the same site made the same way (same model, weights, layer,
+alignment, dtype), in this store or another, and refuses any other.
 
 Examples
 --------
@@ -64,7 +64,7 @@ class SavedProbe:
     target: str
     scoring: str
     n_units: int
-    made_like: str
+    made_like: str | None
     heads: dict[int, tuple[list[str], np.ndarray, np.ndarray]]
 
 
@@ -110,7 +110,7 @@ def load_probe(store: actstore.Store, name: str) -> SavedProbe:
     }  # fmt: skip
     return SavedProbe(
         name, str(made["site"]), str(made["target"]), str(made["scoring"]),
-        int(made["n_units"]), str(made["made_like"]), heads,
+        int(made["n_units"]), made.get("made_like"), heads,
     )  # fmt: skip
 
 
@@ -129,7 +129,14 @@ def apply_probe(
             "apply",
             f"probe {saved.name} reads {saved.n_units} units; site {site} has {info.n_units}",
         )
-    if made_like(store, site) != saved.made_like:
+    here = made_like(store, site)
+    if here is None or saved.made_like is None:
+        bare = site if here is None else saved.site
+        raise ParameterError(
+            "apply", f"site {bare} records no provenance, so nothing tells whether the probe's "
+            "site and this one were made the same way"
+        )  # fmt: skip
+    if here != saved.made_like:
         raise ParameterError(
             "apply",
             f"probe {saved.name} was trained on {saved.site} as made by another model, weights "
@@ -162,9 +169,11 @@ RUN_KEYS = ("corpus_sha256", "flagged_words", "n_windowed_sentences", "actstore_
             "compute", "model_path")  # fmt: skip
 
 
-def made_like(store: actstore.Store, site: str) -> str:
-    """A digest of how ``site`` was made, leaving out what depends on the corpus or the
-    run (:data:`RUN_KEYS`): equal for the same model layer extracted into any store.
+def made_like(store: actstore.Store, site: str) -> str | None:
+    """A digest of ``site``'s name and how it was made, leaving out what depends on the
+    corpus, the run or the installation (:data:`RUN_KEYS`, the tokenizer's path): equal
+    for the same model layer extracted into any store. None for a site without
+    provenance (nothing would tell two such sites apart).
 
     Examples
     --------
@@ -172,8 +181,14 @@ def made_like(store: actstore.Store, site: str) -> str:
     True
     """
     info = store.site(site)
+    if not info.provenance:
+        return None
     made = {k: v for k, v in info.provenance.items() if k not in RUN_KEYS}
-    described = {"n_units": info.n_units, "dtype": info.dtype, "provenance": jsonable(made)}
+    if "tokenizer" in made:  # "<class> <path>": the path differs between installations
+        made["tokenizer"] = str(made["tokenizer"]).split(" ")[0]
+    described = {
+        "site": site, "n_units": info.n_units, "dtype": info.dtype, "provenance": jsonable(made),
+    }  # fmt: skip
     text = json.dumps(described, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -182,10 +197,12 @@ def _label(
     x: np.ndarray, *, coef: np.ndarray, intercept: np.ndarray, real_only: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     scores = logits(x, coef, intercept)
+    if real_only:  # the words a feature-scored probe labels carry the feature: no N/A
+        scores = scores[:, :-1]
     scores -= scores.max(axis=1, keepdims=True)
     probability = np.exp(scores)
     probability /= probability.sum(axis=1, keepdims=True)
-    best = (probability[:, :-1] if real_only else probability).argmax(axis=1)
+    best = probability.argmax(axis=1)
     return best, probability[np.arange(len(best)), best]
 
 

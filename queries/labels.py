@@ -8,12 +8,14 @@ class codes (METHODS.md, "Decoding probes").
 - Split: the selected words' sentences in a seeded random order, taken for the test
   side until it holds ``test_fraction`` of the words (or the words ``test_where``
   selects, such as ``split = 'test'`` or ``sentence_id > 1600``); the training side's sentences
-  give up to ``VALIDATION_FRACTION`` of its words (at most ``VALIDATION_ROWS``) as the
-  held-out part early stopping watches. No sentence straddles two parts.
+  give about ``VALIDATION_FRACTION`` of its words (about ``VALIDATION_ROWS`` at most) as
+  the held-out part early stopping watches. No sentence straddles two parts: a
+  ``test_where`` that would split one is refused.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,7 +87,7 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions, fold: int = 0) 
             f"{target!r} has {present.size} class(es) on the selected tokens; "
             "a probe needs at least 2",
         )
-    test, validation = split_rows(store, options, sentence, rows, fold)
+    test, validation = split_rows(store, options, sentence, rows, fold, bool(options.patience))
     control = None
     if options.control:
         types, _ = categorical_codes(table.column(options.control_type))
@@ -104,6 +106,11 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions, fold: int = 0) 
             if source is None:
                 continue
             raw = np.where(real < 0, real, source[neighbour])
+            if np.unique(raw[raw >= 0]).size < 2:
+                raise ParameterError(
+                    "offsets", f"offset {offset:+d}: the words there carry fewer than 2 values "
+                    f"of {target!r} in this selection; a probe needs at least 2"
+                )  # fmt: skip
             classes, head_codes = _head_classes(raw, names)
             heads.append(Head(offset, is_control, classes))
             columns.append(head_codes)
@@ -114,12 +121,18 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions, fold: int = 0) 
 
 
 def split_rows(
-    store: actstore.Store, options: ProbeOptions, sentence: np.ndarray, rows: np.ndarray, fold: int
+    store: actstore.Store,
+    options: ProbeOptions,
+    sentence: np.ndarray,
+    rows: np.ndarray,
+    fold: int,
+    hold_out: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The test and held-out (validation) masks over ``rows`` (``sentence`` is every
     table row's sentence id): fold ``fold`` of ``options.folds``, ``options.test_where``,
-    or a seeded random ``test_fraction`` of the sentences; the held-out words are whole
-    training sentences."""
+    or a seeded random ``test_fraction`` of the sentences; with ``hold_out``, about
+    ``VALIDATION_FRACTION`` of the training words (whole sentences, about
+    ``VALIDATION_ROWS`` at most) are held out."""
     if options.folds:
         if not 0 <= fold < options.folds:
             raise ParameterError("fold", f"must lie in 0..{options.folds - 1}, got {fold}")
@@ -132,26 +145,37 @@ def split_rows(
                 f"{options.test_where!r} selects {'every' if test.any() else 'none'} of the "
                 f"{rows.size:,} tokens probed; it must leave some for training and take some",
             )
+        ids = sentence[rows]
+        tested, every = np.bincount(ids[test], minlength=ids.max() + 1), np.bincount(ids)
+        split = np.flatnonzero((tested > 0) & (tested < every))
+        if split.size:
+            raise ParameterError(
+                "test_where",
+                f"{options.test_where!r} puts words of {split.size:,} sentences on both sides "
+                f"(sentence {split[0]}, for one); a split keeps sentences whole: choose them "
+                "by sentence (sentence_id, split, lang ...)",
+            )
     else:
         test = _sentence_split(sentence[rows], options.test_fraction, options.seed)
     validation = np.zeros(rows.size, bool)
     train = np.flatnonzero(~test)
-    if options.patience and np.unique(sentence[rows[train]]).size > 1:
+    if hold_out and np.unique(sentence[rows[train]]).size > 1:
         fraction = min(VALIDATION_FRACTION, VALIDATION_ROWS / train.size)
         validation[train] = _sentence_split(sentence[rows[train]], fraction, options.seed + 1)
     return test, validation
 
 
 def sentence_folds(sentence: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """The fold (0..k-1) of every row: whole sentences, in a seeded random order, dealt
-    into k folds of about the same number of words.
+    """The fold (0..k-1) of every row: whole sentences, in a seeded random order, each
+    dealt to the fold with the fewest words so far (so no fold is empty and the folds'
+    sizes differ by at most one sentence).
 
     ``sentence`` is non-decreasing (rows are in corpus order).
 
     Examples
     --------
     >>> sentence_folds(np.array([0, 0, 1, 2, 2, 2, 3]), 2, seed=0).tolist()
-    [1, 1, 0, 0, 0, 0, 1]
+    [1, 1, 1, 0, 0, 0, 0]
     """
     counts = np.diff(sentence_bounds(sentence))
     if counts.size < k:
@@ -159,9 +183,12 @@ def sentence_folds(sentence: np.ndarray, k: int, seed: int) -> np.ndarray:
             f"the selected tokens come from {counts.size} sentences; {k} folds need {k}"
         )
     order = np.random.default_rng([seed, 3]).permutation(counts.size)
-    before = np.cumsum(counts[order]) - counts[order]  # words dealt before each sentence
     fold = np.empty(counts.size, np.int64)
-    fold[order] = np.minimum(k - 1, before * k // sentence.size)
+    lightest = [(0, f) for f in range(k)]  # (words so far, fold)
+    for s in order.tolist():
+        words, f = heapq.heappop(lightest)
+        fold[s] = f
+        heapq.heappush(lightest, (words + int(counts[s]), f))
     return np.repeat(fold, counts)
 
 

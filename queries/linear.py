@@ -82,7 +82,8 @@ class Trained:
 
     weights: list[tuple[np.ndarray, np.ndarray]]
     steps: int  # Adam steps taken
-    best_epoch: list[int]  # per head, the epoch whose weights were kept (0: no validation)
+    best_epoch: list[int]  # per head, the epoch whose weights were kept (0: the last ones,
+    # when there was no held-out set or no held-out label for the head)
 
 
 def train_softmax(
@@ -107,9 +108,10 @@ def train_softmax(
     n_classes
         Classes per head.
     validation
-        Held-out ``(X, Y)``: after every epoch each head's mean cross-entropy on it is
-        measured, each head keeps the weights of its best epoch, and training stops
-        once ``schedule.patience`` epochs in a row improved no head.
+        Held-out ``(X, Y)``: after every epoch (and after the last step) each head's mean
+        cross-entropy on it is measured, each head keeps the weights of its best epoch,
+        and training stops once ``max(1, schedule.patience)`` epochs in a row improved no
+        head. A head with no held-out label keeps its last weights.
 
     Examples
     --------
@@ -147,13 +149,12 @@ def train_softmax(
             grad_w += schedule.l1 * torch.sign(weight)
         lr = schedule.learning_rate * (1.0 - (step - 1) / schedule.n_steps)
         adam.step([grad_w, g.sum(0)], lr)
-        epoch, end_of_epoch = divmod(step, max(1, schedule.steps_per_epoch))
-        if (
-            held is not None
-            and not end_of_epoch
-            and held.stale(weight, bias, epoch) >= max(1, schedule.patience)
-        ):
-            break
+        epoch, into_epoch = divmod(step, max(1, schedule.steps_per_epoch))
+        last = step == schedule.n_steps  # a last, partial epoch is scored too
+        if held is not None and (not into_epoch or last):
+            stale = held.stale(weight, bias, epoch + (into_epoch > 0))
+            if stale >= max(1, schedule.patience):
+                break
     if held is not None:
         held.restore(weight, bias)
     out = []
@@ -183,6 +184,7 @@ class _Holdout:
         self.best = torch.full((n_heads,), torch.inf, device=device)
         self.best_epoch = torch.zeros(n_heads, dtype=torch.long)
         self.kept: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.scored = torch.zeros(n_heads, dtype=torch.bool, device=device)
         self.since = 0
 
     def stale(self, weight: torch.Tensor, bias: torch.Tensor, epoch: int) -> int:
@@ -193,20 +195,24 @@ class _Holdout:
         valid = self.y >= 0
         picked = log_p.gather(2, self.y.clamp(min=0).unsqueeze(2)).squeeze(2)
         loss = -(picked * valid).sum(0) / valid.sum(0).clamp(min=1)
-        better = loss < self.best - 1e-6 * self.best.abs().clamp(max=1e30)
+        self.scored = valid.any(0)  # heads with no held-out label train to the end
+        better = (loss < self.best - 1e-6 * self.best.abs().clamp(max=1e30)) & self.scored
         if self.kept is None:
             self.kept = (weight.clone(), bias.clone())
         self.kept[0][better] = weight[better]
         self.kept[1][better] = bias[better]
         self.best = torch.where(better, loss, self.best)
         self.best_epoch[better.cpu()] = epoch
+        if not bool(self.scored.any()):
+            return 0
         self.since = 0 if bool(better.any()) else self.since + 1
         return self.since
 
     def restore(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Put back each scored head's best weights (the others keep their last)."""
         if self.kept is not None:
-            weight.copy_(self.kept[0])
-            bias.copy_(self.kept[1])
+            weight[self.scored] = self.kept[0][self.scored]
+            bias[self.scored] = self.kept[1][self.scored]
 
 
 class _Adam:

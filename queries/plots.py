@@ -50,6 +50,7 @@ def probe_figure(table: pd.DataFrame) -> Figure:
     """
     if "label" in table:
         table = table[table["label"].fillna("") == ""]
+    score = "accuracy" if (table["metric"] == "accuracy").any() else "r2"  # r2: regression
     sites = _sites(table)
     figure = Figure(figsize=(max(5.0, 0.9 * len(sites) + 2), 3.8))
     ax = figure.subplots()
@@ -59,7 +60,7 @@ def probe_figure(table: pd.DataFrame) -> Figure:
         value = group.pivot_table(index="site", columns="metric", values="value")
         value = value.reindex(sites)
         label = "w" if offset == 0 else f"w{offset:+d}"
-        (line,) = ax.plot(x, value["accuracy"], marker="o", label=f"accuracy ({label})")
+        (line,) = ax.plot(x, value[score], marker="o", label=f"{score} ({label})")
         if "control_accuracy" in value:
             ax.plot(
                 x,
@@ -69,17 +70,19 @@ def probe_figure(table: pd.DataFrame) -> Figure:
                 label=f"control ({label})",
             )
         if "warning" in group:
-            flagged = group[(group.metric == "accuracy") & (group.warning.fillna("") != "")]
+            flagged = group[(group.metric == score) & (group.warning.fillna("") != "")]
             if len(flagged):
                 at = [sites.index(site) for site in flagged["site"]]
                 ax.scatter(at, flagged["value"], s=140, facecolors="none", edgecolors="red",
                            label=None if warned else "warning (see table)")  # fmt: skip
                 warned = True
-    majority = table[table.metric == "majority"].groupby("site")["value"].mean().reindex(sites)
-    ax.plot(x, majority, ls="--", color="grey", label="majority class")
+    if score == "accuracy":
+        majority = table[table.metric == "majority"].groupby("site")["value"].mean()
+        ax.plot(x, majority.reindex(sites), ls="--", color="grey", label="majority class")
     ax.set_xticks(x, [_short(s) for s in sites], rotation=30, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
+    lowest = float(table.loc[table.metric == score, "value"].min())
+    ax.set_ylim(min(0.0, lowest - 0.05), 1)
+    ax.set_ylabel(score if score == "accuracy" else "R² on the test words")
     ax.set_title(f"probe: {table['target'].iloc[0]}")
     ax.legend(fontsize=7, loc="lower right")
     return figure

@@ -41,6 +41,7 @@ from sklearn.metrics import f1_score
 
 import actstore
 from actstore.devices import resolve_device
+from actstore.errors import ParameterError
 from queries.batches import add, moments, pooled_batches
 from queries.batches import scale as scale_of
 from queries.engine import (
@@ -56,6 +57,8 @@ from queries.options import ProbeOptions
 from queries.regress import Targets, fit_regression, is_numeric, prepare_targets
 from queries.scores import CONFUSION, PROBE, RANKING, cross_validated, with_warnings
 
+HELD_BYTES = 64 << 20  # held-out activations early stopping scores, at most (as float32)
+
 
 @dataclass
 class FittedProbe:
@@ -69,6 +72,7 @@ class FittedProbe:
     scale: np.ndarray
     trained: Trained
     predicted: np.ndarray  # test rows x heads, class codes
+    units: np.ndarray | None = None  # the units it reads (None: all)
 
     def table(self) -> pd.DataFrame:
         """The tidy scores (:data:`PROBE`); see :func:`probe`."""
@@ -151,9 +155,11 @@ def fit_probe(
 
         stream = pooled_batches(read, spans, codes, batch, rng)
     held_out = None
-    if labels.validation.any():
-        (x_held,) = selected.subset(labels.validation).read(dtype=None)
-        held_out = (x_held[:, cols], labels.codes[labels.validation])
+    if labels.validation.any() and schedule.n_steps > schedule.steps_per_epoch:
+        # scored on the device in float32 every epoch: at most HELD_BYTES of it
+        held = np.flatnonzero(labels.validation)[: max(1, HELD_BYTES // (4 * reader.n_units))]
+        (x_held,) = selected.subset(held).read(dtype=None)
+        held_out = (x_held[:, cols], labels.codes[held])
     n_classes = [len(h.classes) for h in labels.heads]
     mean, scale = mean[cols], scale[cols]
     with torch_single_threaded() if device.type == "cpu" else contextlib.nullcontext():
@@ -161,7 +167,7 @@ def fit_probe(
     real_only = [options.scoring == "feature" and h.classes[-1] == NA for h in labels.heads]
     predict = partial(_predict, weights=trained.weights, real_only=real_only, units=units)
     predicted = np.concatenate(map_blocks(predict, test))
-    return FittedProbe(site, options, labels, mean, scale, trained, predicted)
+    return FittedProbe(site, options, labels, mean, scale, trained, predicted, units)
 
 
 def unit_ranking(fitted: FittedProbe) -> pd.DataFrame:
@@ -182,9 +188,10 @@ def unit_ranking(fitted: FittedProbe) -> pd.DataFrame:
             continue
         mass = np.abs(coef * fitted.scale).sum(axis=0)  # standardised weights
         order = np.argsort(-mass, kind="stable")
+        ids = order if fitted.units is None else fitted.units[order]
         columns = {
             "site": fitted.site, "target": fitted.options.target, "word_offset": head.offset,
-            "unit": order, "rank": np.arange(1, order.size + 1), "weight_mass": mass[order],
+            "unit": ids, "rank": np.arange(1, order.size + 1), "weight_mass": mass[order],
         }  # fmt: skip
         frames.append(pd.DataFrame(columns))
     return RANKING.check(pd.concat(frames, ignore_index=True))
@@ -192,12 +199,13 @@ def unit_ranking(fitted: FittedProbe) -> pd.DataFrame:
 
 def _top_units(store: actstore.Store, fitted: FittedProbe) -> pd.DataFrame:
     """The probe's table, plus, for each k of ``top_units``, the accuracy of a probe
-    trained on the k units of most weight mass (ranked on this probe's training words)."""
+    trained on the k units of most weight mass (ranked on this probe's training words;
+    a k not below the site's units is the probe itself, and left out)."""
     table = fitted.table()
     options = fitted.options
     ranking = unit_ranking(fitted)
     rows = [table]
-    for k in options.top_units:
+    for k in (k for k in options.top_units if k < fitted.scale.size):
         for offset, ranked in ranking.groupby("word_offset", sort=False):
             units = np.sort(ranked["unit"].to_numpy()[:k])
             small = fit_probe(store, fitted.site, options, fitted.labels, units).table()
@@ -223,8 +231,8 @@ def probe(
     ``n_train`` the scored training words (the held-out part early stopping watches
     included). Cross-validated, ``value`` is the mean over the folds with a 95%
     t-interval in ``ci_low``/``ci_high`` (NaN for one split), ``n`` the scored words of
-    all folds. Pass ``labels`` from :func:`~queries.labels.prepare_folds` (or
-    ``prepare_labels``) to reuse them across sites.
+    all folds. Pass ``labels`` from :func:`prepare_folds` (or
+    :func:`~queries.labels.prepare_labels`) to reuse them across sites.
 
     Examples
     --------
@@ -280,6 +288,12 @@ def prepare_folds(store: actstore.Store, options: ProbeOptions) -> list[Labels] 
     k = range(max(1, options.folds))
     target = str(options.target)
     if options.kind == "regress" or (options.kind == "auto" and is_numeric(store, target)):
+        named = [name for name in ("control", "per_class", "top_units") if getattr(options, name)]
+        if named:
+            raise ParameterError(
+                named[0], f"applies to classification probes; {target!r} is regressed "
+                "(numeric; --kind classify probes its values as classes)"
+            )  # fmt: skip
         return [prepare_targets(store, options, fold) for fold in k]
     return [prepare_labels(store, options, fold) for fold in k]
 
@@ -327,7 +341,11 @@ def _score(fitted: FittedProbe) -> pd.DataFrame:
         majority = (
             float((y == np.bincount(seen).argmax()).mean()) if y.size and seen.size else np.nan
         )
-        f1 = f1_score(y, p, labels=np.unique(y), average="macro", zero_division=0)
+        f1 = (
+            f1_score(y, p, labels=np.unique(y), average="macro", zero_division=0)
+            if y.size
+            else np.nan
+        )
         records.append({**base, "metric": "accuracy", "value": acc})
         records.append({**base, "metric": "macro_f1", "value": float(f1)})
         records.append({**base, "metric": "majority", "value": majority})

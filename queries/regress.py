@@ -7,14 +7,17 @@ training words gathers, per offset, the count, sums and cross-products of the un
 and the target (float64, merged in the engine's fixed order); the units are
 standardised from them and the ridge solution follows for every penalty of a grid from
 one eigendecomposition. The penalty that predicts the held-out training sentences best
-is kept (the grid's middle when there are none). Scores on the test words: ``r2``
-(1 - residual / total sum of squares about the test mean), ``pearson`` and ``spearman``
-between prediction and target, and the ``ridge_alpha`` chosen (relative to the
-number of training words). An ``r2`` not above 0 is named in the ``warning`` column.
+is kept (the grid's middle when there are none), and the probe is fitted again at that
+penalty on all the training words, held-out ones included (``n_train``). Scores on the
+test words: ``r2`` (1 - residual / total sum of squares about the test mean),
+``pearson`` and ``spearman`` between prediction and target, and the ``ridge_alpha``
+chosen (relative to the number of training words). An ``r2`` not above 0 is named in
+the ``warning`` column.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -76,7 +79,7 @@ def prepare_targets(store: actstore.Store, options: ProbeOptions, fold: int = 0)
     rows = store.rows(options.where) if options.where else np.arange(sentence.size)
     if rows.size == 0:
         raise ParameterError("where", f"{options.where!r}: no tokens selected")
-    test, validation = split_rows(store, options, sentence, rows, fold)
+    test, validation = split_rows(store, options, sentence, rows, fold, hold_out=True)
     columns = []
     for offset in options.offsets:
         neighbour = rows + offset
@@ -125,21 +128,33 @@ class FittedRegression:
 def fit_regression(
     store: actstore.Store, site: str, options: ProbeOptions, targets: Targets | None = None
 ) -> FittedRegression:
-    """Fit the ridge probes of ``options`` (a numeric target) on one site."""
+    """Fit the ridge probes of ``options`` (a numeric target) on one site.
+
+    The penalty is chosen on the held-out training sentences (their squared errors
+    summed block by block, never all in memory), then the probe is fitted again on all
+    the training words at that penalty.
+    """
     targets = targets or prepare_targets(store, options)
     selected = Selection(store, (site,), options.where, row_ids=targets.rows)
     fitted_on = ~targets.test & ~targets.validation
     train = selected.subset(fitted_on)
     sums: Sums = map_reduce(_sums, _add, train, per_row={"y": targets.values[fitted_on]})
-    held = None
+    solvers = [_solver(part) for part in sums]
+    middle = float(ALPHAS[len(ALPHAS) // 2])
+    alphas = [middle] * len(sums)
     if targets.validation.any():
-        (x_held,) = selected.subset(targets.validation).read()
-        held = (x_held.astype(np.float64), targets.values[targets.validation])
-    weights, alphas = [], []
-    for j, part in enumerate(sums):
-        coef, intercept, alpha = _ridge(part, None if held is None else (held[0], held[1][:, j]))
-        weights.append((coef, intercept))
-        alphas.append(alpha)
+        held = selected.subset(targets.validation)
+        y_held = {"y": targets.values[targets.validation]}
+        candidates = [[solve(a) for a in ALPHAS] for solve in solvers]
+        errors = map_reduce(
+            _errors, np.add, held, per_row=y_held, shared={"candidates": candidates}
+        )
+        alphas = [
+            float(ALPHAS[int(np.argmin(e))]) if np.isfinite(e).all() else middle for e in errors
+        ]
+        sums = _add(sums, map_reduce(_sums, _add, held, per_row=y_held))
+        solvers = [_solver(part) for part in sums]
+    weights = [solve(alpha) for solve, alpha in zip(solvers, alphas, strict=True)]
     predict = partial(_predict, weights=weights)
     test = selected.subset(targets.test)
     predicted = np.concatenate(map_blocks(predict, test))
@@ -168,12 +183,11 @@ def _add(a: Sums, b: Sums) -> Sums:
     ]
 
 
-def _ridge(
+def _solver(
     sums: tuple[float, np.ndarray, np.ndarray, float, np.ndarray, float],
-    held: tuple[np.ndarray, np.ndarray] | None,
-) -> tuple[np.ndarray, float, float]:
-    """The ridge weights on raw activations (and intercept) for the penalty of
-    :data:`ALPHAS` that best predicts ``held`` (rows with a target), and that penalty."""
+) -> Callable[[float], tuple[np.ndarray, float]]:
+    """From one offset's sums: the ridge weights on raw activations (and intercept) for
+    a penalty ``alpha`` on the standardised units (relative to the training words)."""
     n, sx, gram, sy, sxy, _ = sums
     if n < 2:
         raise SchemaError("fewer than 2 training words have a target value to regress on")
@@ -190,13 +204,20 @@ def _ridge(
         w = vectors @ (projected / (eigenvalues + alpha)) / scale
         return w, my - float(mean @ w)
 
-    if held is None or not (~np.isnan(held[1])).any():
-        alpha = float(ALPHAS[len(ALPHAS) // 2])
-        return (*solve(alpha), alpha)
-    x, y = held[0][~np.isnan(held[1])], held[1][~np.isnan(held[1])]
-    errors = [float(((x @ w + b - y) ** 2).mean()) for w, b in map(solve, ALPHAS)]
-    alpha = float(ALPHAS[int(np.argmin(errors))])
-    return (*solve(alpha), alpha)
+    return solve
+
+
+def _errors(
+    x: np.ndarray, *, y: np.ndarray, candidates: list[list[tuple[np.ndarray, float]]]
+) -> np.ndarray:
+    """Per offset and penalty, the squared errors of one block's rows with a target."""
+    x64 = np.asarray(x, np.float64)
+    out = np.zeros((len(candidates), len(candidates[0])))
+    for j, fits in enumerate(candidates):
+        keep = ~np.isnan(y[:, j])
+        for a, (w, b) in enumerate(fits):
+            out[j, a] = float(((x64[keep] @ w + b - y[keep, j]) ** 2).sum())
+    return out
 
 
 def _predict(x: np.ndarray, *, weights: list[tuple[np.ndarray, float]]) -> np.ndarray:

@@ -78,7 +78,7 @@ def cross_validated(tables: list[pd.DataFrame]) -> pd.DataFrame:
     keys = ["site", "target", "word_offset", "metric", "label", "scoring", "seed"]
     grouped = frame.groupby(keys, sort=False)
     out = grouped.agg(
-        value=("value", "mean"), sd=("value", "std"), k=("value", "size"), n=("n", "sum"),
+        value=("value", "mean"), sd=("value", "std"), k=("value", "count"), n=("n", "sum"),
         n_train=("n_train", "mean"), n_classes=("n_classes", "max"),
     ).reset_index()  # fmt: skip
     half = stats.t.ppf(0.975, out["k"] - 1) * out["sd"] / np.sqrt(out["k"])

@@ -57,6 +57,11 @@ def test_a_probe_refuses_a_site_made_otherwise(two_stores: tuple[Path, Path]) ->
         saved = load_probe(store, "p")
         with pytest.raises(actstore.ParameterError, match="made by another model"):
             apply_probe(store, "toy/layer.0", saved)  # same units, another hidden state
+        writer = store.create_site("toy/bare", n_units=384)  # no provenance at all
+        writer.write(0, np.zeros((store.n_rows(), 384), np.float32))
+        writer.commit()
+        with pytest.raises(actstore.ParameterError, match="records no provenance"):
+            apply_probe(store, "toy/bare", saved)
         with pytest.raises(actstore.SchemaError, match="not a saved probe"):
             store.write_matrix("m", np.eye(2), rows=["a", "b"], columns=["a", "b"])
             load_probe(store, "m")

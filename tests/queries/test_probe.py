@@ -346,3 +346,47 @@ def test_cli_prints_saves_and_plots(
     if not torch.cuda.is_available():
         assert main([*args, "--device", "cuda"]) == 2
         assert "CUDA is not available here" in capsys.readouterr().err
+
+
+def test_early_stopping_scores_the_last_partial_epoch_and_spares_unscored_heads() -> None:
+    """100 steps of 40 a epoch: the held-out words are scored after steps 40, 80 and 100;
+    on held-out words equal to the training ones the loss keeps falling, so the kept
+    weights are the last (epoch 3). A head with no held-out label keeps its last weights,
+    the same as without any held-out words."""
+    from queries.linear import Schedule, train_softmax
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    y = np.stack([(x[:, 0] > 0).astype(np.int64), (x[:, 1] > 0).astype(np.int64)], axis=1)
+    held_y = y.copy()
+    held_y[:, 1] = -1  # head 1: no held-out label
+
+    def batches() -> object:
+        order = np.random.default_rng(1)
+        while True:
+            take = order.permutation(200)[:50]
+            yield x[take], y[take]
+
+    schedule = Schedule(100, 50, 0.05, 1e-4, steps_per_epoch=40, patience=5)
+    mean, scale = x.mean(0).astype(np.float64), x.std(0).astype(np.float64)
+    cpu = torch.device("cpu")
+    watched = train_softmax(batches(), mean, scale, [2, 2], schedule, cpu, (x, held_y))  # type: ignore[arg-type]
+    plain = train_softmax(batches(), mean, scale, [2, 2], schedule, cpu)  # type: ignore[arg-type]
+    assert watched.steps == plain.steps == 100
+    assert watched.best_epoch == [3, 0]
+    for a, b in zip(watched.weights, plain.weights, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_splits_and_folds_that_cannot_be_made_are_refused(
+    next_upos_store: actstore.Store,
+) -> None:
+    store = next_upos_store
+    with pytest.raises(actstore.ParameterError, match="on both sides"):
+        prepare_labels(store, ProbeOptions("upos", test_where="position > 10"))
+    with pytest.raises(actstore.SchemaError, match="come from 2 sentences; 3 folds need 3"):
+        prepare_labels(store, ProbeOptions("upos", where="sentence_id < 2", folds=3))
+    with pytest.raises(actstore.ParameterError, match="offset -1: the words there carry"):
+        prepare_labels(store, ProbeOptions("upos", where="position = 1", offsets=(-1, 0)))
+    with pytest.raises(actstore.ParameterError, match="control applies to classification"):
+        probe(store, "toy/next", ProbeOptions("depth", control=True, device="cpu"))
