@@ -218,15 +218,15 @@ class Store:
         """
         return tables.read_columns(self.path, self._table(table), table, names)
 
-    def column_names(self, table: str = "tokens") -> list[str]:
-        """The columns of ``table`` (a corpus table or a table result), without SQL.
+    def schema(self, table: str = "tokens") -> pa.Schema:
+        """The columns and types of ``table`` (a corpus table or a table result), from footers.
 
         Examples
         --------
-        >>> store.column_names()[:4]
-        ['row', 'sentence_id', 'position', 'form']
+        >>> store.schema().names[:4], str(store.schema().field("depth").type)
+        (['row', 'sentence_id', 'position', 'form'], 'int32')
         """
-        return tables.column_names(self.path, self._table(table), table)
+        return tables.schema(self.path, self._table(table), table)
 
     def _table(self, table: str) -> TableRecord | ResultRecord:
         record = self._ledger.manifest.table_like(table)

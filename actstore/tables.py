@@ -62,12 +62,14 @@ def append_part(root: Path, manifest: Manifest, name: str, table: pa.Table) -> N
     record.n_rows += table.num_rows
 
 
-def column_names(root: Path, record: TableRecord | ResultRecord, table: str) -> list[str]:
-    """The columns of a table (the union of its parts', in order), from Parquet footers."""
-    names: dict[str, None] = {}
+def schema(root: Path, record: TableRecord | ResultRecord, table: str) -> pa.Schema:
+    """The columns of a table and their types (the union of its parts', in order), from
+    the Parquet footers alone."""
+    fields: dict[str, pa.Field] = {}
     for part in record.parts:
-        names.update(dict.fromkeys(_part(root, part.path, table).schema_arrow.names))
-    return list(names)
+        for field in _part(root, part.path, table).schema_arrow:
+            fields.setdefault(field.name, field)
+    return pa.schema(list(fields.values()))
 
 
 def _part(root: Path, rel: str, table: str, **kwargs: Any) -> pq.ParquetFile:

@@ -46,16 +46,20 @@ def parse_offsets(offsets: str | tuple[int, ...]) -> tuple[int, ...]:
     >>> parse_offsets("-2, -1,0,-1")
     (-2, -1, 0)
     """
-    if isinstance(offsets, str):
-        try:
-            offsets = tuple(int(p) for p in offsets.split(",") if p.strip())
-        except ValueError:
-            raise ParameterError(
-                "offsets", f"takes comma-separated integers such as -2,-1,0,1,2; got {offsets!r}"
-            ) from None
+    offsets = _integers("offsets", offsets, "comma-separated integers such as -2,-1,0,1,2")
     if not offsets:
         raise ParameterError("offsets", "names no offset")
-    return tuple(dict.fromkeys(int(k) for k in offsets))
+    return tuple(dict.fromkeys(offsets))
+
+
+def _integers(name: str, values: str | tuple[int, ...], expected: str) -> tuple[int, ...]:
+    """Integers from comma-separated text or a sequence; the error names ``name``."""
+    if not isinstance(values, str):
+        return tuple(int(v) for v in values)
+    try:
+        return tuple(int(v) for v in values.split(",") if v.strip())
+    except ValueError:
+        raise ParameterError(name, f"takes {expected}; got {values!r}") from None
 
 
 @dataclass(frozen=True)
@@ -221,16 +225,10 @@ class SelectivityOptions:
 
 def _counts(values: str | tuple[int, ...]) -> tuple[int, ...]:
     """Positive unit counts from text (``"1,5,10"``) or integers, sorted, without repeats."""
-    if isinstance(values, str):
-        try:
-            values = tuple(int(v) for v in values.split(",") if v.strip())
-        except ValueError:
-            raise ParameterError(
-                "top_units", f"takes comma-separated counts such as 1,5,10,50; got {values!r}"
-            ) from None
-    if any(int(v) < 1 for v in values):
-        raise ParameterError("top_units", f"counts must be at least 1, got {list(values)}")
-    return tuple(sorted({int(v) for v in values}))
+    counts = _integers("top_units", values, "comma-separated counts such as 1,5,10,50")
+    if any(v < 1 for v in counts):
+        raise ParameterError("top_units", f"counts must be at least 1, got {list(counts)}")
+    return tuple(sorted(set(counts)))
 
 
 def _at_least(name: str, value: int, low: int) -> None:

@@ -48,7 +48,7 @@ def is_numeric(store: actstore.Store, column: str) -> bool:
     >>> is_numeric(store, "depth"), is_numeric(store, "upos")
     (True, False)
     """
-    kind = store.columns([column]).schema.field(column).type
+    kind = store.schema().field(column).type
     return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind))
 
 

@@ -38,7 +38,7 @@ def table_columns(store: actstore.Store, table: str = "tokens") -> list[str]:
     >>> table_columns(store)[:3]
     ['row', 'sentence_id', 'position']
     """
-    return store.column_names(table)
+    return list(store.schema(table).names)
 
 
 def check_columns(store: actstore.Store, table: str, names: Sequence[str]) -> None:
