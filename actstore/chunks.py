@@ -25,6 +25,8 @@ from actstore.manifest import PARTIAL_SUFFIX, SiteRecord, atomic_write
 
 CHECKSUMS = "checksums.json"
 ALGORITHM = "xxh3_64"
+# the checksum recorded for a chunk holding no row the site covers: it has no file
+ABSENT = "absent"
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4}
 
 
@@ -45,6 +47,25 @@ def digest(values: np.ndarray) -> str:
 def chunk_file(array_dir: Path, chunk: int) -> Path:
     """The file of row chunk ``chunk`` (zarr v3's default ``c/<row>/<unit>`` keys)."""
     return array_dir / "c" / str(chunk) / "0"
+
+
+def link_chunk(source_dir: Path, target_dir: Path, chunk: int) -> bool:
+    """Give array ``target_dir`` the file of ``chunk`` from ``source_dir``: a hard link
+    (chunk files are never changed once written), a copy where links are not possible.
+    False if the source file is gone."""
+    source, target = chunk_file(source_dir, chunk), chunk_file(target_dir, chunk)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except FileNotFoundError:
+        return False
+    except OSError:  # another file system, or one without hard links
+        tmp = target.with_name(target.name + PARTIAL_SUFFIX)
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            while block := src.read(1 << 24):
+                dst.write(block)
+        os.replace(tmp, target)
+    return True
 
 
 def chunk_bytes(record: SiteRecord) -> int | None:
@@ -132,6 +153,8 @@ def verify_site(root: Path, name: str, record: SiteRecord) -> list[Damage]:
         return [Damage(name, c, f"array unreadable: {exc}") for c in range(record.n_chunks)]
     expected = read_checksums(array_dir, record.n_chunks)
     for chunk in range(record.n_chunks):
+        if expected[chunk] == ABSENT:  # no covered rows: no file
+            continue
         try:
             check_present(array_dir, name, [chunk], size)
             start = chunk * record.chunk_rows

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from actstore.errors import FormatError, StoreNotFoundError
 
 FORMAT_NAME = "actstore"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sites may cover some rows only (covers); sources may be subsets
 MANIFEST = "manifest.json"
 PARTIAL_SUFFIX = ".partial"
 
@@ -91,10 +91,17 @@ class SiteRecord:
     status: SiteStatus = "partial"
     done_chunks: int = 0
     created: str = ""
+    covers: list[list[int]] | None = None  # [start, stop) row ranges; None: all n_rows
 
     @property
     def n_chunks(self) -> int:
         return -(-self.n_rows // self.chunk_rows)
+
+    def covered(self) -> list[tuple[int, int]]:
+        """The row ranges the site holds values for."""
+        if self.covers is None:
+            return [(0, self.n_rows)] if self.n_rows else []
+        return [(int(a), int(b)) for a, b in self.covers]
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,7 @@ class SourceInfo:
     first_row: int
     first_sentence: int
     ingested: str
+    subset: str | None = None  # "sentences A:B" when only some of the file was ingested
 
 
 @dataclass

@@ -10,13 +10,14 @@ read with :func:`view`.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from actstore import chunks
+from actstore import chunks, coverage
 from actstore.commit import ARRAYS_DIR, Ledger
 from actstore.errors import ParameterError, SchemaError, SiteError, SiteNotFoundError
 from actstore.manifest import Manifest, SiteRecord, SiteStatus, now_utc
@@ -48,6 +49,12 @@ class SiteInfo:
     n_chunks: int
     provenance: dict[str, Any]
     path: str  # of its Zarr array, relative to the store
+    covers: tuple[tuple[int, int], ...] = ()  # row ranges it holds values for
+
+    @property
+    def n_covered(self) -> int:
+        """How many rows the site holds values for."""
+        return coverage.count(self.covers)
 
 
 def info_of(name: str, record: SiteRecord) -> SiteInfo:
@@ -64,6 +71,7 @@ def info_of(name: str, record: SiteRecord) -> SiteInfo:
         n_chunks=record.n_chunks,
         provenance=copy.deepcopy(record.provenance),
         path=record.path,
+        covers=tuple(record.covered()),
     )
 
 
@@ -77,6 +85,13 @@ def record_of(ledger: Ledger, name: str) -> SiteRecord:
     return sites[name]
 
 
+# provenance that says how much of the corpus a site covers, not how its values are
+# made: it may change as the site grows (a corpus hash, counts over the corpus)
+EXTENT_KEYS = frozenset(
+    {"corpus_sha256", "flagged_words", "n_windowed_sentences", "actstore_version"}
+)
+
+
 def declare(
     ledger: Ledger,
     name: str,
@@ -88,8 +103,15 @@ def declare(
     codec: str,
     provenance: Mapping[str, Any] | None,
     overwrite: bool,
+    covers: Sequence[tuple[int, int]] | None = None,
 ) -> SiteWriter:
-    """Declare a site (or resume the same declaration) and return its writer."""
+    """Declare a site, resume it, or grow it to more rows, and return its writer.
+
+    A site declared before with the same settings (provenance apart from
+    :data:`EXTENT_KEYS`) grows to the table's rows and to ``covers`` (row ranges; None:
+    every row) joined with what it covers already: the chunks whose rows are all
+    written and stay the same are kept, the others are written again.
+    """
     from actstore import arrays
     from actstore.writer import SiteWriter
 
@@ -114,35 +136,101 @@ def declare(
             f"{MAX_CHUNK_BYTES >> 30} GiB; choose fewer (default: about 8 MiB a chunk)",
         )
     n_rows = ledger.manifest.tables[table].n_rows
-    declared: dict[str, Any] = {
-        "table": table,
-        "n_rows": n_rows,
-        "n_units": n_units,
-        "dtype": dtype,
-        "chunk_rows": int(chunk_rows or arrays.default_chunk_rows(n_rows, n_units, dtype)),
-        "codec": codec,
-        "provenance": copy.deepcopy(dict(provenance or {})),
-    }
+    requested = _requested(covers, n_rows)
     with ledger.update() as manifest:  # shards declare the same site at once: decide here
         old = manifest.sites.get(name)
-        if old is not None:
-            changed = _differences(old, declared)
-            if changed and not overwrite:
-                raise SiteError(
-                    f"site {name} already exists with different {', '.join(changed)}; "
-                    "pass overwrite=True (actstore extract --overwrite) to replace it"
-                )
-            if not changed:
-                record = old
-        if old is None or _differences(old, declared):
-            # a replacement goes beside the old array: readers of the old manifest keep
+        if chunk_rows is None:
+            chunk_rows = old.chunk_rows if old is not None and not overwrite else None
+        declared: dict[str, Any] = {
+            "table": table,
+            "n_rows": n_rows,
+            "n_units": n_units,
+            "dtype": dtype,
+            "chunk_rows": int(chunk_rows or arrays.default_chunk_rows(n_rows, n_units, dtype)),
+            "codec": codec,
+            "provenance": copy.deepcopy(dict(provenance or {})),
+        }
+        changed = _differences(old, declared) if old is not None else []
+        if old is not None and changed and not overwrite:
+            raise SiteError(
+                f"site {name} was written with other settings ({'; '.join(changed)}); to "
+                "keep both, give the new one another name (actstore extract --name), or "
+                "replace it with overwrite=True (--overwrite)"
+            )
+        if old is not None and not changed and n_rows < old.n_rows:
+            raise SiteError(
+                f"site {name} has {old.n_rows:,} rows but table {table} only {n_rows:,} now; "
+                "replace it with overwrite=True (--overwrite)"
+            )
+        wanted = requested if old is None or changed else coverage.merge(old.covered() + requested)
+        if old is not None and not changed and (n_rows, wanted) == (old.n_rows, old.covered()):
+            record = old
+        else:
+            # a new array goes beside the old one: readers of the old manifest keep
             # reading it, and it is deleted only when the next exclusive writer opens
             path = _new_path(manifest, name)
             arrays.create_array(
                 ledger.root / path, n_rows, n_units, dtype, declared["chunk_rows"], codec
             )
-            record = manifest.sites[name] = SiteRecord(**declared, path=path, created=now_utc())
+            whole = wanted == ([(0, n_rows)] if n_rows else [])
+            record = SiteRecord(
+                **declared,
+                path=path,
+                created=now_utc(),
+                covers=None if whole else [list(r) for r in wanted],
+            )
+            record.done_chunks = _start(ledger.root, record, None if changed else old)
+            manifest.sites[name] = record
     return SiteWriter(ledger.root, name, copy.deepcopy(record), lambda n, d: publish(ledger, n, d))
+
+
+def _requested(covers: Sequence[tuple[int, int]] | None, n_rows: int) -> coverage.Ranges:
+    if covers is None:
+        return [(0, n_rows)] if n_rows else []
+    ranges = coverage.merge(covers)
+    if ranges and (ranges[0][0] < 0 or ranges[-1][1] > n_rows):
+        raise ParameterError("covers", f"row ranges must lie in 0..{n_rows}, got {ranges}")
+    return ranges
+
+
+def _start(root: Path, record: SiteRecord, old: SiteRecord | None) -> int:
+    """Mark the chunks of a new array that need no writing: those without covered rows,
+    and (when it grows from ``old``) those whose rows ``old`` holds whole and unchanged,
+    linked from its array. Returns how many were marked."""
+    from actstore.writer import progress_folder
+
+    folder = progress_folder(root, record)
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = record.covered()
+    known = _written(root, old) if old is not None else {}
+    marked = 0
+    for chunk in range(record.n_chunks):
+        lo, hi = chunk * record.chunk_rows, min((chunk + 1) * record.chunk_rows, record.n_rows)
+        mine = coverage.clip(wanted, lo, hi)
+        if not mine:
+            chunks.write_marker(folder, chunk, chunks.ABSENT)
+            marked += 1
+        elif (
+            old is not None
+            and known.get(chunk) not in (None, chunks.ABSENT)
+            and hi - lo == record.chunk_rows
+            and (chunk + 1) * old.chunk_rows <= old.n_rows
+            and coverage.clip(old.covered(), lo, hi) == mine
+            and chunks.link_chunk(root / old.path, root / record.path, chunk)
+        ):
+            chunks.write_marker(folder, chunk, str(known[chunk]))
+            marked += 1
+    return marked
+
+
+def _written(root: Path, record: SiteRecord) -> dict[int, str | None]:
+    """Checksums of the written chunks of ``record`` (complete or partial)."""
+    from actstore.writer import progress_folder
+
+    if record.status == "complete":
+        listed = chunks.read_checksums(root / record.path, record.n_chunks)
+        return dict(enumerate(listed))
+    return chunks.read_markers(progress_folder(root, record))
 
 
 def _new_path(manifest: Manifest, name: str) -> str:
@@ -153,7 +241,29 @@ def _new_path(manifest: Manifest, name: str) -> str:
 
 
 def _differences(old: SiteRecord, declared: Mapping[str, Any]) -> list[str]:
-    return [k for k, v in declared.items() if getattr(old, k) != v]
+    """``key: old → new`` for each setting that differs (provenance key by key, apart
+    from :data:`EXTENT_KEYS`); the row count may differ: the site grows."""
+    out = []
+    for key, new in declared.items():
+        if key == "provenance":
+            before, after = _settings(old.provenance), _settings(new)
+            out += [
+                f"{k}: {_short(before.get(k))} → {_short(after.get(k))}"
+                for k in sorted(before.keys() | after.keys())
+                if before.get(k) != after.get(k)
+            ]
+        elif key != "n_rows" and getattr(old, key) != new:
+            out.append(f"{key}: {getattr(old, key)} → {new}")
+    return out
+
+
+def _settings(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in provenance.items() if k not in EXTENT_KEYS}
+
+
+def _short(value: Any) -> str:
+    text = "(none)" if value is None else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def publish(ledger: Ledger, name: str, done: set[int]) -> bool:
@@ -217,11 +327,13 @@ def view(
     from actstore import arrays
 
     site_reader = reader(ledger, name, dtype)
-    if rows is None:
-        selected = np.arange(site_reader.n_rows, dtype=np.int64)
+    record = record_of(ledger, name)
+    if rows is None:  # the rows it covers
+        parts = [np.arange(a, b, dtype=np.int64) for a, b in record.covered()]
+        selected = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     else:
         selected = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows)
-        selected = check_rows(selected, name, site_reader.n_rows)
+        selected = check_rows(selected, name, record, ledger.manifest.tables[record.table].n_rows)
     return xr.DataArray(
         arrays.lazy_rows(site_reader, selected),
         dims=("row", "unit"),
@@ -231,16 +343,41 @@ def view(
     )
 
 
-def check_rows(rows: np.ndarray, name: str, n_rows: int) -> np.ndarray:
-    """``rows`` as sorted unique int64 row ids of a site of ``n_rows`` rows, or an error."""
+def check_rows(rows: np.ndarray, name: str, record: SiteRecord, table_rows: int) -> np.ndarray:
+    """``rows`` as sorted unique int64 row ids the site holds (of its table's
+    ``table_rows``), or an error that says which rows it covers and how to extend it."""
     if rows.size and not np.issubdtype(rows.dtype, np.integer):
         raise SchemaError(f"rows must be integers, got dtype {rows.dtype}")
     rows = rows.astype(np.int64, copy=False).ravel()
     if rows.size > 1 and not (np.diff(rows) > 0).all():
         raise SchemaError("rows must be strictly increasing (sort them, e.g. np.unique(rows))")
-    if rows.size and (rows[0] < 0 or rows[-1] >= n_rows):
-        raise SchemaError(f"rows must lie in 0..{n_rows - 1} for site {name}")
+    if rows.size and (rows[0] < 0 or rows[-1] >= max(table_rows, record.n_rows)):
+        raise SchemaError(
+            f"rows must lie in 0..{max(table_rows, record.n_rows) - 1} of table "
+            f"{record.table} for site {name}"
+        )
+    require_covered(rows, name, record.table, record.covered(), table_rows)
     return rows
+
+
+def require_covered(
+    rows: np.ndarray, name: str, table: str, covers: Sequence[tuple[int, int]], table_rows: int
+) -> None:
+    """Raise :class:`SiteError` unless site ``name`` holds every one of ``rows``."""
+    missing = coverage.outside(rows, covers)
+    if missing.any():
+        raise SiteError(
+            f"{uncovered(name, table, covers, table_rows)} ({int(missing.sum()):,} of the "
+            f"{rows.size:,} rows asked for lie outside it, from row {int(rows[missing][0]):,})"
+        )
+
+
+def uncovered(name: str, table: str, covers: Sequence[tuple[int, int]], table_rows: int) -> str:
+    """``site S covers rows 0..N-1 of table T (M rows); run actstore extract to extend it``."""
+    return (
+        f"site {name} covers {coverage.describe(covers)} of table {table} "
+        f"({table_rows:,} rows); run actstore extract to extend it"
+    )
 
 
 def reopen(ledger: Ledger, name: str, damaged: list[int]) -> None:

@@ -10,8 +10,7 @@ waits for a writer.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -24,16 +23,16 @@ from actstore import results, sites, tables
 from actstore.commit import Ledger, remove_uncommitted
 from actstore.errors import SchemaError
 from actstore.lock import WriterLock
-from actstore.manifest import Manifest, ResultRecord, SourceInfo, TableRecord
+from actstore.manifest import ResultRecord, SourceInfo, TableRecord
 from actstore.names import Params, quote_ident
-from actstore.results import MatrixResult, MatrixWriter, ResultInfo
+from actstore.results import MatrixResult, ResultInfo
 from actstore.sites import SiteInfo
+from actstore.writing import StoreWriting
 
 if TYPE_CHECKING:  # xarray, dask and zarr load when a site is first read or written
     import xarray as xr
 
     from actstore.reader import SiteReader
-    from actstore.writer import SiteWriter
 
 __all__ = ["SiteInfo", "SourceInfo", "Store", "TableInfo"]
 
@@ -47,7 +46,7 @@ class TableInfo:
     n_parts: int
 
 
-class Store:
+class Store(StoreWriting):
     """An open store. Use :func:`actstore.open` or :func:`actstore.create`.
 
     Examples
@@ -276,124 +275,6 @@ class Store:
     def written_chunks(self, site: str) -> frozenset[int]:
         """Chunks of ``site`` whose bytes are durably written (a running writer's too)."""
         return sites.written_chunks(self._ledger, site)
-
-    # -- writing -----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Group changes into one commit; on an exception the manifest is left as it was.
-
-        Files written inside a failed transaction are not named by the manifest and
-        are deleted the next time the store is opened for writing.
-        """
-        with self._ledger.transaction():
-            yield
-
-    def append_table(self, name: str, table: Any) -> None:
-        """Write ``table`` (Arrow or pandas) as the next Parquet part of corpus table
-        ``name``; published by the enclosing :meth:`transaction`."""
-        self._ledger.require_writable(exclusive=True)
-        tables.append_part(self.path, self._ledger.manifest, name, tables.as_arrow(table))
-
-    def add_source(self, source: SourceInfo) -> None:
-        """Record an ingested corpus file (inside the :meth:`transaction` that adds its rows)."""
-        self._ledger.require_writable(exclusive=True)
-        self._ledger.manifest.sources.append(source)
-
-    def write_result(
-        self,
-        name: str,
-        table: Any,
-        *,
-        provenance: Mapping[str, Any] | None = None,
-        replace: bool = False,
-    ) -> None:
-        """Write table result ``name`` (Arrow or pandas) and commit it.
-
-        It becomes an SQL view named ``name``. An existing result of that name is
-        replaced only with ``replace=True``; names clash ignoring case, as in SQL.
-        Allowed for shard writers too.
-
-        Examples
-        --------
-        >>> import pandas as pd
-        >>> store.write_result("scores", pd.DataFrame({"row": [0, 1], "s": [0.5, 0.25]}),
-        ...                    provenance={"analysis": "example"})
-        >>> store.sql("SELECT sum(s) AS total FROM scores").total[0], store.results["scores"].kind
-        (np.float64(0.75), 'table')
-        """
-        results.write_table(self._ledger, name, table, provenance, replace)
-
-    def write_matrix(
-        self,
-        name: str,
-        values: Any,
-        *,
-        rows: Any,
-        columns: Any,
-        provenance: Mapping[str, Any] | None = None,
-        replace: bool = False,
-    ) -> None:
-        """Write matrix result ``name`` with its row and column labels (``replace``: over
-        an existing result of that name).
-
-        Examples
-        --------
-        >>> store.write_matrix("rdm", np.eye(2), rows=["cat", "dog"], columns=["cat", "dog"])
-        >>> store.matrix("rdm").values.sel(row="dog", column="dog").compute().item()
-        1.0
-        """
-        results.write_matrix(self._ledger, name, values, rows, columns, provenance, replace)
-
-    def create_matrix(
-        self, name: str, shape: tuple[int, int], *, rows: Any, columns: Any, dtype: str = "float32",
-        provenance: Mapping[str, Any] | None = None, replace: bool = False,
-    ) -> MatrixWriter:  # fmt: skip
-        """A writer that fills matrix result ``name`` block by block (then ``commit()``)."""
-        return MatrixWriter(self._ledger, name, shape, rows, columns, dtype, provenance, replace)
-
-    def delete_result(self, name: str) -> None:
-        """Remove result ``name`` from the manifest; its files go at the next exclusive open."""
-        results.delete(self._ledger, name)
-
-    def create_site(
-        self,
-        name: str,
-        *,
-        table: str = "tokens",
-        n_units: int,
-        dtype: str = "float16",
-        chunk_rows: int | None = None,
-        codec: str = "none",
-        provenance: Mapping[str, Any] | None = None,
-        overwrite: bool = False,
-    ) -> SiteWriter:
-        """Declare a site (or resume it) and return its writer.
-
-        A site already declared with the same table, shape, dtype and provenance is
-        resumed: its writer skips the chunks already written. A different declaration
-        under the same name is refused unless ``overwrite`` (which deletes the old
-        site first). ``name`` is ``<model>/<component>``; ``table`` the row table the
-        site is aligned to; ``dtype`` float16 (default), float32 or bfloat16;
-        ``chunk_rows`` defaults to chunks of about 8 MiB; ``codec`` ``"none"`` (activations
-        barely compress) or ``"zstd"``; ``provenance`` says how the values were made.
-        """
-        return sites.declare(
-            self._ledger, name, table=table, n_units=n_units, dtype=dtype,
-            chunk_rows=chunk_rows, codec=codec, provenance=provenance, overwrite=overwrite,
-        )  # fmt: skip
-
-    def reopen_chunks(self, site: str, damaged: list[int]) -> None:
-        """Mark chunks of a complete site as not written (after ``actstore verify``), so
-        rerunning its extraction with the same settings rewrites just those."""
-        sites.reopen(self._ledger, site, damaged)
-
-    def manifest_records(self) -> Manifest:
-        """A copy of the committed manifest records (for tools such as ``verify``)."""
-        return self._ledger.manifest.copy()
-
-    def delete_site(self, name: str) -> None:
-        """Remove a site from the manifest (committed), then its arrays and progress."""
-        sites.delete(self._ledger, name)
 
 
 def _names(named: Mapping[str, Any]) -> str:

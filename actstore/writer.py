@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from actstore import chunks
+from actstore import chunks, coverage
 from actstore.arrays import to_bfloat16_bits
 from actstore.commit import PROGRESS_DIR, prune_empty
 from actstore.errors import SiteError
@@ -61,6 +61,7 @@ class SiteWriter:
         self.chunk_rows: int = record.chunk_rows
         self.dtype: str = record.dtype
         self.n_chunks: int = record.n_chunks
+        self.covered = record.covered()
         self._publish = publish
         self._dir = root / record.path
         # every chunk is a file, zeros too (zarr skips all-zero chunks by default, which a
@@ -81,8 +82,11 @@ class SiteWriter:
     def _intact(self, marked: dict[int, str | None]) -> dict[int, str | None]:
         """The marked chunks whose files still hold what was written; the others are
         unmarked, so a resumed run writes them again."""
-        intact = {}
+        intact: dict[int, str | None] = {}
         for chunk, checksum in sorted(marked.items()):
+            if checksum == chunks.ABSENT:  # holds no covered row: nothing to check
+                intact[chunk] = checksum
+                continue
             start, stop = self.chunk_range(chunk)
             try:
                 chunks.check_present(self._dir, self.name, [chunk], self._chunk_size)
@@ -108,16 +112,13 @@ class SiteWriter:
         """Chunks not yet written, in order."""
         return [c for c in range(self.n_chunks) if c not in self.done]
 
+    def needed(self, chunk: int) -> coverage.Ranges:
+        """The rows of ``chunk`` the site covers, as ranges: what filling it takes."""
+        return coverage.clip(self.covered, *self.chunk_range(chunk))
+
     def pending_ranges(self) -> list[tuple[int, int]]:
-        """Row ranges still to write, adjacent pending chunks merged."""
-        ranges: list[tuple[int, int]] = []
-        for chunk in self.pending_chunks():
-            start, stop = self.chunk_range(chunk)
-            if ranges and ranges[-1][1] == start:
-                ranges[-1] = (ranges[-1][0], stop)
-            else:
-                ranges.append((start, stop))
-        return ranges
+        """Row ranges still to write (the covered rows of pending chunks), merged."""
+        return coverage.merge(r for c in self.pending_chunks() for r in self.needed(c))
 
     @property
     def complete(self) -> bool:
@@ -178,11 +179,16 @@ class SiteWriter:
     def _fill(self, chunk: int, offsets: np.ndarray, values: np.ndarray) -> None:
         if chunk not in self._buffers:
             start, stop = self.chunk_range(chunk)
-            self._buffers[chunk] = (
-                np.zeros((stop - start, self.n_units), STORAGE_DTYPES[self.dtype]),
-                np.zeros(stop - start, bool),
-            )
+            seen = np.ones(stop - start, bool)  # rows the site does not cover stay zero
+            for lo, hi in self.needed(chunk):
+                seen[lo - start : hi - start] = False
+            data = np.zeros((stop - start, self.n_units), STORAGE_DTYPES[self.dtype])
+            self._buffers[chunk] = (data, seen)
         data, seen = self._buffers[chunk]
+        if self.covered != [(0, self.n_rows)]:
+            start = chunk * self.chunk_rows
+            keep = ~coverage.outside(offsets + start, self.needed(chunk))
+            offsets, values = offsets[keep], values[keep]
         data[offsets] = values
         seen[offsets] = True
         if seen.all():
@@ -218,7 +224,10 @@ class SiteWriter:
     @property
     def buffered_rows(self) -> int:
         """Rows held in memory waiting for their chunk to fill."""
-        return sum(int(seen.sum()) for _, seen in self._buffers.values())
+        return sum(
+            int(seen.sum()) - len(seen) + coverage.count(self.needed(chunk))
+            for chunk, (_, seen) in self._buffers.items()
+        )
 
 
 def _finite_rows(values: np.ndarray) -> np.ndarray:

@@ -18,13 +18,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import actstore
+from actstore import coverage
 from actstore.errors import ActStoreError, ParameterError, SchemaError, SiteNotFoundError
-from actstore.names import match_names
+from actstore.names import match_names, quote_ident
+from actstore.sql import condition
 from extractors.base import Block, Extractor, SiteSpec
 from extractors.progress import Progress
 from extractors.verbs import ExtractOptions
@@ -51,9 +53,15 @@ class ExtractReport:
     stats: dict[str, int] = field(default_factory=dict)
     middle: str = ""  # extractor-specific parts of the summary line
     tail: str = ""
+    nothing_to_do: bool = False  # every chosen site already held every row asked for
 
     def summary(self) -> str:
         """One line for the command line."""
+        if self.nothing_to_do:
+            return (
+                f"nothing to do: {len(self.sites)} sites ({self.sites[0]} .. {self.sites[-1]}) "
+                "already hold every row asked for"
+            )
         return (
             f"extracted {len(self.sites)} sites ({self.sites[0]} .. {self.sites[-1]}) over "
             f"{self.rows:,} rows{self.middle}, {self.chunks_done} chunks on {self.device} in "
@@ -166,6 +174,8 @@ def run(
     if count > 1 and not extractor.shardable:
         raise ParameterError("shard", f"extractor {extractor.name} cannot run in shards")
     chosen = choose_sites(extractor.sites(), options.sites)
+    if options.name is not None:
+        chosen = [replace(s, name=f"{options.name}/{s.component}") for s in chosen]
     device = resolve(extractor, options.device)
     with actstore.open(store_path, mode="a", shared=count > 1) as store:
         n_rows = store.n_rows(extractor.table)
@@ -185,21 +195,27 @@ def run(
                 "corpus_sha256": corpus_sha256(store),
                 "actstore_version": actstore.__version__,
             }
-            writers = _declare(store, extractor, chosen, options, common)
+            covers = None if options.where is None else wanted_rows(store, extractor, options)
+            writers = _declare(store, extractor, chosen, options, common, covers)
         first = writers[0]
         pending = sorted(set().union(*(w.pending_chunks() for w in writers)))
         mine = shard_chunks(pending, first.n_chunks, index, count)
-        sizes = {c: _span(first.chunk_range(c)) for c in mine}
-        progress = Progress(total=sum(sizes.values()), unit=extractor.row_unit)
+        needed = {
+            c: coverage.merge(r for w in writers if c not in w.done for r in w.needed(c))
+            for c in mine
+        }
+        n_needed = sum(map(coverage.count, needed.values()))
+        progress = Progress(total=n_needed, unit=extractor.row_unit)
         background = BackgroundWriter(writers, options.writer_bytes)
         try:
             for chunk in mine:
                 lo, hi = first.chunk_range(chunk)
-                for batch in extractor.batches(lo, hi):
-                    block = extractor.compute(batch)
-                    _check_block(extractor, block, lo, hi, len(writers))
-                    background.put(block)
-                progress.advance(sizes[chunk])
+                for start, stop in needed[chunk]:
+                    for batch in extractor.batches(start, stop):
+                        block = extractor.compute(batch)
+                        _check_block(extractor, block, lo, hi, len(writers))
+                        background.put(block)
+                        progress.advance(block.n_rows)
                 if on_chunk is not None:
                     on_chunk(chunk)
         finally:
@@ -217,8 +233,9 @@ def run(
     middle, tail = extractor.describe(stats)
     return ExtractReport(
         sites=[s.name for s in chosen],
-        rows=n_rows,
+        rows=n_needed,
         chunks_done=len(mine),
+        nothing_to_do=not pending,
         seconds=time.perf_counter() - started,
         device="none" if device is None else str(device),
         stats=stats,
@@ -233,6 +250,7 @@ def _declare(
     chosen: Sequence[SiteSpec],
     options: ExtractOptions,
     common: dict[str, Any],
+    covers: list[tuple[int, int]] | None,
 ) -> list[actstore.SiteWriter]:
     """One writer per chosen site, in order, all cut into the same chunks: the widest
     site picks the chunk size (unless ``chunk_rows`` is given), the others follow."""
@@ -250,13 +268,45 @@ def _declare(
             chunk_rows=chunk_rows,
             provenance={**common, **spec.provenance},
             overwrite=options.overwrite,
+            covers=covers,
         )
         chunk_rows = writers[i].chunk_rows
     return [writers[i] for i in range(len(chosen))]
 
 
-def _span(chunk_range: tuple[int, int]) -> int:
-    return chunk_range[1] - chunk_range[0]
+def wanted_rows(
+    store: actstore.Store, extractor: Extractor, options: ExtractOptions
+) -> list[tuple[int, int]]:
+    """The row ranges ``options.where`` asks for: the whole sentences holding a matching
+    row where the table has sentences (a word's activations depend on its sentence).
+
+    Examples
+    --------
+    >>> class Words(Extractor):
+    ...     def sites(self):
+    ...         return []
+    ...     def compute(self, batch):
+    ...         raise NotImplementedError
+    >>> options = ExtractOptions(where="sentence_id IN (2, 3, 9) AND position = 1")
+    >>> wanted_rows(store, Words(), options)
+    [(26, 56), (169, 178)]
+    """
+    where = options.where or ""
+    table = quote_ident(extractor.table)
+    if "sentence_id" in store.schema(extractor.table).names:
+        spans = store.sql(
+            f"SELECT min(row) AS lo, max(row) + 1 AS hi FROM {table} WHERE sentence_id IN "
+            f"(SELECT sentence_id FROM {table} WHERE ({condition(where, 'where')})) "
+            "GROUP BY sentence_id",
+            arrow=True,
+        )
+        lo, hi = (spans.column(c).to_pylist() for c in ("lo", "hi"))
+        ranges = coverage.merge(zip(lo, hi, strict=True))
+    else:
+        ranges = coverage.runs(store.rows(where, table=extractor.table))
+    if not ranges:
+        raise ParameterError("where", f"{where!r} matches no row of table {extractor.table}")
+    return ranges
 
 
 def _check_block(extractor: Extractor, block: Block, lo: int, hi: int, n_sites: int) -> None:

@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,7 @@ from actstore.errors import ParameterError
 from actstore.names import DTYPES, Dtype
 from actstore.verbs import Verb, option
 
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 AlignRule = Literal["mean", "first", "last"]
 ALIGN_RULES: tuple[AlignRule, ...] = ("mean", "first", "last")
 
@@ -64,6 +66,14 @@ class ExtractOptions:
     max_length: int | None = option(None, help="longest model input; longer sentences are windowed")
     chunk_rows: int | None = option(None, help="rows per stored chunk (default: about 8 MiB)")
     overwrite: bool = option(False, help="replace sites declared with other settings")
+    where: str | None = option(
+        None, help="SQL condition: compute only the sentences holding a matching row "
+        "(the sites record the rows they cover; a later run extends them)"
+    )  # fmt: skip
+    name: str | None = option(
+        None, help="model name in the site names (default: the model's), e.g. minilm-first "
+        "beside minilm: keeps sites made with other settings apart"
+    )  # fmt: skip
     random_init: int | None = option(
         None, metavar="SEED", help="re-initialise the model's weights (seeded) first: a "
         "baseline of the same architecture, written as <model>-random<SEED>/layer.N"
@@ -100,6 +110,10 @@ class ExtractOptions:
                 raise ParameterError(name, f"must be positive, got {value}")
         if self.random_init is not None and self.random_init < 0:
             raise ParameterError("random_init", f"takes a seed >= 0, got {self.random_init}")
+        if self.name is not None and not _MODEL_NAME.fullmatch(self.name):
+            raise ParameterError(
+                "name", f"must be letters, digits, '_', '.', '-' (no '/'), got {self.name!r}"
+            )
         if self.overwrite and count > 1:
             raise ParameterError("overwrite", "cannot be combined with shard; overwrite first")
 

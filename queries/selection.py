@@ -21,8 +21,10 @@ import numpy as np
 import pyarrow as pa
 
 import actstore
+from actstore.coverage import describe
 from actstore.errors import SchemaError, SiteError
 from actstore.reader import SiteReader, block_cuts
+from actstore.sites import require_covered, uncovered
 from actstore.sql import quote_ident
 from queries.select import check_columns, not_null, where_clause
 from queries.sentences import sentence_spans
@@ -78,24 +80,19 @@ class Selection:
                 )
         first = infos[0]
         for info in infos[1:]:
-            if (info.table, info.n_rows) != (first.table, first.n_rows):
+            if (info.table, info.covers) != (first.table, first.covers):
                 raise SchemaError(
-                    f"sites {first.name} ({first.table}, {first.n_rows} rows) and {info.name} "
-                    f"({info.table}, {info.n_rows} rows) do not cover the same rows"
+                    f"sites {first.name} ({first.table}, {describe(first.covers)}) and "
+                    f"{info.name} ({info.table}, {describe(info.covers)}) do not cover the "
+                    "same rows"
                 )
         everything = self.row_ids is None and not (self.where and self.where.strip())
-        if everything and first.n_rows != self.store.n_rows(first.table):
-            raise SchemaError(
-                f"{self._coverage()}; select them with --where 'row < {first.n_rows}' "
-                "or extract the site again with --overwrite"
+        table_rows = self.store.n_rows(first.table)
+        if everything and first.n_covered != table_rows:
+            raise SiteError(
+                f"{uncovered(first.name, first.table, first.covers, table_rows)}, or select "
+                "the rows it covers with --where"
             )
-
-    def _coverage(self) -> str:
-        info = self.store.site(self.sites[0])
-        return (
-            f"site {info.name} covers rows 0..{info.n_rows - 1} of {info.table}, which has "
-            f"{self.store.n_rows(info.table):,} rows now (rows were added after it was written)"
-        )
 
     @property
     def table(self) -> str:
@@ -115,12 +112,8 @@ class Selection:
         return self._covered(self.store.rows(self.where, table=self.table))
 
     def _covered(self, rows: np.ndarray) -> np.ndarray:
-        covered = self.store.site(self.sites[0]).n_rows
-        if rows.size and rows[-1] >= covered:
-            raise SchemaError(
-                f"the selected rows reach row {rows[-1]:,}, but {self._coverage()}; "
-                f"add 'row < {covered}' to --where to select only rows it covers"
-            )
+        info = self.store.site(self.sites[0])
+        require_covered(rows, info.name, info.table, info.covers, self.store.n_rows(info.table))
         return rows
 
     def values(self, columns: Sequence[str]) -> pa.Table:

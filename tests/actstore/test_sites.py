@@ -145,7 +145,7 @@ def test_redeclare_resumes_and_different_declaration_is_refused(
     )
     assert w2.pending_ranges() == [(4096, writable_store.n_rows("tokens"))]
     with pytest.raises(
-        actstore.SiteError, match=r"already exists with different provenance.*overwrite"
+        actstore.SiteError, match=r"other settings \(model: a → b\).*--name.*overwrite"
     ):
         writable_store.create_site(
             "toy/layer.0", n_units=N_UNITS, chunk_rows=4096, provenance={"model": "b"}

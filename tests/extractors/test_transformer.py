@@ -186,7 +186,7 @@ def test_provenance_and_different_model_refused(ewt_small: Path, tmp_path: Path)
     assert (prov["align"], prov["dtype"], prov["hidden_state"]) == ("mean", "float16", 6)
     assert len(prov["corpus_sha256"]) == 64 and prov["n_windowed_sentences"] == 0
     before = (store_path / "manifest.json").read_bytes()
-    with pytest.raises(actstore.SiteError, match="already exists with different provenance"):
+    with pytest.raises(actstore.SiteError, match=r"other settings \(align: mean → first\)"):
         extract(store_path, minilm_options(sites="layer.6", align="first"))
     assert (store_path / "manifest.json").read_bytes() == before  # its alignment too
     extract(store_path, minilm_options(sites="layer.6", align="first", overwrite=True))
