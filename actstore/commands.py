@@ -14,14 +14,15 @@ from actstore.output import Output, show
 
 def ingest(params: IngestParams) -> list[dict[str, Any]]:
     """Append CoNLL-U files to a store, creating it when missing; prints one line a file."""
-    path = params.store
+    path, subset = params.store, params.subset()
     fresh = not (path / "manifest.json").is_file()
     store = actstore.create(path) if fresh else actstore.open(path, mode="a")
     try:
         with store:
             records = actstore.ingest_conllu(
-                store, params.files, corpus=params.corpus, lang=params.lang, split=params.split
-            )
+                store, params.files, corpus=params.corpus, lang=params.lang, split=params.split,
+                sentences=subset,
+            )  # fmt: skip
     except (ActStoreError, OSError):
         if fresh:  # leave no empty store behind for a failed first ingest
             shutil.rmtree(path, ignore_errors=True)
@@ -55,7 +56,23 @@ def info(where: StoreParam, params: InfoParams) -> dict[str, Any]:
 
 
 def describe(info: dict[str, Any]) -> str:
-    """``Store.info()`` as the lines ``actstore info`` prints."""
+    """``Store.info()`` as the lines ``actstore info`` prints: corpus tables, sites,
+    results and sources, each a section of aligned columns.
+
+    Examples
+    --------
+    >>> print(describe(store.info()))
+    store ...
+    tables:
+      tokens     698 rows  1 part(s)
+      sentences   30 rows  1 part(s)
+    sites:
+      toy/layer.0  tokens  698x16  float16  complete  (1/1 chunks)  ... model=toy
+      toy/layer.1  tokens  698x16  float16  complete  (1/1 chunks)  ... model=toy
+    results: none
+    sources:
+      ...en_ewt-ud-sample.conllu  corpus=en_ewt lang=en split=dev 30 sentences 698 words ...
+    """
     lines = [
         f"store {info['path']} (format {info['format_version']}, "
         f"actstore {info['actstore_version']})",
@@ -66,30 +83,68 @@ def describe(info: dict[str, Any]) -> str:
         f"  bytes on disk: {size(sizes['total'])} (tables {size(sizes['tables'])}, "
         f"arrays {size(sizes['arrays'])}, results {size(sizes['results'])})"
     )
-    lines.append("tables:")
-    width = max(map(len, info["tables"]), default=0)
-    for name, t in info["tables"].items():
-        lines.append(f"  {name:<{width}} {t['n_rows']:>12,} rows  {t['n_parts']} part(s)")
-    lines.append("sites:" if info["sites"] else "sites: none")
+    tables = [
+        [n, f"{t['n_rows']:,} rows", f"{t['n_parts']} part(s)"] for n, t in info["tables"].items()
+    ]
+    sites = []
     for name, s in info["sites"].items():
         keys = ("model", "hidden_state", "align", "dtype", "compute")
         prov = ", ".join(f"{k}={s['provenance'][k]}" for k in keys if k in s["provenance"])
-        lines.append(
-            f"  {name:<24} {s['table']} {s['shape'][0]:,}x{s['shape'][1]} {s['dtype']} "
-            f"{s['status']} ({s['chunks_done']} chunks) {size(s['bytes'])}  {prov}"
+        shape = f"{s['shape'][0]:,}x{s['shape'][1]}"
+        chunks = f"({s['chunks_done']} chunks)"
+        sites.append(
+            [name, s["table"], shape, s["dtype"], s["status"], chunks, size(s["bytes"]), prov]
         )
-    results = info.get("results", {})
-    lines.append("results:" if results else "results: none")
-    for name, r in results.items():
-        what = r.get("analysis") or ""
-        lines.append(f"  {name:<24} {r['kind']:<6} {r['shape']}  {what}".rstrip())
-    lines.append("sources:" if info["sources"] else "sources: none")
-    for src in info["sources"]:
-        lines.append(
-            f"  {src['path']}  corpus={src['corpus']} lang={src['lang']} split={src['split']} "
-            f"{src['n_sentences']:,} sentences {src['n_words']:,} words sha256={src['sha256'][:12]}"
-        )
+    results = [
+        [n, r["kind"], _shape(r["kind"], r["shape"]), r.get("analysis") or ""]
+        for n, r in info.get("results", {}).items()
+    ]
+    sources = [
+        [
+            src["path"],
+            f"corpus={src['corpus']} lang={src['lang']} split={src['split']} "
+            f"{src['n_sentences']:,} sentences {src['n_words']:,} words "
+            f"sha256={src['sha256'][:12]}",
+        ]
+        for src in info["sources"]
+    ]
+    for title, rows, right in (
+        ("tables", tables, {1}),
+        ("sites", sites, {2, 6}),
+        ("results", results, {2}),
+        ("sources", sources, set()),
+    ):
+        lines.append(f"{title}:" if rows else f"{title}: none")
+        lines += aligned(rows, right)
     return "\n".join(lines)
+
+
+def aligned(rows: list[list[str]], right: set[int] | None = None) -> list[str]:
+    """Rows of cells as lines indented by two, each column as wide as its widest cell
+    (``right``: the columns aligned to the right, such as numbers).
+
+    Examples
+    --------
+    >>> aligned([["tokens", "25,147 rows"], ["sentences", "2,001 rows"]], right={1})
+    ['  tokens     25,147 rows', '  sentences   2,001 rows']
+    """
+    right = right or set()
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+    lines = []
+    for row in rows:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append(("  " + "  ".join(cells)).rstrip())
+    return lines
+
+
+def _shape(kind: str, shape: list[int]) -> str:
+    """A result's shape as text: ``25,147 rows`` for a table, ``17x385`` for a matrix."""
+    if kind == "table" and len(shape) == 1:
+        return f"{shape[0]:,} rows"
+    return "x".join(f"{d:,}" for d in shape)
 
 
 def size(n: int) -> str:

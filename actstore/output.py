@@ -44,7 +44,9 @@ def render(frame: pd.DataFrame | pa.Table, fmt: str) -> str:
     """A result table as text: aligned columns, CSV or JSON records.
 
     Takes a pandas DataFrame or a ``pyarrow.Table`` (rendered without pandas, which
-    keeps ``actstore sql`` quick to start).
+    keeps ``actstore sql`` quick to start). A missing value is ``NULL`` in a table (as
+    DuckDB prints it; pandas' NaN, None, NaT and ``<NA>`` alike), an empty cell in CSV
+    and ``null`` in JSON, which escapes no ``/``.
 
     Examples
     --------
@@ -57,31 +59,55 @@ def render(frame: pd.DataFrame | pa.Table, fmt: str) -> str:
     upos  n
     NOUN  3
     NULL 12
+    >>> import pandas as pd
+    >>> print(render(pd.DataFrame({"site": ["m/layer.0", None], "r": [0.5, None]}), "json"))
+    [
+     {
+      "site": "m/layer.0",
+      "r": 0.5
+     },
+     {
+      "site": null,
+      "r": null
+     }
+    ]
     """
     import pyarrow as pa
 
     if isinstance(frame, pa.Table):
         return _render_arrow(frame, fmt)
+    import json
+
     import pandas as pd
 
     if fmt == "csv":
         return str(frame.to_csv(index=False))
-    if fmt == "json":
-        return str(frame.to_json(orient="records", indent=1, force_ascii=False)) + "\n"
+    if fmt == "json":  # through json: pandas writes "/" as "\/" and has no switch for it
+        text = frame.to_json(orient="records", double_precision=15, date_format="iso")
+        return json.dumps(json.loads(str(text)), indent=1, ensure_ascii=False) + "\n"
+    shown = frame.copy()
+    for name, column in frame.items():  # na_rep covers float and datetime columns only
+        if column.dtype.kind not in "fmM" and column.isna().any():
+            shown[name] = column.astype(object).where(column.notna(), "NULL")
     with pd.option_context(
         "display.max_rows", MAX_ROWS, "display.max_columns", 50, "display.width", 200
     ):
-        return frame.to_string(index=False) + "\n"
+        return shown.to_string(index=False, na_rep="NULL") + "\n"
 
 
 def _render_arrow(table: pa.Table, fmt: str) -> str:
     import csv
     import io
     import json
+    import math
 
     names = table.column_names
     records = table.to_pylist()
-    if fmt == "json":
+    if fmt == "json":  # NaN and infinities are no JSON: null, as pandas writes them
+        for record in records:
+            for n in names:
+                if isinstance(record[n], float) and not math.isfinite(record[n]):
+                    record[n] = None
         return json.dumps(records, indent=1, ensure_ascii=False, default=str) + "\n"
     if fmt == "csv":
         buffer = io.StringIO()

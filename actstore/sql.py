@@ -20,11 +20,12 @@ On top of that, only queries (``SELECT``, ``WITH``, ``DESCRIBE``, ``SUMMARIZE``,
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,11 @@ _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(ANALYZE\s+|ANALYSE\s+)?(?P<inner>.*)$", re.I | re.S)
 PROTOCOL = "actstore"
 _DAMAGED: dict[int, dict[str, str]] = {}  # open connection -> its unreadable tables
+# what a query is made of, so that words inside strings, quoted names and comments are skipped
+_TOKENS = re.compile(
+    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|(?P<word>[A-Za-z_][A-Za-z0-9_$]*)", re.S
+)
+_EXCERPT = re.compile(r"^LINE \d+: (?:\.\.\.)?(?P<text>.*?)(?:\.\.\.)?$")
 
 
 def condition(where: str, parameter: str = "where") -> str:
@@ -57,12 +63,47 @@ def condition(where: str, parameter: str = "where") -> str:
     Traceback (most recent call last):
     ...
     actstore.errors.ParameterError: where is not one SQL expression: ...
+    >>> condition("upos = 'NOUN' AND Case = 'Nom'")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.ParameterError: where ...; Case is an SQL keyword: write the column as "Case"...
     """
     try:
         expression = duckdb.SQLExpression(where)
     except (duckdb.Error, TypeError) as exc:
-        raise ParameterError(parameter, f"is not one SQL expression: {_first_line(exc)}") from None
+        hint = _quote_hint(where, None, duckdb.SQLExpression) if isinstance(where, str) else ""
+        detail = f"is not one SQL expression: {_first_line(exc)}"
+        raise ParameterError(parameter, detail + (f"; {hint}" if hint else "")) from None
     return f"\n{expression}\n"
+
+
+@functools.cache
+def _keywords() -> frozenset[str]:
+    """SQL keywords that cannot name a column unquoted (DuckDB's own list)."""
+    with duckdb.connect(":memory:") as con:
+        kinds = "keyword_category IN ('reserved', 'type_function')"
+        rows = con.sql(f"SELECT keyword_name FROM duckdb_keywords() WHERE {kinds}").fetchall()
+    return frozenset(str(r[0]).lower() for r in rows)
+
+
+def _quote_hint(text: str, columns: Iterable[str] | None, parse: Callable[[str], Any]) -> str:
+    """Advice to double-quote the words of ``text`` that are keywords but name columns
+    (``Case``), if quoting them lets ``parse`` read it; else ``""``. The words: names of
+    ``columns`` in any case, or without ``columns``, written as UD writes features; not
+    in capitals (as keywords are written), nor in strings, quoted names or comments."""
+    spelled = {c.lower(): c for c in columns or ()}
+    found = [m["word"] for m in _TOKENS.finditer(text) if m["word"] and not m["word"].isupper()]
+    keep = (lambda w: w.lower() in spelled) if columns is not None else (lambda w: w[0].isupper())
+    words = [w for w in dict.fromkeys(found) if w.lower() in _keywords() and keep(w)]
+    try:
+        parse(_TOKENS.sub(lambda m: f'"{m[0]}"' if m[0] in words else m[0], text))
+    except duckdb.Error:
+        return ""
+    names = list(dict.fromkeys(spelled.get(w.lower(), w) for w in words))
+    quoted = ", ".join(f'"{n}"' for n in names)
+    if len(names) == 1:
+        return f"{names[0]} is an SQL keyword: write the column as {quoted}, in double quotes"
+    return f"{', '.join(names)} are SQL keywords: write the columns as {quoted}, in double quotes"
 
 
 class StoreFiles(fsspec.AbstractFileSystem):  # type: ignore[misc]
@@ -244,7 +285,9 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str) -> None:
     try:
         statements = con.extract_statements(query)
     except duckdb.Error as exc:
-        raise SQLError(f"SQL syntax error: {_first_line(exc)}") from None
+        columns = con.execute("SELECT column_name FROM duckdb_columns() WHERE NOT internal")
+        hint = _quote_hint(query, [str(r[0]) for r in columns.fetchall()], con.extract_statements)
+        raise SQLError(_message(exc, query) + (f"\n  {hint}" if hint else "")) from None
     if len(statements) != 1:
         raise SQLError(f"expected exactly one SQL statement, got {len(statements)}")
     kind = statements[0].type
@@ -304,18 +347,49 @@ def run_query(
                 f"{_first_line(exc)}; if the store changed since it was opened, open it "
                 "again, else run `actstore verify`"
             ) from None
-        raise SQLError(_first_line(exc)) from None
+        raise SQLError(_table_hint(con, _message(exc, query))) from None
     finally:
         if timer is not None:
             timer.cancel()
 
 
-def _first_line(exc: BaseException) -> str:
-    """The line of an error that says what happened (for an error raised in Python
-    under DuckDB, the exception line at the end of the traceback it carries)."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+def _table_hint(con: duckdb.DuckDBPyConnection, message: str) -> str:
+    """For a table that does not exist, the store's tables; DuckDB's guess is kept only
+    when it names one of them (it may name a catalog table of its own, ``pg_enum``)."""
+    if re.match(r"Catalog Error: Table with name \S+ does not exist", message) is None:
+        return message
+    views = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1")
+    tables = [str(r[0]) for r in views.fetchall()]
+    guess = re.compile(r'\s*Did you mean "(.*)"\?$')
+    lines = [ln for ln in message.split("\n") if (m := guess.match(ln)) is None or m[1] in tables]
+    guessed = any(guess.match(ln) for ln in lines)
+    return "\n".join(lines if guessed else [*lines, f"  tables: {', '.join(tables)}"])
+
+
+def _message(exc: BaseException, query: str | None = None) -> str:
+    """An error as a user should see it: DuckDB's first line, then its hints (candidate
+    bindings, the caret under the query) indented on lines of their own.
+
+    An excerpt (``LINE n: ...`` and its caret) is kept only when it quotes ``query``,
+    never SQL of our own such as the views'; an error raised in Python under DuckDB
+    gives the exception line its traceback ends with.
+    """
+    lines = [ln.rstrip() for ln in str(exc).strip().splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__
     if "Traceback (most recent call last)" in lines[0]:
-        return lines[-1]
-    return lines[0]
+        return lines[-1].strip()
+    kept, dropped = [lines[0].strip()], False
+    for line in lines[1:]:
+        if dropped and not line.strip(" ^"):
+            continue  # the caret under a dropped excerpt
+        excerpt = _EXCERPT.match(line)
+        dropped = excerpt is not None and (query is None or excerpt["text"].strip() not in query)
+        if not dropped:
+            kept.append("  " + line.replace("\t", "  "))
+    return "\n".join(kept)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The line of an error that says what happened, for messages that quote it."""
+    return _message(exc).split("\n")[0]

@@ -19,7 +19,8 @@ def dir_bytes(path: Path) -> int:
 
 
 def summarize(store: Store) -> dict[str, Any]:
-    """Tables, sites, results, sources and bytes on disk of ``store``.
+    """Corpus tables, sites, results (tables and matrices), sources and bytes on disk of
+    ``store``.
 
     Examples
     --------
@@ -30,7 +31,11 @@ def summarize(store: Store) -> dict[str, Any]:
     return {
         "path": str(path),
         **store.header(),
-        "tables": {n: {"n_rows": t.n_rows, "n_parts": t.n_parts} for n, t in store.tables.items()},
+        "tables": {  # corpus tables; table results are listed with the other results
+            n: {"n_rows": t.n_rows, "n_parts": t.n_parts}
+            for n, t in store.tables.items()
+            if n not in store.results
+        },
         "sites": {
             n: {
                 "table": s.table,

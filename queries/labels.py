@@ -15,7 +15,9 @@ class codes (METHODS.md, "Decoding probes").
 
 from __future__ import annotations
 
+import difflib
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,8 +73,10 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions, fold: int = 0) 
     target = options.target
     if target is None:
         raise ParameterError("target", "is needed (the token column to probe)")
+    check_target(store, target)
     names_read = ["sentence_id", target]
     if options.control:
+        check_target(store, options.control_type, "control_type")
         names_read.append(options.control_type)
     table = store.columns(names_read)
     sentence = table.column("sentence_id").to_numpy()
@@ -118,6 +122,52 @@ def prepare_labels(store: actstore.Store, options: ProbeOptions, fold: int = 0) 
     return Labels(
         rows, test, validation, np.stack(columns, axis=1), np.stack(scored, axis=1), heads
     )
+
+
+def check_target(store: actstore.Store, name: str, parameter: str = "target") -> None:
+    """Refuse a ``name`` that is no column of ``tokens``, naming the closest columns.
+
+    Examples
+    --------
+    >>> check_target(store, "tense")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.ParameterError: target is 'tense', but ... (did you mean Tense?); columns: ...
+    """
+    columns = store.schema("tokens").names
+    if name not in columns:
+        close = did_you_mean(name, columns)
+        raise ParameterError(
+            parameter,
+            f"is {name!r}, but there is no column {name!r} in tokens"
+            f"{f' ({close})' if close else ''}; columns: {', '.join(columns)}",
+        )
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """``"did you mean X?"`` naming the names closest to ``name`` (the one that differs
+    from it only in case, when there is one), or ``""``.
+
+    Examples
+    --------
+    >>> did_you_mean("tense", ["upos", "Tense", "Person"])
+    'did you mean Tense?'
+    >>> did_you_mean("deprel_bas", ["deprel", "deprel_base", "lemma"])
+    'did you mean deprel_base or deprel?'
+    >>> did_you_mean("zzz", ["upos"])
+    ''
+    """
+    spelled: dict[str, str] = {}
+    for other in names:
+        spelled.setdefault(other.lower(), other)
+    if spelled.get(name.lower(), name) != name:
+        close = [spelled[name.lower()]]
+    else:
+        matches = difflib.get_close_matches(name.lower(), list(spelled), n=3)
+        close = [spelled[m] for m in matches if spelled[m] != name]
+    if len(close) > 1:
+        return f"did you mean {', '.join(close[:-1])} or {close[-1]}?"
+    return f"did you mean {close[0]}?" if close else ""
 
 
 def split_rows(

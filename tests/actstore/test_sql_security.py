@@ -102,6 +102,24 @@ def test_python_queries_cannot_forge_later_ones(small: Path) -> None:
             store.sql("SELECT * FROM secret")
 
 
+def test_error_hints_quote_only_the_users_query(small: Path) -> None:
+    """DuckDB's excerpts of SQL of our own (a view over ``actstore://`` parts) are left
+    out of messages; those of the user's query, with their caret, are kept."""
+    ours = "SELECT * FROM read_parquet(['actstore://tables/tokens/part-00000.parquet'])"
+    error = Exception(f'Binder Error: no "x"\n\nLINE 1: {ours}\n              ^\nhint: y')
+    assert sql._message(error, "SELECT x FROM tokens") == 'Binder Error: no "x"\n  hint: y'
+    mine = "SELECT * FROM tokens WHERE depth = 'x'"
+    error = Exception(f"Conversion Error: no\n\nLINE 1: {mine}\n        ^^^")
+    assert sql._message(error, mine) == f"Conversion Error: no\n  LINE 1: {mine}\n          ^^^"
+    with actstore.open(small) as store:
+        for query in ("SELECT upod FROM tokens", "SELECT * FROM tokenz", "SELECT Case FROM t"):
+            with pytest.raises(actstore.SQLError) as caught:
+                store.sql(query)
+            message = str(caught.value)
+            assert "actstore://" not in message and "read_parquet" not in message, message
+            assert "actstore-sql-" not in message and "Traceback" not in message, message
+
+
 def test_construction_holds_without_the_statement_check(small: Path) -> None:
     """The statement check only explains refusals: skip it, and writes still cannot happen."""
     before = _digest(small)
