@@ -1,63 +1,199 @@
-"""A progress line for long extractions: rate and ETA on a terminal, silent otherwise."""
+"""Progress of long extractions (tqdm: a line on a terminal, a widget in Jupyter).
+
+:class:`Progress` is the extraction's bar: rows done, with rate and ETA, advanced by
+the driver per model batch, so even a store of one chunk shows movement.
+
+Whether bars show is one switch for the whole process, the environment variable
+``ACTSTORE_PROGRESS``: ``1`` shows them, ``0`` hides them, unset (or ``auto``) shows
+them only where someone watches: stderr is a terminal, or the code runs in a Jupyter
+kernel. :func:`configure` sets it and :func:`quiet` sets it for a while; being the
+environment, it holds for ``queries.progress`` too (the two packages never import each
+other, so each keeps these few functions; ``tests/extractors/test_progress.py`` checks
+they agree). A bar given ``enabled=True`` or ``False`` ignores the switch.
+
+Examples
+--------
+>>> with quiet():
+...     active()
+False
+>>> progress = Progress(total=10, unit="words", enabled=False)
+>>> progress.advance(10)
+>>> progress.done
+10
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-import time
-from typing import TextIO
+from collections.abc import Iterator
+from typing import Protocol
+
+ENV = "ACTSTORE_PROGRESS"
+ON = ("1", "true", "yes", "on")
+OFF = ("0", "false", "no", "off")
+MIN_INTERVAL = 0.2  # seconds between redraws
 
 
-class Progress:
-    """Counts work done and redraws one line on stderr at most a few times a second.
+class Bar(Protocol):
+    """What a bar offers (a ``tqdm`` instance)."""
+
+    def update(self, n: float = 1) -> bool | None: ...
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Bar: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def interactive() -> bool:
+    """Whether someone watches: stderr is a terminal, or this is a Jupyter kernel (whose
+    stderr is no terminal, but whose cells show bars)."""
+    if "ipykernel" in sys.modules:
+        return True
+    stream = sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
+def active(enabled: bool | None = None) -> bool:
+    """Whether a bar would show: ``enabled`` if given, else what ``ACTSTORE_PROGRESS``
+    says, else (unset or ``auto``) :func:`interactive`.
 
     Examples
     --------
-    >>> import io
-    >>> progress = Progress(total=100, unit="words", stream=io.StringIO())
-    >>> progress.advance(40)
-    >>> progress.line(progress.started + 2.0)
-    '40/100 words (40%) 20 words/s, ETA 00:03'
+    >>> active(True), active(False)
+    (True, False)
+    """
+    if enabled is not None:
+        return enabled
+    setting = os.environ.get(ENV, "").strip().lower()
+    if setting in ON:
+        return True
+    if setting in OFF:
+        return False
+    return interactive()
+
+
+def configure(enabled: bool | None) -> None:
+    """Show bars (True), hide them (False) or show them where someone watches (None),
+    from now on, in this process and the processes it starts.
+
+    Examples
+    --------
+    >>> configure(False)
+    >>> active()
+    False
+    >>> configure(None)
+    """
+    if enabled is None:
+        os.environ.pop(ENV, None)
+    else:
+        os.environ[ENV] = "1" if enabled else "0"
+
+
+@contextlib.contextmanager
+def quiet(hush: bool = True) -> Iterator[None]:
+    """No bars inside (``hush`` False: no change); the setting before comes back after.
+
+    Examples
+    --------
+    >>> with quiet():
+    ...     active()
+    False
+    """
+    if not hush:
+        yield
+        return
+    before = os.environ.get(ENV)
+    os.environ[ENV] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
+
+
+def bar(
+    total: float | None = None,
+    *,
+    unit: str = "it",
+    desc: str | None = None,
+    enabled: bool | None = None,
+    leave: bool = False,
+    unit_scale: bool = False,
+) -> Bar:
+    """A tqdm bar of ``total`` ``unit``, shown if :func:`active` says so (``tqdm.auto``:
+    a widget in Jupyter with ipywidgets, a line on stderr elsewhere); a bar that is not
+    shown costs nothing and writes nothing. ``leave``: keep the finished bar on screen.
+
+    Examples
+    --------
+    >>> with bar(2, unit="blocks", desc="sums", enabled=False) as shown:
+    ...     _ = shown.update(1)
+    ...     _ = shown.update(1)
+    """
+    if not active(enabled):
+        from tqdm.std import tqdm as silent  # type: ignore[import-untyped]
+
+        off: Bar = silent(total=total, disable=True)
+        return off
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+    shown: Bar = tqdm(
+        total=total,
+        unit=unit,
+        desc=desc,
+        leave=leave,
+        unit_scale=unit_scale,
+        mininterval=MIN_INTERVAL,
+        miniters=1,  # every update may redraw (each batch, block, step), at most so often
+        dynamic_ncols=True,
+    )
+    return shown
+
+
+class Progress:
+    """Rows of an extraction done, on a bar (see :func:`bar`) that stays when finished;
+    the driver advances it by each model batch's rows, so one chunk shows movement too.
+
+    Examples
+    --------
+    >>> progress = Progress(total=10, unit="words", enabled=False)
+    >>> progress.advance(4)
+    >>> progress.advance(6)
+    >>> progress.done
+    10
+    >>> progress.close()
     """
 
-    def __init__(self, total: int, unit: str, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        unit: str,
+        *,
+        desc: str | None = "extract",
+        enabled: bool | None = None,
+    ) -> None:
         self.total = total
         self.unit = unit
         self.done = 0
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty()
-        self.started = time.perf_counter()
-        self._drawn = 0.0
+        self.bar = bar(total, unit=unit, desc=desc, enabled=enabled, leave=True, unit_scale=True)
 
     def advance(self, n: int) -> None:
-        """Count ``n`` more done; redraw if a terminal and it is time."""
+        """Count ``n`` more rows done (a batch's)."""
         self.done += n
-        now = time.perf_counter()
-        if self.enabled and (now - self._drawn > 0.2 or self.done >= self.total):
-            self._drawn = now
-            self.stream.write("\r" + self.line(now) + "\033[K")
-            self.stream.flush()
-
-    def line(self, now: float) -> str:
-        """The progress line as of ``now`` (a ``time.perf_counter()`` value)."""
-        elapsed = max(now - self.started, 1e-9)
-        rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        pct = 100.0 * self.done / self.total if self.total else 100.0
-        return (
-            f"{self.done:,}/{self.total:,} {self.unit} ({pct:.0f}%) "
-            f"{rate:,.0f} {self.unit}/s, ETA {_clock(eta)}"
-        )
+        self.bar.update(n)
 
     def close(self) -> None:
-        """End the line (on a terminal)."""
-        if self.enabled and self.done:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    if seconds == float("inf"):
-        return "--:--"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+        """Finish the bar (kept on screen where it was shown)."""
+        self.bar.close()

@@ -42,7 +42,7 @@ import actstore
 from actstore.errors import SchemaError
 from actstore.names import natural_key
 from actstore.reader import SiteReader
-from queries import kernels
+from queries import kernels, progress
 from queries.engine import Selection, broadcast, compute, map_reduce, n_workers
 from queries.moments import (
     PIECE_BYTES,
@@ -135,7 +135,12 @@ def unit_correlations(
     if y.size < 3:
         raise SchemaError(f"only {y.size} tokens selected; correlations need at least 3")
     moments = map_reduce(
-        value_moments, merge_moments, selection, per_row={"y": y}, stream=PIECE_BYTES
+        value_moments,
+        merge_moments,
+        selection,
+        per_row={"y": y},
+        stream=PIECE_BYTES,
+        label=f"pearson {site}",
     )
     r, p = pearson_from_moments(moments)
     results = [("pearson", r, p)]
@@ -177,10 +182,13 @@ def _spearman(selection: Selection, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
         return pearson_from_moments((n, means, centre, sxx, syy, sxy))
     group = max(1, RANK_BUDGET_BYTES // (len(y) * 8))
     rho, p = np.empty(info.n_units), np.empty(info.n_units)
-    for u in range(0, info.n_units, group):  # float32: sort the group's columns in memory
-        units = slice(u, u + group)
-        ranks = stats.rankdata(selection.acts().isel(unit=units).values, axis=0)
-        rho[units], p[units] = pearson_from_moments(block_moments(ranks, y_rank))
+    label = f"spearman {info.name}"
+    with progress.bar(info.n_units, unit="units", desc=label) as shown:
+        for u in range(0, info.n_units, group):  # float32: sort the group's columns in memory
+            units = slice(u, u + group)
+            ranks = stats.rankdata(selection.acts().isel(unit=units).values, axis=0)
+            rho[units], p[units] = pearson_from_moments(block_moments(ranks, y_rank))
+            shown.update(units.indices(info.n_units)[1] - u)
     return rho, p
 
 
@@ -199,7 +207,7 @@ def _rank_pass(
         delayed(_rank_group)(reader, rows, weights, centre, u, min(u + size, info.n_units))
         for u in range(0, info.n_units, size)
     ]
-    parts = compute(*tasks)
+    parts = compute(*tasks, label=f"spearman {info.name}", unit="unit groups")
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 

@@ -106,6 +106,7 @@ def sentence_dynamics(
         partial(_block_correlations, min_words=min_words),
         selection,
         per_row={"y": y, "sentence": sentence},
+        label=f"dynamics {site}",
     )
     r = np.concatenate(parts)
     starts = sentence_bounds(sentence)[:-1]

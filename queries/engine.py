@@ -18,6 +18,12 @@ count (``queries.moments``) the numbers are identical bit for bit. :func:`map_bl
 returns every block's result in block order instead. Large values every block needs
 (a covariate's ranks) are passed as ``shared`` and sent once (:func:`broadcast`).
 
+A computation may carry a ``label``: a progress bar (:mod:`queries.progress`) of that
+name then counts its blocks as they finish, advanced by a dask callback on the
+scheduling thread of the threaded, process or synchronous scheduler; it watches and
+never changes the graph. Under a ``dask.distributed`` client no bar is drawn (the
+client's dashboard shows the tasks).
+
 Threads are sized once: dask's workers (one per core by default) are the parallelism,
 and torch runs single-threaded inside every task (set for the duration of a
 computation and restored after), so two tasks never fight over the cores with torch's
@@ -55,6 +61,7 @@ from dask.delayed import Delayed, delayed
 
 from actstore.errors import SchemaError
 from actstore.reader import SiteReader
+from queries import progress
 from queries.selection import Selection, Stream
 
 __all__ = [
@@ -71,17 +78,44 @@ __all__ = [
 T = TypeVar("T")
 
 
-def compute(*args: Any, **kwargs: Any) -> Any:
+def compute(
+    *args: Any,
+    label: str | None = None,
+    count: Sequence[Delayed] | None = None,
+    unit: str = "blocks",
+    **kwargs: Any,
+) -> Any:
     """dask's compute with torch single-threaded inside the tasks; the scheduler is the
-    caller's dask configuration unless given.
+    caller's dask configuration unless given. With a ``label``, a progress bar of that
+    name counts the tasks of ``count`` (default: ``args``) as they finish.
 
     Examples
     --------
-    >>> compute(delayed(sum)([1, 2]))
+    >>> compute(delayed(sum)([1, 2]), label="sum")
     (3,)
     """
-    with torch_single_threaded():
+    with torch_single_threaded(), _counted(args if count is None else count, label, unit):
         return _dask_compute(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+
+@contextlib.contextmanager
+def _counted(parts: Sequence[Any], label: str | None, unit: str) -> Iterator[None]:
+    """A bar advanced as each of ``parts`` finishes (local schedulers run dask's
+    callbacks; a ``dask.distributed`` client runs none, so it gets no bar). Callbacks
+    are global, so other computations' tasks are told apart by key."""
+    keys = {p.key for p in parts if isinstance(p, Delayed)}
+    if label is None or not keys or not progress.active() or _client() is not None:
+        yield
+        return
+    from dask.callbacks import Callback
+
+    def finished(key: Any, result: Any, dsk: Any, state: Any, worker: Any) -> None:
+        if key in keys:
+            shown.update(1)
+
+    watch = Callback(posttask=finished)  # type: ignore[no-untyped-call]
+    with progress.bar(len(keys), unit=unit, desc=label) as shown, watch:
+        yield
 
 
 _pinned = {"depth": 0, "before": 1}  # computations running, torch's threads before them
@@ -115,8 +149,11 @@ def torch_single_threaded() -> Iterator[None]:
 def _one_thread() -> None:
     """Inside a task: torch single-threaded (worker processes of the process scheduler
     or a cluster start with a thread per core; the threaded scheduler already is)."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.get_num_threads() != 1:
+    if "torch" not in sys.modules:
+        return
+    import torch  # waits while another task's thread is still importing it
+
+    if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
 
 
@@ -129,17 +166,27 @@ def n_workers() -> int:
     >>> n_workers() >= 1
     True
     """
-    try:
-        from distributed import default_client
-
-        client = default_client()  # type: ignore[no-untyped-call]
-    except (ImportError, ValueError):
+    client = _client()
+    if client is None:
         import dask
 
         if dask.config.get("scheduler", None) in ("sync", "synchronous", "single-threaded"):
             return 1
         return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
     return max(1, int(sum(client.nthreads().values())))
+
+
+def _client() -> Any:
+    """The ``dask.distributed`` client computations go to, or None (without importing
+    distributed, which takes a while, when nothing has: then there is no client)."""
+    if "distributed" not in sys.modules:
+        return None
+    try:
+        from distributed import default_client
+
+        return default_client()  # type: ignore[no-untyped-call]
+    except (ImportError, ValueError):
+        return None
 
 
 def tree(parts: Sequence[Any], merge: Callable[[Any, Any], Any]) -> Any:
@@ -187,11 +234,8 @@ def broadcast(value: Any) -> Any:
     >>> compute(broadcast(np.arange(3)))[0]
     array([0, 1, 2])
     """
-    try:
-        from distributed import default_client
-
-        client = default_client()  # type: ignore[no-untyped-call]
-    except (ImportError, ValueError):
+    client = _client()
+    if client is None:
         return delayed(value, name=f"shared-{uuid.uuid4().hex}", traverse=False)
     return client.scatter(value, broadcast=True, hash=False)
 
@@ -251,6 +295,7 @@ def map_reduce(
     shared: Mapping[str, Any] | None = None,
     dtype: str | None = "float32",
     stream: int | None = None,
+    label: str | None = None,
 ) -> T:
     """Apply ``block_fn`` to every block of ``selection`` and merge the results by
     :func:`tree` (a fixed order: the same numbers on every scheduler).
@@ -277,6 +322,9 @@ def map_reduce(
         Give ``block_fn`` each site's block as a :class:`Stream` of pieces of this many
         bytes instead of an array: a kernel that consumes pieces while they are in
         cache never writes the block to memory whole.
+    label
+        The name of the progress bar counting blocks (default: ``block_fn``'s name);
+        it shows as :mod:`queries.progress` says.
 
     Returns
     -------
@@ -293,7 +341,7 @@ def map_reduce(
     True
     """
     parts = _tasks(block_fn, selection, per_row, shared, dtype, stream)
-    result: T = compute(tree(parts, merge))[0]
+    result: T = compute(tree(parts, merge), label=label or _name(block_fn), count=parts)[0]
     return result
 
 
@@ -304,6 +352,7 @@ def map_blocks(
     per_row: Mapping[str, np.ndarray] | None = None,
     shared: Mapping[str, Any] | None = None,
     dtype: str | None = "float32",
+    label: str | None = None,
 ) -> list[T]:
     """Every block's result of ``block_fn``, in block order (one dask graph).
 
@@ -318,4 +367,11 @@ def map_blocks(
     True
     """
     parts = _tasks(block_fn, selection, per_row, shared, dtype)
-    return list(compute(*parts))
+    return list(compute(*parts, label=label or _name(block_fn)))
+
+
+def _name(block_fn: Callable[..., Any]) -> str:
+    """A block function's name (a ``functools.partial``'s function's), for its bar."""
+    while isinstance(block_fn, partial):
+        block_fn = block_fn.func
+    return str(getattr(block_fn, "__name__", "blocks")).strip("_")

@@ -22,6 +22,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from actstore.devices import resolve_device
+from queries import progress
 
 Batches = Iterator[tuple[np.ndarray, np.ndarray]]
 
@@ -94,6 +95,8 @@ def train_softmax(
     schedule: Schedule,
     device: torch.device,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    label: str = "train",
 ) -> Trained:
     """Train one softmax head per label column; return each head's raw-feature weights.
 
@@ -112,6 +115,9 @@ def train_softmax(
         cross-entropy on it is measured, each head keeps the weights of its best epoch,
         and training stops once ``max(1, schedule.patience)`` epochs in a row improved no
         head. A head with no held-out label keeps its last weights.
+    label
+        The name of the progress bar counting steps, with the epoch beside it (shown
+        as :mod:`queries.progress` says).
 
     Examples
     --------
@@ -133,28 +139,32 @@ def train_softmax(
     padding = torch.arange(width, device=device) >= torch.tensor(n_classes, device=device)[:, None]
     adam = _Adam([weight, bias])
     held = _Holdout(validation, shift, inv_scale, padding, device) if validation else None
-    step = 0
-    for step in range(1, schedule.n_steps + 1):
-        x_np, y_np = next(batches)
-        x = torch.from_numpy(x_np).to(device, non_blocking=True)
-        y = torch.from_numpy(y_np).to(device, non_blocking=True).long()
-        x = (x.float() - shift) * inv_scale  # float16 batches convert here, on the device
-        scores = (x @ weight.view(n_heads * width, n_features).T).view(-1, n_heads, width)
-        g = torch.softmax((scores + bias).masked_fill_(padding, -torch.inf), dim=2)
-        g.scatter_add_(2, y.clamp(min=0).unsqueeze(2), torch.full_like(g[:, :, :1], -1.0))
-        valid = (y >= 0).float()
-        g *= (valid / valid.sum(0).clamp(min=1)).unsqueeze(2)
-        grad_w = (g.view(-1, n_heads * width).T @ x).view_as(weight) + schedule.alpha * weight
-        if schedule.l1:  # the lasso's subgradient, as NeuroX trains its sparse probes
-            grad_w += schedule.l1 * torch.sign(weight)
-        lr = schedule.learning_rate * (1.0 - (step - 1) / schedule.n_steps)
-        adam.step([grad_w, g.sum(0)], lr)
-        epoch, into_epoch = divmod(step, max(1, schedule.steps_per_epoch))
-        last = step == schedule.n_steps  # a last, partial epoch is scored too
-        if held is not None and (not into_epoch or last):
-            stale = held.stale(weight, bias, epoch + (into_epoch > 0))
-            if stale >= max(1, schedule.patience):
-                break
+    step, per_epoch = 0, max(1, schedule.steps_per_epoch)
+    epochs = f"/{-(-schedule.n_steps // per_epoch)}"
+    with progress.bar(schedule.n_steps, unit="steps", desc=label) as shown:
+        for step in range(1, schedule.n_steps + 1):
+            x_np, y_np = next(batches)
+            x = torch.from_numpy(x_np).to(device, non_blocking=True)
+            y = torch.from_numpy(y_np).to(device, non_blocking=True).long()
+            x = (x.float() - shift) * inv_scale  # float16 batches convert here, on the device
+            scores = (x @ weight.view(n_heads * width, n_features).T).view(-1, n_heads, width)
+            g = torch.softmax((scores + bias).masked_fill_(padding, -torch.inf), dim=2)
+            g.scatter_add_(2, y.clamp(min=0).unsqueeze(2), torch.full_like(g[:, :, :1], -1.0))
+            valid = (y >= 0).float()
+            g *= (valid / valid.sum(0).clamp(min=1)).unsqueeze(2)
+            grad_w = (g.view(-1, n_heads * width).T @ x).view_as(weight) + schedule.alpha * weight
+            if schedule.l1:  # the lasso's subgradient, as NeuroX trains its sparse probes
+                grad_w += schedule.l1 * torch.sign(weight)
+            lr = schedule.learning_rate * (1.0 - (step - 1) / schedule.n_steps)
+            adam.step([grad_w, g.sum(0)], lr)
+            epoch, into_epoch = divmod(step, per_epoch)
+            shown.set_postfix_str(f"epoch {epoch + (into_epoch > 0)}{epochs}", refresh=False)
+            shown.update(1)
+            last = step == schedule.n_steps  # a last, partial epoch is scored too
+            if held is not None and (not into_epoch or last):
+                stale = held.stale(weight, bias, epoch + (into_epoch > 0))
+                if stale >= max(1, schedule.patience):
+                    break
     if held is not None:
         held.restore(weight, bias)
     out = []

@@ -131,7 +131,12 @@ def token_measures(store: actstore.Store, site: str, gate_site: str | None = Non
         if store.site(name).table != "tokens":
             raise SchemaError(f"site {name} is aligned to {store.site(name).table}, not tokens")
     selection = Selection(store, sites, sentences=True)
-    parts = map_blocks(_block_measures, selection, per_row={"sentence": selection.sentence})
+    parts = map_blocks(
+        _block_measures,
+        selection,
+        per_row={"sentence": selection.sentence},
+        label=f"measures {' '.join(sites)}",
+    )
     values = np.concatenate(parts)
     frame = pd.DataFrame({"row": selection.rows, "dred": values[:, 0]})
     if convention is not None:

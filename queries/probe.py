@@ -138,6 +138,7 @@ def fit_probe(
         l1=options.l1,
     )
     rng = np.random.default_rng([options.seed, 2])
+    label = f"probe {site}" + ("" if units is None else f" ({units.size} units)")
     (reader,) = train.readers(dtype=None)  # float16 stays float16
     spans, batch = train.spans, schedule.batch_size
     cols = slice(None) if units is None else units
@@ -148,7 +149,7 @@ def fit_probe(
             x = np.ascontiguousarray(x[:, units])
         stream = pooled_batches(lambda i: x[spans[i]], spans, codes, batch, rng)
     else:
-        mean, scale = scale_of(map_reduce(moments, add, train, dtype=None))
+        mean, scale = scale_of(map_reduce(moments, add, train, dtype=None, label=f"{label}: scale"))
 
         def read(i: int) -> np.ndarray:
             return reader.take(train.rows[spans[i]])[:, cols]
@@ -163,10 +164,12 @@ def fit_probe(
     n_classes = [len(h.classes) for h in labels.heads]
     mean, scale = mean[cols], scale[cols]
     with torch_single_threaded() if device.type == "cpu" else contextlib.nullcontext():
-        trained = train_softmax(stream, mean, scale, n_classes, schedule, device, held_out)
+        trained = train_softmax(
+            stream, mean, scale, n_classes, schedule, device, held_out, label=label
+        )
     real_only = [options.scoring == "feature" and h.classes[-1] == NA for h in labels.heads]
     predict = partial(_predict, weights=trained.weights, real_only=real_only, units=units)
-    predicted = np.concatenate(map_blocks(predict, test))
+    predicted = np.concatenate(map_blocks(predict, test, label=f"{label}: test"))
     return FittedProbe(site, options, labels, mean, scale, trained, predicted, units)
 
 

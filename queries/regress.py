@@ -138,7 +138,9 @@ def fit_regression(
     selected = Selection(store, (site,), options.where, row_ids=targets.rows)
     fitted_on = ~targets.test & ~targets.validation
     train = selected.subset(fitted_on)
-    sums: Sums = map_reduce(_sums, _add, train, per_row={"y": targets.values[fitted_on]})
+    label = f"regress {site}"
+    y_train = {"y": targets.values[fitted_on]}
+    sums: Sums = map_reduce(_sums, _add, train, per_row=y_train, label=f"{label}: sums")
     solvers = [_solver(part) for part in sums]
     middle = float(ALPHAS[len(ALPHAS) // 2])
     alphas = [middle] * len(sums)
@@ -147,17 +149,22 @@ def fit_regression(
         y_held = {"y": targets.values[targets.validation]}
         candidates = [[solve(a) for a in ALPHAS] for solve in solvers]
         errors = map_reduce(
-            _errors, np.add, held, per_row=y_held, shared={"candidates": candidates}
+            _errors,
+            np.add,
+            held,
+            per_row=y_held,
+            shared={"candidates": candidates},
+            label=f"{label}: penalties",
         )
         alphas = [
             float(ALPHAS[int(np.argmin(e))]) if np.isfinite(e).all() else middle for e in errors
         ]
-        sums = _add(sums, map_reduce(_sums, _add, held, per_row=y_held))
+        sums = _add(sums, map_reduce(_sums, _add, held, per_row=y_held, label=f"{label}: sums"))
         solvers = [_solver(part) for part in sums]
     weights = [solve(alpha) for solve, alpha in zip(solvers, alphas, strict=True)]
     predict = partial(_predict, weights=weights)
     test = selected.subset(targets.test)
-    predicted = np.concatenate(map_blocks(predict, test))
+    predicted = np.concatenate(map_blocks(predict, test, label=f"{label}: test"))
     n_train = [int(p[0]) for p in sums]
     return FittedRegression(site, options, targets, weights, alphas, predicted, n_train)
 

@@ -96,7 +96,9 @@ def type_means(
     remap[frequent] = np.arange(frequent.size)
     codes = remap[codes]  # -1 (NULL or rare) maps to the extra slot: -1
     block_fn = partial(_type_sums, n_types=int(frequent.size))
-    sums = map_reduce(block_fn, np.add, selection, per_row={"codes": codes})
+    sums = map_reduce(
+        block_fn, np.add, selection, per_row={"codes": codes}, label=f"type means {site}"
+    )
     kept = counts[frequent]
     return TypeMeans(site, by, [names[i] for i in frequent], kept, sums / kept[:, None])
 

@@ -1,32 +1,135 @@
-"""The progress line: drawn on a terminal, silent in logs and pipes."""
+"""Progress: one switch (ACTSTORE_PROGRESS, ``quiet``, ``configure``) that the two
+packages read alike; the extraction's bar, advanced per model batch, drawn when asked
+and silent otherwise; the stored values the same either way."""
 
 from __future__ import annotations
 
-import io
+import inspect
+import re
+import shutil
+import sys
+import types
+from pathlib import Path
 
-from extractors.progress import Progress
+import numpy as np
+import pytest
+
+import actstore
+import queries.progress
+from extractors import progress
+from extractors.base import Block, Extractor, SiteSpec
+from extractors.driver import run
+from extractors.verbs import ExtractOptions
+
+MODULES = [progress, queries.progress]
+SHARED = ("ENV", "ON", "OFF", "MIN_INTERVAL", "Bar", "interactive", "active", "configure", "quiet",
+          "bar")  # fmt: skip
 
 
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
+def drawn(text: str) -> list[str]:
+    """The counts a captured bar showed, in order, each redraw once ("3", "1.02k")."""
+    counts = re.findall(r"\| *([0-9.]+[kMG]?)/[0-9.]+[kMG]? \[", text)
+    return [c for i, c in enumerate(counts) if i == 0 or c != counts[i - 1]]
 
 
-def test_draws_rate_and_eta_on_a_terminal() -> None:
-    stream = Terminal()
-    progress = Progress(total=1000, unit="words", stream=stream)
-    progress.started -= 10.0  # ten seconds ago
-    progress.advance(250)
-    progress.close()
-    line = stream.getvalue()
-    # 250 words in ~10 s: ~25 words/s, 750 left: ~30 s to go
-    assert line.startswith("\r250/1,000 words (25%) 25 words/s, ETA 00:30")
-    assert line.endswith("\n")
+@pytest.fixture
+def shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bars forced on, redrawn at every update."""
+    monkeypatch.setenv("ACTSTORE_PROGRESS", "1")
+    for module in MODULES:
+        monkeypatch.setattr(module, "MIN_INTERVAL", 0.0)
 
 
-def test_quiet_when_not_a_terminal() -> None:
-    stream = io.StringIO()
-    progress = Progress(total=10, unit="words", stream=stream)
-    progress.advance(10)
-    progress.close()
-    assert stream.getvalue() == ""
+def test_both_packages_keep_the_same_switch() -> None:
+    for name in SHARED:
+        a, b = getattr(progress, name), getattr(queries.progress, name)
+        same = (
+            a == b
+            if isinstance(a, str | tuple | float)
+            else inspect.getsource(a) == (inspect.getsource(b))
+        )
+        assert same, f"extractors.progress.{name} and queries.progress.{name} differ"
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_the_switch(module: types.ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ACTSTORE_PROGRESS", raising=False)
+    assert not module.active()  # pytest captures stderr: nobody watches
+    assert module.active(True) and not module.active(False)
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    assert module.active()  # a Jupyter kernel: stderr is no terminal, but bars show
+    monkeypatch.delitem(sys.modules, "ipykernel")
+    monkeypatch.setenv("ACTSTORE_PROGRESS", "1")
+    assert module.active()
+    with module.quiet():  # --quiet wins over the environment
+        assert not module.active() and module.active(True)
+        assert not progress.active() and not queries.progress.active()  # both packages
+    assert module.active()
+    with module.quiet(False):
+        assert module.active()
+    module.configure(False)
+    assert not module.active() and not queries.progress.active()
+    module.configure(None)
+    assert not module.active()
+
+
+def test_a_bar_draws_only_when_shown(
+    shown: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with progress.bar(3, unit="blocks", desc="sums") as bar:
+        for _ in range(3):
+            bar.update(1)
+    assert drawn(capsys.readouterr().err) == ["0", "1", "2", "3"]
+    with progress.quiet(), progress.bar(3, desc="sums") as bar:
+        bar.update(3)
+    monkeypatch.setenv("ACTSTORE_PROGRESS", "auto")  # pytest's stderr is no terminal
+    with progress.bar(3, desc="sums") as bar:
+        bar.update(3)
+    assert capsys.readouterr().err == ""
+
+
+class Rows(Extractor):
+    """Each row's number plus one, a chunk cut into batches of 100 rows."""
+
+    name = "rows"
+    row_unit = "words"
+
+    def sites(self) -> list[SiteSpec]:
+        return [SiteSpec("rows/id", n_units=2)]
+
+    def batches(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        return [(a, min(a + 100, hi)) for a in range(lo, hi, 100)]
+
+    def compute(self, batch: tuple[int, int]) -> Block:
+        rows = np.arange(*batch)
+        return Block(rows, [np.stack([rows + 1.0, -rows], axis=1).astype(np.float32)])
+
+
+def _extract(template: Path, path: Path) -> np.ndarray:
+    shutil.copytree(template, path)
+    run(path, Rows(), ExtractOptions(device="cpu", dtype="float32", chunk_rows=512))
+    with actstore.open(path) as store:
+        return np.asarray(store.acts("rows/id").values)
+
+
+def test_extraction_shows_each_batch_and_writes_the_same(
+    ewt_small: Path,
+    tmp_path: Path,
+    shown: None,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with actstore.open(ewt_small) as store:
+        n_rows = store.n_rows()
+    watched = _extract(ewt_small, tmp_path / "on.actstore")
+    err = capsys.readouterr().err
+    assert "extract:" in err and "words/s" in err
+    # batches of 100 rows, the last of each chunk of 512 shorter: 0, then every batch
+    chunks = [(lo, min(lo + 512, n_rows)) for lo in range(0, n_rows, 512)]
+    n_batches = sum(-(-(hi - lo) // 100) for lo, hi in chunks)
+    assert len(chunks) >= 3 and len(drawn(err)) == 1 + n_batches
+    with progress.quiet():
+        unwatched = _extract(ewt_small, tmp_path / "quiet.actstore")
+    assert capsys.readouterr().err == ""
+    np.testing.assert_array_equal(watched, unwatched)
+    assert watched.tobytes() == unwatched.tobytes()
