@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING
+from pathlib import Path
 from typing import Any
 
+from actstore import progress
 from actstore.errors import ActStoreError, ParameterError
 from actstore.verbs import (
     Verb,
@@ -26,6 +29,9 @@ from actstore.verbs import (
     unwrap_optional,
 )
 from actstore.version import __version__
+
+STORE_ALIAS = "store_flag"
+_NEGATIVE = re.compile(r"^-[0-9.][0-9.,:eE+-]*$")  # -2,-1,0 or -0.5 or -3:
 
 
 def _add_parameters(parser: argparse.ArgumentParser, verb: Verb) -> None:
@@ -51,7 +57,17 @@ def _add_parameters(parser: argparse.ArgumentParser, verb: Verb) -> None:
             kwargs["type"] = _typed(converter(kind, flag_of(f)))
         if opt.metavar:
             kwargs["metavar"] = opt.metavar
+        if opt.positional and f.name == "store":  # also --store, the older spelling
+            kwargs.setdefault("metavar", "STORE")
+            parser.add_argument(f.name, nargs="?", default=f.default, **kwargs)
+            parser.add_argument(
+                "--store", dest=STORE_ALIAS, metavar="STORE", help="the same as the first argument"
+            )
+            continue
         if opt.positional:
+            if not required:
+                kwargs.update(nargs="?", default=f.default)
+                kwargs["help"] = f"{opt.help} (default: {_shown(f.default)})"
             parser.add_argument(f.name, **kwargs)
             continue
         if not required:
@@ -59,6 +75,42 @@ def _add_parameters(parser: argparse.ArgumentParser, verb: Verb) -> None:
             if f.default not in (None, "", ()) and not isinstance(f.default, bool):
                 kwargs["help"] = f"{opt.help} (default: {_shown(f.default)})"
         parser.add_argument(*names, dest=f.name, required=required, **kwargs)
+
+
+def _with_store(values: dict[str, Any], alias: str | None) -> dict[str, Any]:
+    """Resolve ``--store S`` against the first positional argument: with both, the
+    positional one is the first of the verb's other positional values (``ingest F1 F2
+    --store S``)."""
+    if alias is None:
+        if values.get("store") is MISSING or values.get("store") is None:
+            raise ParameterError("store", "is missing: give the store as the first argument")
+        return values
+    given = values.get("store")
+    if given not in (None, MISSING):
+        extra = [k for k, v in values.items() if k != "store" and isinstance(v, tuple)]
+        if not extra:
+            raise ParameterError("store", f"given twice ({given} and --store {alias})")
+        values[extra[0]] = (given, *values[extra[0]])
+    values["store"] = Path(alias)
+    return values
+
+
+def negative_values(argv: Sequence[str]) -> list[str]:
+    """``--offsets -2,-1,0`` as ``--offsets=-2,-1,0``: argparse takes a value that starts
+    with ``-`` (and is not one plain number) for a flag.
+
+    Examples
+    --------
+    >>> negative_values(["probe", "s", "--offsets", "-2,-1,0", "--control"])
+    ['probe', 's', '--offsets=-2,-1,0', '--control']
+    """
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE.match(token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
 
 
 def _typed(convert: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -120,14 +172,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     0
     """
     verbs = discover()
-    args = parser(verbs).parse_args(argv)
+    args = parser(verbs).parse_args(negative_values(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
     verb = verbs[args.verb]
     values = {f.name: getattr(args, f.name) for _, f, _, _ in iter_options(verb)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    if values.get("quiet"):  # no progress bars either, in this process and its children
+        progress.configure(False)
     try:
+        if hasattr(args, STORE_ALIAS):
+            values = _with_store(values, getattr(args, STORE_ALIAS))
         verb(**values)
     except ParameterError as exc:
         return _fail(_flag_message(verb, exc))

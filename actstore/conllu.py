@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -72,6 +72,35 @@ class ParsedConllu:
     @property
     def n_sentences(self) -> int:
         return len(self.sent_first)
+
+    def sentences(self, lo: int, hi: int) -> ParsedConllu:
+        """Sentences ``lo..hi-1`` of this block, as a block of their own.
+
+        Examples
+        --------
+        >>> from actstore.conllu_files import ConlluFile
+        >>> block = next(iter(ConlluFile(sample_conllu)))
+        >>> part = block.sentences(1, 3)
+        >>> part.n_sentences, part.n_words, part.sent_first, block.sent_length[1:3]
+        (2, 48, [0, 19], [19, 29])
+        >>> part.form[:2] == block.form[block.sent_first[1] :][:2]
+        True
+        """
+        first, stop = (
+            self.sent_first[lo],
+            (self.sent_first[hi] if hi < self.n_sentences else self.n_words),
+        )
+        out = ParsedConllu(path=self.path)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.startswith("sent_"):
+                setattr(out, f.name, value[lo:hi])
+            elif isinstance(value, list | np.ndarray):
+                setattr(out, f.name, value[first:stop])
+        out.sent_first = [i - first for i in self.sent_first[lo:hi]]
+        out.n_empty_nodes = sum(out.sent_empty)
+        out.n_multiword = sum(1 for s, p in zip(out.mwt_start, out.position, strict=True) if s == p)
+        return out
 
 
 def _blank(value: str) -> str | None:

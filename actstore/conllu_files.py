@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import stat
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -24,6 +26,8 @@ def _open(name: str) -> BinaryIO:
             raise IsADirectoryError
         if not stat.S_ISREG(info.st_mode):
             raise CorpusError(name, None, "not a regular file (a pipe or device?); give a file")
+        if name.endswith(".gz"):  # read (and hashed) as its decompressed text
+            return typing.cast(BinaryIO, gzip.open(name, "rb"))
         return open(name, "rb")
     except FileNotFoundError:
         raise CorpusError(name, None, "file not found") from None
@@ -41,8 +45,10 @@ def file_sha256(path: str | Path) -> str:
         try:
             while data := f.read(READ_BYTES):
                 digest.update(data)
-        except OSError as exc:
-            raise CorpusError(name, None, f"cannot read: {exc.strerror}") from None
+        except (OSError, EOFError) as exc:  # gzip: BadGzipFile, a truncated stream
+            raise CorpusError(
+                name, None, f"cannot read: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
     return digest.hexdigest()
 
 
@@ -83,8 +89,9 @@ class ConlluFile:
             while True:
                 try:
                     data = f.read(READ_BYTES)
-                except OSError as exc:
-                    raise CorpusError(name, None, f"cannot read: {exc.strerror}") from None
+                except (OSError, EOFError) as exc:
+                    reason = getattr(exc, "strerror", None) or exc
+                    raise CorpusError(name, None, f"cannot read: {reason}") from None
                 digest.update(data)
                 if not data and not carry:
                     break

@@ -9,16 +9,55 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from actstore.errors import ParameterError
 from actstore.output import Output
 from actstore.verbs import Verb, option
 
 
 @dataclass(frozen=True)
 class IngestParams:
-    """``actstore ingest FILE... --store S``."""
+    """``actstore ingest STORE FILE...``."""
 
+    store: Path = option(positional=True, help="store directory (created if missing)")
     files: tuple[Path, ...] = option(positional=True, metavar="FILE", help="CoNLL-U files")
-    store: Path = option(help="store directory (created if missing)")
+    limit: int | None = option(None, metavar="N", help="only the first N sentences of each file")
+    sentences: str | None = option(
+        None, metavar="A:B", help="only sentences A..B-1 of each file (0-based; A: or :B too)"
+    )
+
+    def subset(self) -> tuple[int, int | None] | None:
+        """The sentence range ``--limit``/``--sentences`` ask for (None: whole files).
+
+        Examples
+        --------
+        >>> IngestParams(Path("s"), (Path("f"),), sentences="200:").subset()
+        (200, None)
+        >>> IngestParams(Path("s"), (Path("f"),), limit=5).subset()
+        (0, 5)
+        """
+        if self.store.is_file() or self.store.suffix == ".conllu":
+            raise ParameterError(
+                "store", f"{self.store} is a CoNLL-U file: the store comes first "
+                "(actstore ingest STORE FILE...)"
+            )  # fmt: skip
+        if self.limit is not None and self.sentences is not None:
+            raise ParameterError("limit", "give --limit or --sentences, not both")
+        if self.limit is not None:
+            if self.limit < 1:
+                raise ParameterError("limit", f"must be positive, got {self.limit}")
+            return 0, self.limit
+        if self.sentences is None:
+            return None
+        first, colon, last = self.sentences.partition(":")
+        try:
+            if not colon:
+                raise ValueError
+            return int(first or 0), int(last) if last else None
+        except ValueError:
+            raise ParameterError(
+                "sentences", f"expected A:B (e.g. 0:200, 200:), got {self.sentences!r}"
+            ) from None
+
     corpus: str | None = option(None, help="corpus label (default: from the UD file name)")
     lang: str | None = option(None, help="language code (default: from the UD file name)")
     split: str | None = option(None, help="split label (default: from the UD file name)")
@@ -59,15 +98,21 @@ class VerifyParams:
 class DemoParams:
     """The main job's inputs."""
 
-    corpus: Path | None = option(None, help="CoNLL-U file (default: UD English-EWT dev)")
-    store: Path = option(Path("runs/demo.actstore"), help="store to (re)build")
+    store: Path = option(
+        Path("runs/demo.actstore"), positional=True, help="store to build (or rebuild, if the "
+        "demo made it)"
+    )  # fmt: skip
+    corpus: Path | None = option(
+        None, help="CoNLL-U file (default: UD English-EWT dev from the shared data, else the "
+        "200-sentence sample shipped with actstore)"
+    )  # fmt: skip
     model: str = option("minilm", help="model to extract")
 
 
 INGEST = Verb(
     "ingest",
     "add CoNLL-U files to a store (created if missing)",
-    "actstore ingest ../shared/data/ud/en_ewt/en_ewt-ud-dev.conllu --store ewt.actstore",
+    "actstore ingest ewt.actstore ../shared/data/ud/en_ewt/en_ewt-ud-dev.conllu",
     (IngestParams,),
     "actstore.commands:ingest",
 )

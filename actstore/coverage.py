@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from actstore.errors import SiteError
+
 Ranges = list[tuple[int, int]]
 
 
@@ -90,3 +92,23 @@ def describe(ranges: Sequence[tuple[int, int]], limit: int = 3) -> str:
     shown = ", ".join(f"{a}..{b - 1}" for a, b in ranges[:limit])
     more = len(ranges) - limit
     return f"rows {shown}" + (f" and {more} more ranges" if more > 0 else "")
+
+
+def require(
+    rows: np.ndarray, name: str, table: str, covers: Sequence[tuple[int, int]], table_rows: int
+) -> None:
+    """Raise :class:`SiteError` unless site ``name`` holds every one of ``rows``."""
+    missing = outside(rows, covers)
+    if missing.any():
+        raise SiteError(
+            f"{uncovered(name, table, covers, table_rows)} ({int(missing.sum()):,} of the "
+            f"{rows.size:,} rows asked for lie outside it, from row {int(rows[missing][0]):,})"
+        )
+
+
+def uncovered(name: str, table: str, covers: Sequence[tuple[int, int]], table_rows: int) -> str:
+    """``site S covers rows 0..N-1 of table T (M rows); run actstore extract to extend it``."""
+    return (
+        f"site {name} covers {describe(covers)} of table {table} "
+        f"({table_rows:,} rows); run actstore extract to extend it"
+    )

@@ -41,6 +41,24 @@ def data_dir() -> Path:
     )
 
 
+SAMPLE = Path(__file__).resolve().parent / "sample" / "en_ewt-ud-dev.conllu.gz"
+
+
+def demo_corpus() -> Path:
+    """UD English-EWT dev from the shared data; without it, the 200-sentence sample of
+    it that actstore ships (``actstore/sample``, CC BY-SA 4.0, see its NOTICE.md).
+
+    Examples
+    --------
+    >>> demo_corpus().name
+    'en_ewt-ud-dev.conllu'
+    """
+    try:
+        return corpus_path(*DEFAULT_CORPUS)
+    except DataNotFoundError:
+        return SAMPLE
+
+
 def corpus_path(treebank: str, split: str) -> Path:
     """Path of a UD treebank split in the shared data, e.g. ``("en_ewt", "dev")``."""
     path = data_dir() / "ud" / treebank / f"{treebank}-ud-{split}.conllu"

@@ -14,7 +14,8 @@ import pandas as pd
 
 import actstore
 from actstore.core_verbs import DemoParams
-from actstore.data import DEFAULT_CORPUS, corpus_path
+from actstore.data import demo_corpus
+from actstore.errors import StoreExistsError
 from actstore.output import render
 from actstore.verbs import verb
 
@@ -50,13 +51,22 @@ QUERIES: list[tuple[str, str]] = [
 ]
 
 
+MARK = "MADE-BY-DEMO"  # a file in the stores the demo builds: it may rebuild those only
+
+
 def demo(params: DemoParams) -> None:
-    """Run the main job on ``params.corpus`` (default: UD English-EWT dev)."""
-    corpus = params.corpus or corpus_path(*DEFAULT_CORPUS)
+    """Run the main job on ``params.corpus`` (default: UD English-EWT dev, else the sample)."""
+    corpus = params.corpus or demo_corpus()
     path = params.store
+    if path.exists() and not (path / MARK).is_file():
+        raise StoreExistsError(
+            f"{path} exists and was not made by actstore demo: the demo rebuilds only its own "
+            "stores; give another path (actstore demo OTHER.actstore)"
+        )
     started = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     with actstore.create(path, overwrite=True) as store:
+        (path / MARK).write_text("built by actstore demo, which may rebuild it\n")
         actstore.ingest_conllu(store, [corpus])
     print(f"== ingested {corpus} in {time.perf_counter() - started:.2f} s")
     verb("extract")(store=path, model=params.model, quiet=True)

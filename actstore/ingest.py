@@ -10,7 +10,7 @@ are in ``docs/FORMAT.md``.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from actstore.conllu import ParsedConllu
 from actstore.conllu_files import BLOCK_WORDS, ConlluFile, file_sha256
-from actstore.errors import CorpusError
+from actstore.errors import CorpusError, ParameterError
 from actstore.manifest import SourceInfo, now_utc
 from actstore.store import Store
 
@@ -35,14 +35,15 @@ _VALUES = re.compile(r"^[A-Z0-9][A-Za-z0-9]*(,[A-Z0-9][A-Za-z0-9]*)*$")
 
 def describe_source(path: Path) -> dict[str, str | None]:
     """Corpus, language and split guessed from a UD file name like ``en_ewt-ud-dev.conllu``."""
-    match = _UD_NAME.match(path.stem)
+    stem = Path(path.name.removesuffix(".gz")).stem
+    match = _UD_NAME.match(stem)
     if match:
         return {
             "corpus": f"{match['lang']}_{match['name']}",
             "lang": match["lang"],
             "split": match["split"],
         }
-    return {"corpus": path.stem, "lang": None, "split": None}
+    return {"corpus": stem, "lang": None, "split": None}
 
 
 def feature_column(name: str) -> str:
@@ -168,6 +169,7 @@ def ingest_conllu(
     corpus: str | None = None,
     lang: str | None = None,
     split: str | None = None,
+    sentences: tuple[int, int | None] | None = None,
     block_words: int = BLOCK_WORDS,
 ) -> list[dict[str, Any]]:
     """Append CoNLL-U files to the store's ``tokens`` and ``sentences`` tables.
@@ -181,6 +183,9 @@ def ingest_conllu(
     corpus, lang, split
         Labels for every file; by default read from UD file names
         (``en_ewt-ud-dev.conllu`` -> corpus ``en_ewt``, lang ``en``, split ``dev``).
+    sentences
+        ``(A, B)``: only sentences ``A..B-1`` of each file (0-based; B None: to the end),
+        recorded in the source as ``subset``. The whole file is still validated.
     block_words
         Words read before a block of whole sentences is written as one Parquet part;
         memory is bounded by a block.
@@ -195,33 +200,87 @@ def ingest_conllu(
     >>> with actstore.create(tmp / "ewt.actstore") as new:
     ...     ingest_conllu(new, [sample_conllu])[0]["n_words"]
     698
+    >>> with actstore.create(tmp / "part.actstore") as new:
+    ...     ingest_conllu(new, [sample_conllu], sentences=(0, 10))[0]["subset"]
+    'sentences 0:10'
     """
     store.check_writable(exclusive=True)
     if not paths:
         raise CorpusError("(no files)", None, "give at least one CoNLL-U file to ingest")
-    known = {s.sha256: s.path for s in store.sources}
+    lo, hi = _check_subset(sentences)
+    known = [(s.sha256, s.path, _span(s.subset)) for s in store.sources]
     digests = []
     for path in paths:
         digest = file_sha256(path)
-        if digest in known:
-            raise CorpusError(
-                str(path), None, f"already in the store (same content as {known[digest]})"
-            )
-        known[digest] = str(path)
+        for sha, other, (a, b) in known:
+            if sha == digest and a < (hi if hi is not None else 1 << 62) and lo < b:
+                raise CorpusError(
+                    str(path),
+                    None,
+                    f"already in the store (same content as {other})"
+                    + ("" if (a, b) == (0, 1 << 62) else f", sentences {a}:{b}"),
+                )
+        known.append((digest, str(path), (lo, hi if hi is not None else 1 << 62)))
         digests.append(digest)
     with store.transaction():
         return [
             vars(
                 _append(
-                    store, ConlluFile(p, block_words=block_words, sha256=d), corpus, lang, split
+                    store, ConlluFile(p, block_words=block_words, sha256=d), corpus, lang, split,
+                    sentences,
                 )
             )
             for p, d in zip(paths, digests, strict=True)
-        ]
+        ]  # fmt: skip
+
+
+def _subset_label(lo: int, hi: int | None, n_sentences: int) -> str:
+    return f"sentences {lo}:{min(hi, n_sentences) if hi is not None else n_sentences}"
+
+
+def _check_subset(sentences: tuple[int, int | None] | None) -> tuple[int, int | None]:
+    if sentences is None:
+        return 0, None
+    lo, hi = sentences
+    if lo < 0 or (hi is not None and hi <= lo):
+        raise ParameterError("sentences", f"needs 0 <= A < B, got {lo}:{'' if hi is None else hi}")
+    return lo, hi
+
+
+def _span(subset: str | None) -> tuple[int, int]:
+    """The sentence range a source's ``subset`` names (the whole file: 0 to 'infinity')."""
+    if subset is None:
+        return 0, 1 << 62
+    a, _, b = subset.removeprefix("sentences ").partition(":")
+    return int(a), int(b) if b else 1 << 62
+
+
+def _blocks(
+    source_file: ConlluFile, sentences: tuple[int, int | None] | None
+) -> Iterator[ParsedConllu]:
+    """The file's blocks, cut to sentences ``A..B-1``; the rest of the file is still read
+    and validated (its hash covers the whole file)."""
+    if sentences is None:
+        yield from source_file
+        return
+    lo, hi = sentences
+    seen = 0
+    for block in source_file:
+        start, stop = max(lo - seen, 0), block.n_sentences
+        if hi is not None:
+            stop = min(stop, hi - seen)
+        seen += block.n_sentences
+        if start < stop:
+            yield block.sentences(start, stop)
 
 
 def _append(
-    store: Store, source_file: ConlluFile, corpus: str | None, lang: str | None, split: str | None
+    store: Store,
+    source_file: ConlluFile,
+    corpus: str | None,
+    lang: str | None,
+    split: str | None,
+    sentences: tuple[int, int | None] | None = None,
 ) -> SourceInfo:
     path = Path(source_file.path).resolve()
     guessed = describe_source(path)
@@ -232,23 +291,36 @@ def _append(
         "split": split or guessed["split"],
     }
     first_row, first_sentence = store.n_rows("tokens"), store.n_rows("sentences")
-    for block in source_file:
-        rows, sentences = store.n_rows("tokens"), store.n_rows("sentences")
-        store.append_table("tokens", tokens_table(block, rows, sentences, source))
-        store.append_table("sentences", sentences_table(block, rows, sentences, source))
+    counts = np.zeros(4, np.int64)  # sentences, words, multiword tokens, empty nodes
+    for block in _blocks(source_file, sentences):
+        rows, n_sentences = store.n_rows("tokens"), store.n_rows("sentences")
+        store.append_table("tokens", tokens_table(block, rows, n_sentences, source))
+        store.append_table("sentences", sentences_table(block, rows, n_sentences, source))
+        counts += (block.n_sentences, block.n_words, block.n_multiword, block.n_empty_nodes)
+    if sentences is None:
+        counts[:] = (
+            source_file.n_sentences, source_file.n_words, source_file.n_multiword,
+            source_file.n_empty_nodes,
+        )  # fmt: skip
+    elif not counts[0]:
+        raise CorpusError(
+            str(path), None, f"has {source_file.n_sentences:,} sentences: none in "
+            f"{sentences[0]}:{'' if sentences[1] is None else sentences[1]}"
+        )  # fmt: skip
     record = SourceInfo(
         path=source["path"] or "",
         corpus=source["corpus"],
         lang=source["lang"],
         split=source["split"],
         sha256=source_file.sha256,
-        n_sentences=source_file.n_sentences,
-        n_words=source_file.n_words,
-        n_multiword_tokens=source_file.n_multiword,
-        n_empty_nodes=source_file.n_empty_nodes,
+        n_sentences=int(counts[0]),
+        n_words=int(counts[1]),
+        n_multiword_tokens=int(counts[2]),
+        n_empty_nodes=int(counts[3]),
         first_row=first_row,
         first_sentence=first_sentence,
         ingested=now_utc(),
+        subset=None if sentences is None else _subset_label(*sentences, source_file.n_sentences),
     )
     store.add_source(record)
     return record

@@ -356,28 +356,8 @@ def check_rows(rows: np.ndarray, name: str, record: SiteRecord, table_rows: int)
             f"rows must lie in 0..{max(table_rows, record.n_rows) - 1} of table "
             f"{record.table} for site {name}"
         )
-    require_covered(rows, name, record.table, record.covered(), table_rows)
+    coverage.require(rows, name, record.table, record.covered(), table_rows)
     return rows
-
-
-def require_covered(
-    rows: np.ndarray, name: str, table: str, covers: Sequence[tuple[int, int]], table_rows: int
-) -> None:
-    """Raise :class:`SiteError` unless site ``name`` holds every one of ``rows``."""
-    missing = coverage.outside(rows, covers)
-    if missing.any():
-        raise SiteError(
-            f"{uncovered(name, table, covers, table_rows)} ({int(missing.sum()):,} of the "
-            f"{rows.size:,} rows asked for lie outside it, from row {int(rows[missing][0]):,})"
-        )
-
-
-def uncovered(name: str, table: str, covers: Sequence[tuple[int, int]], table_rows: int) -> str:
-    """``site S covers rows 0..N-1 of table T (M rows); run actstore extract to extend it``."""
-    return (
-        f"site {name} covers {coverage.describe(covers)} of table {table} "
-        f"({table_rows:,} rows); run actstore extract to extend it"
-    )
 
 
 def reopen(ledger: Ledger, name: str, damaged: list[int]) -> None:

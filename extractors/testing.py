@@ -9,6 +9,9 @@ sites), and it checks through the public store API that:
 - two runs write the same bytes (if ``deterministic``);
 - a run killed with SIGKILL resumes to the same bytes (if ``resumable``), and two
   shards together write the same bytes as one process (if ``shardable``);
+- after more rows are ingested, a second run computes only the new rows (and the
+  chunk they share with the old ones) and the sites hold the same bytes as one run
+  over everything (if ``deterministic``; the template's first source is split in two);
 - an empty table gives empty sites or one clear error, as ``allows_zero_rows`` says.
 
 The killed run is a forked child that stops after two chunks; give ``command`` (a
@@ -52,8 +55,10 @@ import numpy as np
 import pytest
 
 import actstore
+from actstore.manifest import SourceInfo
+from actstore.sites import EXTENT_KEYS
 from extractors.base import Extractor
-from extractors.driver import run
+from extractors.driver import ExtractReport, run
 from extractors.verbs import ExtractOptions
 
 STORED_AS = {"float16": "float16", "bfloat16": "float32", "float32": "float32"}
@@ -122,10 +127,10 @@ class ExtractorContract:
 
     def run(
         self, store: Path, on_chunk: Callable[[int], None] | None = None, **changes: Any
-    ) -> None:
+    ) -> ExtractReport:
         """Extract into ``store`` in this process (``changes`` alter the options)."""
         options = replace(self.options(), **changes)
-        run(store, self.make_extractor(), options, on_chunk=on_chunk)
+        return run(store, self.make_extractor(), options, on_chunk=on_chunk)
 
     def _flags(self) -> type[Extractor]:
         return type(self.make_extractor())
@@ -209,6 +214,30 @@ class ExtractorContract:
             subprocess.run(command, check=True)
         assert site_bytes(killed) == site_bytes(extracted)
 
+    def test_grows_with_its_table(self, extracted: Path, template: Path, tmp_path: Path) -> None:
+        if not self._flags().deterministic:
+            pytest.skip("the extractor is not deterministic")
+        with actstore.open(template) as store:
+            sources = store.sources
+        if not sources or sources[0].n_sentences < 2 or sources[0].subset is not None:
+            pytest.skip("the template's first source cannot be split in two")
+        half = sources[0].n_sentences // 2
+        grown = tmp_path / "grown.actstore"
+        with actstore.create(grown) as store:
+            _ingest(store, sources[0], (0, half))
+            n_before = store.n_rows(self._flags().table)
+        self.run(grown)
+        with actstore.open(grown, mode="a") as store:
+            _ingest(store, sources[0], (half, None))
+            for source in sources[1:]:
+                _ingest(store, source, None)
+            n_after = store.n_rows(self._flags().table)
+        report = self.run(grown)
+        chunk_rows = replace(self.options()).chunk_rows or n_after
+        assert n_after - n_before <= report.rows <= n_after - n_before + chunk_rows
+        assert self.run(grown).nothing_to_do
+        assert _settings(site_bytes(grown)) == _settings(site_bytes(extracted))
+
     def test_zero_rows(self, tmp_path: Path) -> None:
         empty = tmp_path / "empty.actstore"
         actstore.create(empty).close()
@@ -251,6 +280,28 @@ class ExtractorContract:
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def _ingest(
+    store: actstore.Store, source: SourceInfo, sentences: tuple[int, int | None] | None
+) -> None:
+    actstore.ingest_conllu(
+        store, [source.path], corpus=source.corpus, lang=source.lang, split=source.split,
+        sentences=sentences,
+    )  # fmt: skip
+
+
+def _settings(sites: dict[str, tuple[Any, bytes]]) -> dict[str, tuple[Any, bytes]]:
+    """Site declarations and bytes, leaving out the provenance that says how much of the
+    corpus a site covers (it was ingested in two parts)."""
+    return {
+        name: (replace(info, provenance=_without_extent(info.provenance)), data)
+        for name, (info, data) in sites.items()
+    }
+
+
+def _without_extent(provenance: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in provenance.items() if k not in EXTENT_KEYS}
 
 
 def _pause_after(n_chunks: int, signal_fd: int) -> Callable[[int], None]:

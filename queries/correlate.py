@@ -39,10 +39,11 @@ from dask.delayed import delayed
 from scipy import stats
 
 import actstore
+from actstore import progress
 from actstore.errors import SchemaError
 from actstore.names import natural_key
 from actstore.reader import SiteReader
-from queries import kernels, progress
+from queries import kernels
 from queries.engine import Selection, broadcast, compute, map_reduce, n_workers
 from queries.moments import (
     PIECE_BYTES,

@@ -59,9 +59,9 @@ import numpy as np
 from dask.base import compute as _dask_compute
 from dask.delayed import Delayed, delayed
 
+from actstore import progress
 from actstore.errors import SchemaError
 from actstore.reader import SiteReader
-from queries import progress
 from queries.selection import Selection, Stream
 
 __all__ = [

@@ -21,8 +21,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from actstore import progress
 from actstore.devices import resolve_device
-from queries import progress
 
 Batches = Iterator[tuple[np.ndarray, np.ndarray]]
 

@@ -21,10 +21,9 @@ import numpy as np
 import pyarrow as pa
 
 import actstore
-from actstore.coverage import describe
+from actstore.coverage import describe, require, uncovered
 from actstore.errors import SchemaError, SiteError
 from actstore.reader import SiteReader, block_cuts
-from actstore.sites import require_covered, uncovered
 from actstore.sql import quote_ident
 from queries.select import check_columns, not_null, where_clause
 from queries.sentences import sentence_spans
@@ -113,7 +112,7 @@ class Selection:
 
     def _covered(self, rows: np.ndarray) -> np.ndarray:
         info = self.store.site(self.sites[0])
-        require_covered(rows, info.name, info.table, info.covers, self.store.n_rows(info.table))
+        require(rows, info.name, info.table, info.covers, self.store.n_rows(info.table))
         return rows
 
     def values(self, columns: Sequence[str]) -> pa.Table:

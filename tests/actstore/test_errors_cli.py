@@ -151,7 +151,11 @@ def test_rows_ingested_after_a_site_was_written(small: Path, ewt_dev: Path, tmp_
         ("measures", "--site", "toy/layer.0"),
         ("selectivity", "--site", "toy/layer.0", "--min-count", "1"),
     ):
-        _one_line(_cli(args[0], str(small), *args[1:]), f"covers rows 0..{covered - 1}", "row <")
+        _one_line(
+            _cli(args[0], str(small), *args[1:]),
+            f"covers rows 0..{covered - 1}",
+            "actstore extract to extend it",
+        )
     proc = _cli("correlate", str(small), *site, "--with", "depth", "--where", f"row < {covered}")
     assert proc.returncode == 0, proc.stderr
 

@@ -1,10 +1,9 @@
-"""Progress: one switch (ACTSTORE_PROGRESS, ``quiet``, ``configure``) that the two
-packages read alike; the extraction's bar, advanced per model batch, drawn when asked
-and silent otherwise; the stored values the same either way."""
+"""Progress: one switch (ACTSTORE_PROGRESS, ``quiet``, ``configure``); the extraction's
+bar, advanced per model batch, drawn when asked and silent otherwise; the stored values
+the same either way."""
 
 from __future__ import annotations
 
-import inspect
 import re
 import shutil
 import sys
@@ -15,15 +14,10 @@ import numpy as np
 import pytest
 
 import actstore
-import queries.progress
-from extractors import progress
+from actstore import progress
 from extractors.base import Block, Extractor, SiteSpec
 from extractors.driver import run
 from extractors.verbs import ExtractOptions
-
-MODULES = [progress, queries.progress]
-SHARED = ("ENV", "ON", "OFF", "MIN_INTERVAL", "Bar", "interactive", "active", "configure", "quiet",
-          "bar")  # fmt: skip
 
 
 def drawn(text: str) -> list[str]:
@@ -36,23 +30,11 @@ def drawn(text: str) -> list[str]:
 def shown(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bars forced on, redrawn at every update."""
     monkeypatch.setenv("ACTSTORE_PROGRESS", "1")
-    for module in MODULES:
-        monkeypatch.setattr(module, "MIN_INTERVAL", 0.0)
+    monkeypatch.setattr(progress, "MIN_INTERVAL", 0.0)
 
 
-def test_both_packages_keep_the_same_switch() -> None:
-    for name in SHARED:
-        a, b = getattr(progress, name), getattr(queries.progress, name)
-        same = (
-            a == b
-            if isinstance(a, str | tuple | float)
-            else inspect.getsource(a) == (inspect.getsource(b))
-        )
-        assert same, f"extractors.progress.{name} and queries.progress.{name} differ"
-
-
-@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
-def test_the_switch(module: types.ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = progress
     monkeypatch.delenv("ACTSTORE_PROGRESS", raising=False)
     assert not module.active()  # pytest captures stderr: nobody watches
     assert module.active(True) and not module.active(False)
@@ -63,12 +45,11 @@ def test_the_switch(module: types.ModuleType, monkeypatch: pytest.MonkeyPatch) -
     assert module.active()
     with module.quiet():  # --quiet wins over the environment
         assert not module.active() and module.active(True)
-        assert not progress.active() and not queries.progress.active()  # both packages
     assert module.active()
     with module.quiet(False):
         assert module.active()
     module.configure(False)
-    assert not module.active() and not queries.progress.active()
+    assert not module.active()
     module.configure(None)
     assert not module.active()
 

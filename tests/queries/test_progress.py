@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 import actstore
-from queries import correlate, progress
+from actstore import progress
+from queries import correlate
 from queries.engine import Selection, map_blocks, map_reduce
 from queries.options import ProbeOptions
 from queries.probe import fit_probe

@@ -1,13 +1,12 @@
-"""Progress bars for long analyses (tqdm: a line on a terminal, a widget in Jupyter).
+"""Progress bars for long work: extraction, analyses, training (tqdm: a line on a
+terminal, a widget in Jupyter).
 
 One switch for the whole process, the environment variable ``ACTSTORE_PROGRESS``:
 ``1`` shows bars, ``0`` hides them, unset (or ``auto``) shows them only where someone
 watches: stderr is a terminal, or the code runs in a Jupyter kernel. :func:`configure`
-sets it and :func:`quiet` sets it for a while; being the environment, it holds for
-``extractors.progress`` too (the two packages never import each other, so each keeps
-this module's few functions; ``tests/extractors/test_progress.py`` checks they agree)
-and for the processes started meanwhile. A bar given ``enabled=True`` or ``False``
-ignores the switch.
+sets it (``--quiet`` on the command line sets it off) and :func:`quiet` sets it for a
+while; being the environment, it holds for the processes started meanwhile too. A bar
+given ``enabled=True`` or ``False`` ignores the switch.
 
 Bars only watch: nothing they do reaches the numbers, which are the same bit for bit
 with bars on or off.
