@@ -51,7 +51,7 @@ from queries.engine import (
     merge_in_order,
     torch_single_threaded,
 )
-from queries.labels import NA, Labels, prepare_labels
+from queries.labels import NA, Labels, check_target, prepare_labels
 from queries.linear import Schedule, Trained, logits, train_softmax
 from queries.options import ProbeOptions
 from queries.regress import Targets, fit_regression, is_numeric, prepare_targets
@@ -290,6 +290,7 @@ def prepare_folds(store: actstore.Store, options: ProbeOptions) -> list[Labels] 
     """
     k = range(max(1, options.folds))
     target = str(options.target)
+    check_target(store, target)
     if options.kind == "regress" or (options.kind == "auto" and is_numeric(store, target)):
         named = [name for name in ("control", "per_class", "top_units") if getattr(options, name)]
         if named:

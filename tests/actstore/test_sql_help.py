@@ -105,11 +105,6 @@ def test_a_target_in_the_wrong_case_suggests_the_column(
         prepare_labels(store, ProbeOptions("deprel_bas"))
 
 
-@pytest.mark.xfail(
-    raises=KeyError,
-    reason="queries/probe.py asks regress.is_numeric about the target before it is checked: "
-    "a KeyError escapes instead of the suggestion",
-)
 def test_a_target_in_the_wrong_case_suggests_the_column_with_kind_auto(
     small: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
