@@ -92,9 +92,10 @@ def describe(info: dict[str, Any]) -> str:
         prov = ", ".join(f"{k}={s['provenance'][k]}" for k in keys if k in s["provenance"])
         shape = f"{s['shape'][0]:,}x{s['shape'][1]}"
         chunks = f"({s['chunks_done']} chunks)"
-        sites.append(
-            [name, s["table"], shape, s["dtype"], s["status"], chunks, size(s["bytes"]), prov]
-        )
+        status = s["status"]
+        if s["n_covered"] < s["table_rows"]:  # the table grew, or --where chose some rows
+            status += f", covers {s['n_covered']:,} of {s['table_rows']:,} rows"
+        sites.append([name, s["table"], shape, s["dtype"], status, chunks, size(s["bytes"]), prov])
     results = [
         [n, r["kind"], _shape(r["kind"], r["shape"]), r.get("analysis") or ""]
         for n, r in info.get("results", {}).items()
@@ -104,7 +105,8 @@ def describe(info: dict[str, Any]) -> str:
             src["path"],
             f"corpus={src['corpus']} lang={src['lang']} split={src['split']} "
             f"{src['n_sentences']:,} sentences {src['n_words']:,} words "
-            f"sha256={src['sha256'][:12]}",
+            + (f"({src['subset']}) " if src.get("subset") else "")
+            + f"sha256={src['sha256'][:12]}",
         ]
         for src in info["sources"]
     ]

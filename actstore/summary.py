@@ -45,6 +45,9 @@ def summarize(store: Store) -> dict[str, Any]:
                 "codec": s.codec,
                 "status": s.status,
                 "chunks_done": f"{s.done_chunks}/{s.n_chunks}",
+                "covers": [list(r) for r in s.covers],
+                "n_covered": s.n_covered,
+                "table_rows": store.n_rows(s.table),
                 "bytes": dir_bytes(path / s.path),
                 "provenance": s.provenance,
             }

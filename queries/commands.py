@@ -31,7 +31,6 @@ import numpy as np
 import pandas as pd
 
 import actstore
-from actstore.core_verbs import StoreParam
 from actstore.errors import ParameterError
 from actstore.output import Keep, Output, check_output_path, render, show
 from queries.options import (
@@ -43,7 +42,7 @@ from queries.options import (
     SitesParam,
 )
 from queries.results import TableSchema, TidyResult, provenance
-from queries.select import resolve_sites
+from queries.select import one_site, resolve_sites
 
 if TYPE_CHECKING:
     from queries.plots import FigureContext
@@ -246,33 +245,33 @@ def dynamics(sites: SitesParam, options: DynamicsOptions, out: Output, keep: Kee
     return table
 
 
-def measures(where: StoreParam, options: MeasuresOptions, out: Output, keep: Keep) -> pd.DataFrame:
+def measures(chosen: SitesParam, options: MeasuresOptions, out: Output, keep: Keep) -> pd.DataFrame:
     """``actstore measures``: per-token dred (zmean, keep), then means by category. Only
     with ``--save NAME`` is anything written to the store: the per-token values as
     ``options.name`` and the means by category as ``NAME``."""
     from queries.measures import BY_CATEGORY, TOKEN_MEASURES, save_measures, token_measures
     from queries.plots import measures_figure
 
-    sites = [s for s in (options.site, options.gate_site) if s]
-    with _open(where.store, keep, out) as (store, wrote):
-        values = token_measures(store, options.site, options.gate_site)
+    with _open(chosen.store, keep, out) as (store, wrote):
+        site = one_site(store, chosen.sites, "sites")
+        gate = one_site(store, options.gate_site, "gate_site") if options.gate_site else None
+        sites = [s for s in (site, gate) if s]
+        values = token_measures(store, site, gate)
         if keep.save:
             save_measures(store, values, options.name, sites=sites)
             made = provenance(store, "measures", sites, {"name": options.name})
             _saved(wrote, TidyResult(TOKEN_MEASURES, values, made), options.name, store)
-        table = _category_means(store, values, options)
+        table = _category_means(store, site, values, options)
         result = _result(store, BY_CATEGORY, [table], sites, options, options.where)
 
         def figure() -> Any:
-            return measures_figure(
-                result.frame, figure_context(store, [options.site], options.where)
-            )
+            return measures_figure(result.frame, figure_context(store, [site], options.where))
 
         return _finish(store, wrote, result, out, keep, figure)
 
 
 def _category_means(
-    store: actstore.Store, values: pd.DataFrame, options: MeasuresOptions
+    store: actstore.Store, site: str, values: pd.DataFrame, options: MeasuresOptions
 ) -> pd.DataFrame:
     """Mean of each measure per category of each column of ``options.by`` among the
     tokens ``options.where`` selects (categories of at least ``min_count`` words), from
@@ -291,13 +290,13 @@ def _category_means(
         frame = grouped[measures].mean().assign(n=grouped.size()).reset_index()
         frame = frame[frame["n"] >= options.min_count]
         long = frame.melt(id_vars=["category", "n"], var_name="metric", value_name="value")
-        frames.append(long.assign(site=options.site, target=column))
+        frames.append(long.assign(site=site, target=column))
     out = pd.concat(frames, ignore_index=True)
     return BY_CATEGORY.check(out[BY_CATEGORY.names])
 
 
 def selectivity(
-    where: StoreParam, options: SelectivityOptions, out: Output, keep: Keep
+    chosen: SitesParam, options: SelectivityOptions, out: Output, keep: Keep
 ) -> pd.DataFrame:
     """``actstore selectivity``: top and bottom word types per unit, and a lexical map
     (function words and punctuation left out of it unless ``function_words``)."""
@@ -312,8 +311,8 @@ def selectivity(
         type_means,
     )
 
-    site = options.site
-    with _open(where.store, keep, out) as (store, wrote):
+    with _open(chosen.store, keep, out) as (store, wrote):
+        site = one_site(store, chosen.sites, "sites")
         means = type_means(store, site, options.by, options.where, min_count=options.min_count)
         n_units = means.means.shape[1]
         units = parse_units(options.units, n_units) or most_selective_units(means, 5)
@@ -326,7 +325,11 @@ def selectivity(
         )
 
         def lexical_map() -> Any:
-            map_site = options.map_site or default_map_site(store, site)
+            map_site = (
+                one_site(store, options.map_site, "map_site")
+                if options.map_site
+                else default_map_site(store, site)
+            )
             placed = (
                 means
                 if map_site == site
@@ -336,7 +339,7 @@ def selectivity(
             )
             if placed.types != means.types:
                 raise actstore.SchemaError(f"sites {site} and {map_site} cover different rows")
-            keep_all = bool(getattr(options, "function_words", False))
+            keep_all = options.function_words
             return lexical_map_figure(
                 means.types,
                 principal_components(placed.means, 3),

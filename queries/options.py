@@ -185,11 +185,12 @@ class DynamicsOptions:
 
 @dataclass(frozen=True)
 class MeasuresOptions:
-    """dred (and zmean, keep) of a site, stored per token and reported by category."""
+    """dred (and zmean, keep) of a site per token, reported by category."""
 
-    site: str = option(help="site of the hidden states")
-    gate_site: str | None = option(None, help="site of the update gates (declares gate_convention)")
-    name: str = option("measures", help="results table for the per-token values")
+    gate_site: str | None = option(
+        None, help="site (or glob matching one) of the update gates (declares gate_convention)"
+    )
+    name: str = option("measures", help="results table for the per-token values (with --save)")
     by: tuple[str, ...] = option(("upos", "deprel"), help="token columns to report by")
     min_count: int = option(500, help="smallest category reported")
     where: str | None = option(None, help="SQL condition selecting the tokens reported")
@@ -202,9 +203,8 @@ class MeasuresOptions:
 
 @dataclass(frozen=True)
 class SelectivityOptions:
-    """Mean activation per word type: which site, types, units and lexical map."""
+    """Mean activation per word type: which types, units and lexical map."""
 
-    site: str = option(help="site to analyse")
     by: str = option("form", help="token column defining word types")
     where: str | None = option(None, help=_WHERE)
     min_count: int = option(5, help="leave out rarer types")
@@ -215,7 +215,10 @@ class SelectivityOptions:
     map_site: str | None = option(
         None,
         help="site whose type means place words on the lexical map (default: the site of "
-        "the same model at hidden state 0, else --site)",
+        "the same model at hidden state 0, else --sites)",
+    )
+    function_words: bool = option(
+        False, help="keep function words (closed-class UPOS) and punctuation on the lexical map"
     )
 
     def __post_init__(self) -> None:

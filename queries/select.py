@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 import actstore
-from actstore.errors import SchemaError
+from actstore.errors import ParameterError, SchemaError
 from actstore.names import match_names
 from actstore.sql import condition, quote_ident
 
@@ -28,6 +28,27 @@ def resolve_sites(store: actstore.Store, pattern: str) -> list[str]:
     """
     complete = [name for name, site in store.sites.items() if site.status == "complete"]
     return match_names(complete, pattern, what="complete site")
+
+
+def one_site(store: actstore.Store, pattern: str, parameter: str) -> str:
+    """The one complete site that glob ``pattern`` matches (for analyses of one site).
+
+    Examples
+    --------
+    >>> one_site(store, "layer.1", "sites")
+    'toy/layer.1'
+    >>> one_site(store, "toy/*", "sites")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.ParameterError: sites 'toy/*' matches 2 sites (toy/layer.0, ...); this ...
+    """
+    names = resolve_sites(store, pattern)
+    if len(names) > 1:
+        raise ParameterError(
+            parameter,
+            f"{pattern!r} matches {len(names)} sites ({', '.join(names)}); this analysis takes one",
+        )
+    return names[0]
 
 
 def table_columns(store: actstore.Store, table: str = "tokens") -> list[str]:

@@ -17,7 +17,6 @@ True
 
 from __future__ import annotations
 
-from actstore.core_verbs import StoreParam
 from actstore.output import Keep, Output
 from actstore.verbs import Verb
 from queries.options import (
@@ -55,14 +54,14 @@ MEASURES = Verb(
     "measures",
     "distance reduction (dred) of a site, and zmean/keep of a GRU update-gate site, "
     "stored per token and reported by category",
-    "actstore measures ewt.actstore --site gru/layer.0.h --gate-site gru/layer.0.gate_z",
-    (StoreParam, MeasuresOptions, Output, Keep),
+    "actstore measures ewt.actstore --sites gru/layer.0.h --gate-site gru/layer.0.gate_z",
+    (SitesParam, MeasuresOptions, Output, Keep),
     "queries.commands:measures",
 )
 SELECTIVITY = Verb(
     "selectivity",
     "mean activation of units per word type: top and bottom types, lexical map",
-    "actstore selectivity ewt.actstore --site minilm/layer.1 --by lemma --plot map.png",
-    (StoreParam, SelectivityOptions, Output, Keep),
+    "actstore selectivity ewt.actstore --sites minilm/layer.1 --by lemma --plot map.png",
+    (SitesParam, SelectivityOptions, Output, Keep),
     "queries.commands:selectivity",
 )

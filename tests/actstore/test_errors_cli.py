@@ -125,7 +125,7 @@ def _toy_site(store_path: Path, n_units: int = 4) -> None:
 def test_a_failing_command_commits_nothing(small: Path) -> None:
     _toy_site(small)
     before = (small / "manifest.json").read_bytes()
-    measures = ("measures", str(small), "--site", "toy/layer.0")
+    measures = ("measures", str(small), "--sites", "toy/layer.0")
     _one_line(_cli(*measures, "--by", "nope"), "no column 'nope'")
     _one_line(_cli(*measures, "--save", "Tokens"), "clashes with 'tokens'")
     assert (small / "manifest.json").read_bytes() == before  # measures' own table too
@@ -148,8 +148,8 @@ def test_rows_ingested_after_a_site_was_written(small: Path, ewt_dev: Path, tmp_
         ("correlate", *site, "--with", "depth", "--where", f"row >= {covered - 5}"),
         ("probe", *site, "--target", "upos"),
         ("dynamics", *site),
-        ("measures", "--site", "toy/layer.0"),
-        ("selectivity", "--site", "toy/layer.0", "--min-count", "1"),
+        ("measures", "--sites", "toy/layer.0"),
+        ("selectivity", "--sites", "toy/layer.0", "--min-count", "1"),
     ):
         _one_line(
             _cli(args[0], str(small), *args[1:]),

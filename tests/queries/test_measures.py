@@ -130,7 +130,7 @@ def test_cli_reports_by_category_and_needs_a_convention(
         write_site(store, "gru/z", rng.uniform(size=(n, 4)).astype(np.float32))
         counts = store.sql("SELECT upos, count(*) AS n FROM tokens GROUP BY upos")
     plot = tmp_path / "m.png"
-    args = ["measures", str(path), "--site", "gru/h", "--min-count", "100", "--by", "upos"]
+    args = ["measures", str(path), "--sites", "gru/h", "--min-count", "100", "--by", "upos"]
     assert main([*args, "--format", "csv", "--plot", str(plot)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "site,target,category,metric,value,n"
@@ -140,4 +140,4 @@ def test_cli_reports_by_category_and_needs_a_convention(
     assert main([*args, "--gate-site", "gru/z"]) == 2
     assert "does not declare provenance['gate_convention']" in capsys.readouterr().err
     assert main([*args, "--gate-site", "gru/nope"]) == 2
-    assert "no site 'gru/nope'" in capsys.readouterr().err
+    assert "no complete site matches 'gru/nope'" in capsys.readouterr().err

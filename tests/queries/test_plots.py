@@ -67,8 +67,8 @@ VERBS: dict[str, dict[str, Any]] = {
     "probe": {"sites": "toy/*", "target": "upos", "control": True, "epochs": 1, "device": "cpu"},
     "correlate": {"sites": "toy/*", "covariate": "position", "spearman": False},
     "dynamics": {"sites": "toy/*", "covariate": "position"},
-    "measures": {"site": "toy/layer.3", "by": ("upos",), "min_count": 100},
-    "selectivity": {"site": "toy/layer.3", "by": "form", "min_count": 5},
+    "measures": {"sites": "toy/layer.3", "by": ("upos",), "min_count": 100},
+    "selectivity": {"sites": "toy/layer.3", "by": "form", "min_count": 5},
 }
 
 
@@ -204,7 +204,7 @@ def test_measures_writes_nothing_without_save_and_says_what_it_wrote(
         values = np.random.default_rng(0).normal(size=(store.n_rows(), 4)).astype(np.float32)
         site_writer(store, "toy/layer.0", values, model="toy")
     before = (path / "manifest.json").read_bytes()
-    args = ["measures", str(path), "--site", "toy/layer.0", "--by", "upos", "--min-count", "50"]
+    args = ["measures", str(path), "--sites", "toy/layer.0", "--by", "upos", "--min-count", "50"]
     assert main([*args, "--format", "csv"]) == 0
     printed = capsys.readouterr()
     assert (path / "manifest.json").read_bytes() == before  # no result, not even `measures`

@@ -48,7 +48,7 @@ def test_cli_table_and_lexical_map(
     toy_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     plot = tmp_path / "map.png"
-    args = ["selectivity", str(toy_store), "--site", "toy/layer.3", "--top", "2"]
+    args = ["selectivity", str(toy_store), "--sites", "toy/layer.3", "--top", "2"]
     assert main([*args, "--units", "5,7", "--format", "csv", "--plot", str(plot)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "site,target,unit,metric,rank,type,value,n"

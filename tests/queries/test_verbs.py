@@ -33,15 +33,16 @@ FLAGS = {
     },
     "dynamics": {"--sites": None, "--where": None, "--with": "depth", "--min-words": 3},
     "measures": {
-        "--site": None, "--gate-site": None, "--name": "measures",
+        "--sites": None, "--gate-site": None, "--name": "measures",
         "--by": ("upos", "deprel"), "--min-count": 500, "--where": None,
     },
     "selectivity": {
-        "--site": None, "--by": "form", "--where": None, "--min-count": 5, "--top": 10,
-        "--units": None, "--map-site": None,
+        "--sites": None, "--by": "form", "--where": None, "--min-count": 5, "--top": 10,
+        "--units": None, "--map-site": None, "--function-words": False,
     },
 }  # fmt: skip
 COMMON = {
+    "--store": None,  # the alias of the first argument
     "--format": "table", "--output": None, "--quiet": False, "--save": None, "--replace": False,
     "--plot": None,
 }  # fmt: skip
@@ -122,7 +123,7 @@ def test_python_calls_return_the_full_table(
 def test_errors_name_parameters(small_store: tuple[Path, np.ndarray]) -> None:
     path, _ = small_store
     with pytest.raises(actstore.ParameterError, match=r"^units takes comma-separated unit"):
-        verb("selectivity")(store=path, site="toy/layer.0", units="a,b", quiet=True)
+        verb("selectivity")(store=path, sites="toy/layer.0", units="a,b", quiet=True)
     with pytest.raises(actstore.ParameterError, match=r"^device 'cuda:7' asked for"):
         verb("probe")(store=path, sites="*", target="upos", device="cuda:7", quiet=True)
     with pytest.raises(actstore.ParameterError, match=r"^where 'row < 0': no tokens selected"):
