@@ -4,6 +4,7 @@ names, glob matching of site names, natural sort order.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -106,3 +107,29 @@ def check_table_name(name: str) -> str:
             "starting with a letter"
         )
     return name
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """``"did you mean X?"`` naming the names closest to ``name`` (the one that differs
+    from it only in case, when there is one), or ``""``.
+
+    Examples
+    --------
+    >>> did_you_mean("tense", ["upos", "Tense", "Person"])
+    'did you mean Tense?'
+    >>> did_you_mean("deprel_bas", ["deprel", "deprel_base", "lemma"])
+    'did you mean deprel_base or deprel?'
+    >>> did_you_mean("zzz", ["upos"])
+    ''
+    """
+    spelled: dict[str, str] = {}
+    for other in names:
+        spelled.setdefault(other.lower(), other)
+    if spelled.get(name.lower(), name) != name:
+        close = [spelled[name.lower()]]
+    else:
+        matches = difflib.get_close_matches(name.lower(), list(spelled), n=3)
+        close = [spelled[m] for m in matches if spelled[m] != name]
+    if len(close) > 1:
+        return f"did you mean {', '.join(close[:-1])} or {close[-1]}?"
+    return f"did you mean {close[0]}?" if close else ""

@@ -21,10 +21,10 @@ import pyarrow as pa
 
 from actstore import results, sites, tables
 from actstore.commit import Ledger, remove_uncommitted
-from actstore.errors import SchemaError
+from actstore.errors import ParameterError, SchemaError
 from actstore.lock import WriterLock
 from actstore.manifest import ResultRecord, SourceInfo, TableRecord
-from actstore.names import Params, quote_ident
+from actstore.names import Params, did_you_mean, quote_ident
 from actstore.results import MatrixResult, ResultInfo
 from actstore.sites import SiteInfo
 from actstore.writing import StoreWriting
@@ -217,6 +217,26 @@ class Store(StoreWriting):
         """
         return tables.read_columns(self.path, self._table(table), table, names)
 
+    def require_columns(self, names: Sequence[str], table: str = "tokens") -> None:
+        """Raise :class:`SchemaError` naming the first of ``names`` that ``table`` lacks
+        (and the columns closest to it).
+
+        Examples
+        --------
+        >>> store.require_columns(["upos", "tense"])
+        Traceback (most recent call last):
+        ...
+        actstore.errors.SchemaError: no column 'tense' in tokens (did you mean Tense?); columns: ...
+        """
+        columns = self.schema(table).names
+        for name in names:
+            if name not in columns:
+                hint = did_you_mean(name, columns)
+                raise SchemaError(
+                    f"no column {name!r} in {table}{f' ({hint})' if hint else ''}; "
+                    f"columns: {', '.join(columns)}"
+                )
+
     def schema(self, table: str = "tokens") -> pa.Schema:
         """The columns and types of ``table`` (a corpus table or a table result), from footers.
 
@@ -238,22 +258,47 @@ class Store(StoreWriting):
         site: str,
         rows: Iterable[int] | np.ndarray | None = None,
         *,
+        where: str | None = None,
+        coords: Sequence[str] = (),
         dtype: str | None = "float32",
     ) -> xr.DataArray:
-        """A lazy ``(row, unit)`` view of a complete site, optionally of some rows only.
+        """A lazy ``(row, unit)`` view of a complete site: the rows it covers, or some.
 
         Nothing is read until the result (or a reduction of it) is computed. ``rows``
-        are strictly increasing row ids (from :meth:`rows`). Blocks are read as ``dtype``
-        (float32 by default: float16 sums lose precision; float16, float64; None: as
-        stored, bfloat16 as float32, its raw bits with ``dtype="uint16"``).
+        are strictly increasing row ids (from :meth:`rows`), or ``where`` an SQL
+        condition choosing them. ``coords`` names columns of the site's table to carry
+        along the ``row`` dimension (read now: they are small), so ``groupby`` works
+        without a join. Blocks are read as ``dtype`` (float32 by default: float16 sums
+        lose precision; float16, float64; None: as stored, bfloat16 as float32, its
+        raw bits with ``dtype="uint16"``).
 
         Examples
         --------
         >>> view = store.acts("toy/layer.0", store.rows("upos = 'NOUN'"))
         >>> view.sizes["unit"], view.mean("row").compute().shape
         (16, (16,))
+        >>> view = store.acts("toy/layer.0", where="depth > 2", coords=["upos", "lemma"])
+        >>> means = view.groupby("upos").mean()
+        >>> type(means.data).__name__, means.sizes["upos"], str(view.upos.values[0])  # lazy
+        ('Array', 14, 'ADP')
+        >>> store.sql("SELECT count(DISTINCT upos) AS n FROM tokens WHERE depth > 2").n[0]
+        np.int64(14)
         """
-        return sites.view(self._ledger, site, rows, dtype)
+        table = self.site(site).table
+        if where is not None:
+            if rows is not None:
+                raise ParameterError("where", "give rows or where, not both")
+            rows = self.rows(where, table=table)
+        view = sites.view(self._ledger, site, rows, dtype)
+        if not coords:
+            return view
+        names = list(dict.fromkeys(coords))
+        self.require_columns(names, table)
+        chosen = pa.array(view.row.values)
+        columns = tables.read_columns(self.path, self._table(table), table, names).take(chosen)
+        return view.assign_coords(
+            {n: ("row", columns.column(n).to_numpy(zero_copy_only=False)) for n in names}
+        )
 
     def site_reader(self, site: str, *, dtype: str | None = "float32") -> SiteReader:
         """The row reader behind :meth:`acts`, for code that runs its own tasks (the engine).

@@ -53,7 +53,7 @@ from queries.moments import (
     value_moments,
 )
 from queries.results import Column, TableSchema
-from queries.select import numeric
+from queries.select import each_site, numeric
 from queries.selection import with_values
 
 RANK_BUDGET_BYTES = 1 << 30  # the rank tables of the tasks that run at once
@@ -95,6 +95,7 @@ def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     return q
 
 
+@each_site
 def unit_correlations(
     store: actstore.Store,
     site: str,
@@ -103,7 +104,8 @@ def unit_correlations(
     *,
     spearman: bool = True,
 ) -> pd.DataFrame:
-    """Pearson and Spearman correlation of every unit of ``site`` with a token column.
+    """Pearson and Spearman correlation of every unit of ``site`` (a glob: of every site
+    it matches) with a token column.
 
     Parameters
     ----------

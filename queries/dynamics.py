@@ -25,7 +25,7 @@ from actstore.names import natural_key
 from queries.engine import map_blocks
 from queries.options import DynamicsOptions
 from queries.results import Column, TableSchema
-from queries.select import numeric
+from queries.select import each_site, numeric
 from queries.selection import with_values
 from queries.sentences import sentence_bounds
 
@@ -75,6 +75,7 @@ def _block_correlations(
     return sentence_correlations(np.asarray(x, np.float64).mean(axis=1), y, sentence, min_words)
 
 
+@each_site
 def sentence_dynamics(
     store: actstore.Store,
     site: str,
@@ -83,7 +84,8 @@ def sentence_dynamics(
     *,
     min_words: int = DynamicsOptions.min_words,
 ) -> pd.DataFrame:
-    """Mean over sentences of r(mean activation, ``covariate``), per language.
+    """Mean over sentences of r(mean activation, ``covariate``), per language (a glob as
+    ``site``: for every site it matches).
 
     Returns
     -------
@@ -96,6 +98,8 @@ def sentence_dynamics(
     >>> table = sentence_dynamics(store, "toy/layer.0", "depth")
     >>> table[["site", "lang", "metric"]].values.tolist(), int(table["n"].iloc[0]) > 20
     ([['toy/layer.0', 'en', 'mean_r']], True)
+    >>> sentence_dynamics(store, "layer.*", "depth")["site"].tolist()
+    ['toy/layer.0', 'toy/layer.1']
     """
     selection, columns = with_values(store, (site,), [covariate, "lang"], where, sentences=True)
     if selection.rows.size == 0:

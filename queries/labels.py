@@ -15,15 +15,14 @@ class codes (METHODS.md, "Decoding probes").
 
 from __future__ import annotations
 
-import difflib
 import heapq
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 import actstore
 from actstore.errors import ParameterError, SchemaError
+from actstore.names import did_you_mean
 from queries.options import ProbeOptions
 from queries.select import categorical_codes
 from queries.sentences import sentence_bounds
@@ -142,32 +141,6 @@ def check_target(store: actstore.Store, name: str, parameter: str = "target") ->
             f"is {name!r}, but there is no column {name!r} in tokens"
             f"{f' ({close})' if close else ''}; columns: {', '.join(columns)}",
         )
-
-
-def did_you_mean(name: str, names: Iterable[str]) -> str:
-    """``"did you mean X?"`` naming the names closest to ``name`` (the one that differs
-    from it only in case, when there is one), or ``""``.
-
-    Examples
-    --------
-    >>> did_you_mean("tense", ["upos", "Tense", "Person"])
-    'did you mean Tense?'
-    >>> did_you_mean("deprel_bas", ["deprel", "deprel_base", "lemma"])
-    'did you mean deprel_base or deprel?'
-    >>> did_you_mean("zzz", ["upos"])
-    ''
-    """
-    spelled: dict[str, str] = {}
-    for other in names:
-        spelled.setdefault(other.lower(), other)
-    if spelled.get(name.lower(), name) != name:
-        close = [spelled[name.lower()]]
-    else:
-        matches = difflib.get_close_matches(name.lower(), list(spelled), n=3)
-        close = [spelled[m] for m in matches if spelled[m] != name]
-    if len(close) > 1:
-        return f"did you mean {', '.join(close[:-1])} or {close[-1]}?"
-    return f"did you mean {close[0]}?" if close else ""
 
 
 def split_rows(

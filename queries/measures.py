@@ -29,7 +29,7 @@ from actstore.errors import SchemaError
 from queries.engine import Selection, map_blocks
 from queries.options import MeasuresOptions
 from queries.results import Column, TableSchema, TidyResult, provenance
-from queries.select import token_column, where_clause
+from queries.select import one_site, token_column, where_clause
 from queries.sentences import sentence_bounds
 
 CONVENTIONS = ("torch", "cho")
@@ -125,6 +125,8 @@ def token_measures(store: actstore.Store, site: str, gate_site: str | None = Non
     >>> token_measures(store, "toy/layer.0").columns.tolist()
     ['row', 'dred']
     """
+    site = one_site(store, site, "site")
+    gate_site = one_site(store, gate_site, "gate_site") if gate_site else None
     convention = gate_convention(store, gate_site) if gate_site else None
     sites = tuple(filter(None, (site, gate_site)))
     for name in sites:

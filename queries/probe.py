@@ -56,6 +56,7 @@ from queries.linear import Schedule, Trained, logits, train_softmax
 from queries.options import ProbeOptions
 from queries.regress import Targets, fit_regression, is_numeric, prepare_targets
 from queries.scores import CONFUSION, PROBE, RANKING, cross_validated, with_warnings
+from queries.select import each_site
 
 HELD_BYTES = 64 << 20  # held-out activations early stopping scores, at most (as float32)
 
@@ -217,6 +218,7 @@ def _top_units(store: actstore.Store, fitted: FittedProbe) -> pd.DataFrame:
     return PROBE.check(pd.concat(rows, ignore_index=True))
 
 
+@each_site
 def probe(
     store: actstore.Store,
     site: str,
@@ -224,7 +226,7 @@ def probe(
     labels: Labels | list[Labels] | None = None,
 ) -> pd.DataFrame:
     """Train and score the probes of ``options`` on one site (on every fold, with
-    ``options.folds``).
+    ``options.folds``); a glob runs it on every site it matches.
 
     Returns a tidy table (:data:`PROBE`): ``site, target, word_offset, metric, label,
     value, ci_low, ci_high, n, n_train, n_classes, scoring, seed, warning`` with metrics

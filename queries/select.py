@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Concatenate, ParamSpec
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 import actstore
@@ -28,6 +31,33 @@ def resolve_sites(store: actstore.Store, pattern: str) -> list[str]:
     """
     complete = [name for name, site in store.sites.items() if site.status == "complete"]
     return match_names(complete, pattern, what="complete site")
+
+
+P = ParamSpec("P")
+
+
+def each_site(
+    analysis: Callable[Concatenate[actstore.Store, str, P], pd.DataFrame],
+) -> Callable[Concatenate[actstore.Store, str, P], pd.DataFrame]:
+    """Let an analysis of one site take a glob, as the command line does: it runs on
+    every complete site the glob matches, and their tidy tables are stacked.
+
+    Examples
+    --------
+    >>> @each_site
+    ... def units(store, site):
+    ...     return pd.DataFrame({"site": [site], "n_units": [store.site(site).n_units]})
+    >>> units(store, "layer.*").values.tolist()
+    [['toy/layer.0', 16], ['toy/layer.1', 16]]
+    """
+
+    @functools.wraps(analysis)
+    def run(store: actstore.Store, site: str, /, *args: P.args, **kwargs: P.kwargs) -> pd.DataFrame:
+        names = [site] if site in store.sites else resolve_sites(store, site)
+        frames = [analysis(store, name, *args, **kwargs) for name in names]
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+    return run
 
 
 def one_site(store: actstore.Store, pattern: str, parameter: str) -> str:
@@ -72,10 +102,7 @@ def check_columns(store: actstore.Store, table: str, names: Sequence[str]) -> No
     ...
     actstore.errors.SchemaError: no column 'nope' in tokens; columns: ...
     """
-    columns = table_columns(store, table)
-    for name in names:
-        if name not in columns:
-            raise SchemaError(f"no column {name!r} in {table}; columns: {', '.join(columns)}")
+    store.require_columns(names, table)
 
 
 def token_column(store: actstore.Store, name: str) -> str:

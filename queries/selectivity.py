@@ -27,7 +27,7 @@ from actstore.names import natural_key
 from queries.engine import Selection, map_reduce
 from queries.options import SelectivityOptions
 from queries.results import Column, TableSchema
-from queries.select import categorical_codes, check_columns
+from queries.select import categorical_codes, check_columns, one_site
 
 TOP_TYPES = TableSchema(
     "selectivity",
@@ -80,6 +80,7 @@ def type_means(
     >>> means.types[:3], means.means.shape[1]
     (['ADJ', 'ADP', 'AUX'], 16)
     """
+    site = one_site(store, site, "site")
     check_columns(store, store.site(site).table, [by])
     selection = Selection(store, (site,), where)
     codes, names = categorical_codes(selection.values([by]).column(by))

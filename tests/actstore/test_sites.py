@@ -127,6 +127,35 @@ def test_selection_reads_nothing(
     reduced = (selected.astype("float32") ** 2).mean("row")
     with pytest.raises(AssertionError, match="a chunk was read"):
         reduced.compute()
+    annotated = writable_store.acts("toy/layer.0", where="depth > 2", coords=["upos", "lemma"])
+    by_upos = annotated.groupby("upos").mean()  # the annotations read, no activation
+    with pytest.raises(AssertionError, match="a chunk was read"):
+        by_upos.compute()
+
+
+def test_arrays_carry_their_annotations(writable_store: actstore.Store) -> None:
+    writer = writable_store.create_site("toy/layer.0", n_units=N_UNITS, chunk_rows=512)
+    fill(writer)
+    writer.commit()
+    where = "upos IN ('NOUN', 'VERB') AND depth > 3"
+    view = writable_store.acts("toy/layer.0", where=where, coords=["upos", "sentence_id"])
+    rows = writable_store.sql(
+        f"SELECT row, upos, sentence_id FROM tokens WHERE {where} ORDER BY row"
+    )
+    np.testing.assert_array_equal(view.row.values, rows.row.to_numpy())
+    assert view.upos.values.tolist() == rows.upos.tolist()
+    np.testing.assert_array_equal(view.sentence_id.values, rows.sentence_id.to_numpy())
+    means = view.groupby("upos").mean().compute()
+    stored = reference(rows.row.to_numpy()).astype(np.float16).astype(np.float32)
+    for upos in ("NOUN", "VERB"):
+        expected = stored[(rows.upos == upos).to_numpy()].mean(axis=0)
+        np.testing.assert_allclose(means.sel(upos=upos).values, expected, rtol=1e-6)
+    with pytest.raises(
+        actstore.SchemaError, match=r"no column 'Upos' in tokens \(did you mean upos\?\)"
+    ):
+        writable_store.acts("toy/layer.0", coords=["Upos"])
+    with pytest.raises(actstore.ParameterError, match="rows or where, not both"):
+        writable_store.acts("toy/layer.0", np.arange(3), where="depth > 2")
 
 
 def test_redeclare_resumes_and_different_declaration_is_refused(
