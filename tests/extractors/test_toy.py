@@ -11,7 +11,7 @@ import pytest
 
 import actstore
 from extractors.base import Block, Extractor, SiteSpec
-from extractors.testing import ExtractorContract
+from extractors.testing import ExtractorContract, clone, site_bytes
 
 
 class HashedForms(Extractor):
@@ -41,3 +41,41 @@ class TestHashedFormsContract(ExtractorContract):
     @classmethod
     def template(cls, ewt_small: Path) -> Path:
         return ewt_small
+
+    def test_where_computes_only_its_sentences(
+        self, extracted: Path, template: Path, tmp_path: Path
+    ) -> None:
+        path = clone(template, tmp_path / "where")
+        where = "sentence_id BETWEEN 40 AND 59 AND upos = 'VERB'"
+        with actstore.open(path) as store:
+            spans = store.sql(
+                "SELECT min(row) AS lo, max(row) + 1 AS hi FROM tokens WHERE sentence_id IN "
+                f"(SELECT sentence_id FROM tokens WHERE {where}) GROUP BY sentence_id ORDER BY lo"
+            )
+            n = store.n_rows()
+        wanted = sum(spans.hi - spans.lo)
+        report = self.run(path, where=where)
+        assert report.rows == wanted < n
+        with actstore.open(path) as store:
+            site = store.site("toy/proj")
+            assert site.n_covered == wanted and site.status == "complete"
+            inside = store.rows(where)
+            outside = np.array([int(spans.lo.iloc[0]) - 1])
+            with pytest.raises(actstore.SiteError, match="run actstore extract to extend it"):
+                store.acts("toy/proj", outside)
+            values = store.acts("toy/proj", inside).values
+        with actstore.open(extracted) as store:
+            np.testing.assert_array_equal(values, store.acts("toy/proj", inside).values)
+        self.run(path)  # every row now
+        assert site_bytes(path) == site_bytes(extracted)
+        assert self.run(path).summary().startswith("nothing to do: 1 sites (toy/proj")
+
+    def test_name_keeps_sites_of_other_settings_apart(self, template: Path, tmp_path: Path) -> None:
+        path = clone(template, tmp_path / "named")
+        self.run(path)
+        self.run(path, name="toy-b", dtype="float32")
+        with actstore.open(path) as store:
+            assert sorted(store.sites) == ["toy-b/proj", "toy/proj"]
+            assert store.site("toy-b/proj").dtype == "float32"
+        with pytest.raises(actstore.SiteError, match=r"other settings \(dtype: float16 → float32"):
+            self.run(path, dtype="float32")
