@@ -28,7 +28,9 @@ class Output:
 
     format: Literal["table", "csv", "json"] = option("table", help="output format")
     output: Path | None = option(None, short="-o", help="write to this file instead of stdout")
-    quiet: bool = option(False, short="-q", help="print nothing (with --save or --plot)")
+    quiet: bool = option(
+        False, short="-q", help="print nothing, no progress bars (with --save or --plot)"
+    )
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,9 @@ class Keep:
 
     save: str | None = option(None, metavar="NAME", help="also store the full table as result NAME")
     replace: bool = option(False, help="let --save replace an existing result of that name")
-    plot: Path | None = option(None, metavar="FILE.png", help="draw the result as a PNG")
+    plot: Path | None = option(
+        None, metavar="FILE", help="draw the result: FILE.png (300 dpi), .pdf or .svg"
+    )
 
 
 def render(frame: pd.DataFrame | pa.Table, fmt: str) -> str:

@@ -52,8 +52,8 @@ DYNAMICS = Verb(
 )
 MEASURES = Verb(
     "measures",
-    "distance reduction (dred) of a site, and zmean/keep of a GRU update-gate site, "
-    "stored per token and reported by category",
+    "distance reduction (dred) of a site, and zmean/keep of a GRU update-gate site, per "
+    "token, reported by category (--save stores both)",
     "actstore measures ewt.actstore --sites gru/layer.0.h --gate-site gru/layer.0.gate_z",
     (SitesParam, MeasuresOptions, Output, Keep),
     "queries.commands:measures",
