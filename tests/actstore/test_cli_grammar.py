@@ -82,3 +82,20 @@ def test_demo_rebuilds_only_its_own_stores(sample: Path, tmp_path: Path) -> None
     before = (mine / "manifest.json").read_bytes()
     one_line_error(cli("demo", str(mine)), "was not made by actstore demo")
     assert (mine / "manifest.json").read_bytes() == before
+
+
+def test_demo_without_its_packages_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from actstore import demo
+    from actstore.core_verbs import DemoParams
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    with pytest.raises(actstore.ActStoreError, match=r"need torch: pip install torch .*\[demo\]"):
+        demo.demo(DemoParams(store=tmp_path / "d.actstore"))
+    assert not (tmp_path / "d.actstore").exists()
