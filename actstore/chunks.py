@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
+from actstore.commit import PROGRESS_DIR
 from actstore.errors import SiteError
 from actstore.manifest import PARTIAL_SUFFIX, SiteRecord, atomic_write
 
@@ -44,6 +45,11 @@ def digest(values: np.ndarray) -> str:
     return xxhash.xxh3_64_hexdigest(flat.data)
 
 
+def progress_folder(root: Path, path: str) -> Path:
+    """Where the chunk markers of the site array at ``path`` live while it is written."""
+    return root / PROGRESS_DIR / path.partition("/")[2]
+
+
 def chunk_file(array_dir: Path, chunk: int) -> Path:
     """The file of row chunk ``chunk`` (zarr v3's default ``c/<row>/<unit>`` keys)."""
     return array_dir / "c" / str(chunk) / "0"
@@ -66,6 +72,13 @@ def link_chunk(source_dir: Path, target_dir: Path, chunk: int) -> bool:
                 dst.write(block)
         os.replace(tmp, target)
     return True
+
+
+def holds_covered_rows(record: SiteRecord, chunk: int) -> bool:
+    """Whether ``chunk`` of ``record`` holds a row the site covers."""
+    start = chunk * record.chunk_rows
+    stop = min(start + record.chunk_rows, record.n_rows)
+    return any(a < stop and b > start for a, b in record.covered())
 
 
 def chunk_bytes(record: SiteRecord) -> int | None:
@@ -153,13 +166,16 @@ def verify_site(root: Path, name: str, record: SiteRecord) -> list[Damage]:
         return [Damage(name, c, f"array unreadable: {exc}") for c in range(record.n_chunks)]
     expected = read_checksums(array_dir, record.n_chunks)
     for chunk in range(record.n_chunks):
-        if expected[chunk] == ABSENT:  # no covered rows: no file
+        start = chunk * record.chunk_rows
+        stop = min(start + record.chunk_rows, record.n_rows)
+        if expected[chunk] == ABSENT:  # no file: right only for a chunk of no covered row
+            if holds_covered_rows(record, chunk):
+                damaged.append(Damage(name, chunk, "marked absent but holds covered rows"))
             continue
         try:
             check_present(array_dir, name, [chunk], size)
-            start = chunk * record.chunk_rows
-            values = np.asarray(array[start : min(start + record.chunk_rows, record.n_rows)])
-        except (SiteError, OSError, ValueError) as exc:
+            values = np.asarray(array[start:stop])
+        except Exception as exc:  # a codec's own errors too (zstd raises RuntimeError)
             damaged.append(Damage(name, chunk, str(exc).split("; ")[0]))
             continue
         if expected[chunk] is not None and digest(values) != expected[chunk]:

@@ -59,7 +59,9 @@ def _add_parameters(parser: argparse.ArgumentParser, verb: Verb) -> None:
             kwargs["metavar"] = opt.metavar
         if opt.positional and f.name == "store":  # also --store, the older spelling
             kwargs.setdefault("metavar", "STORE")
-            parser.add_argument(f.name, nargs="?", default=f.default, **kwargs)
+            if not required:
+                kwargs["help"] = f"{opt.help} (default: {_shown(f.default)})"
+            parser.add_argument(f.name, nargs="?", default=None, **kwargs)
             parser.add_argument(
                 "--store", dest=STORE_ALIAS, metavar="STORE", help="the same as the first argument"
             )
@@ -77,20 +79,28 @@ def _add_parameters(parser: argparse.ArgumentParser, verb: Verb) -> None:
         parser.add_argument(*names, dest=f.name, required=required, **kwargs)
 
 
-def _with_store(values: dict[str, Any], alias: str | None) -> dict[str, Any]:
+def _with_store(values: dict[str, Any], alias: str | None, verb: Verb) -> dict[str, Any]:
     """Resolve ``--store S`` against the first positional argument: with both, the
-    positional one is the first of the verb's other positional values (``ingest F1 F2
-    --store S``)."""
-    if alias is None:
-        if values.get("store") is MISSING or values.get("store") is None:
-            raise ParameterError("store", "is missing: give the store as the first argument")
-        return values
+    positional one is the first of the verb's positional files (``ingest F1 F2 --store
+    S``); with neither, the verb's default store, if it has one."""
+    fields = {f.name: (f, opt, kind) for _, f, opt, kind in iter_options(verb)}
     given = values.get("store")
-    if given not in (None, MISSING):
-        extra = [k for k, v in values.items() if k != "store" and isinstance(v, tuple)]
-        if not extra:
+    if alias is None:
+        if given is None:
+            default = fields["store"][0].default
+            if default is MISSING:
+                raise ParameterError("store", "is missing: give the store as the first argument")
+            values["store"] = default
+        return values
+    if given is not None:
+        files = [
+            name
+            for name, (_, opt, kind) in fields.items()
+            if name != "store" and opt.positional and typing.get_origin(kind) is tuple
+        ]
+        if not files:
             raise ParameterError("store", f"given twice ({given} and --store {alias})")
-        values[extra[0]] = (given, *values[extra[0]])
+        values[files[0]] = (given, *values[files[0]])
     values["store"] = Path(alias)
     return values
 
@@ -183,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.configure(False)
     try:
         if hasattr(args, STORE_ALIAS):
-            values = _with_store(values, getattr(args, STORE_ALIAS))
+            values = _with_store(values, getattr(args, STORE_ALIAS), verb)
         verb(**values)
     except ParameterError as exc:
         return _fail(_flag_message(verb, exc))

@@ -169,7 +169,29 @@ class Manifest:
         except (TypeError, AttributeError, KeyError) as exc:
             raise FormatError(f"{where}: malformed manifest ({exc})") from None
         manifest.check_paths(where)
+        manifest.check_covers(where)
         return manifest
+
+    def check_covers(self, where: Path) -> None:
+        """Every site's ``covers``: sorted, disjoint ``[start, stop)`` ranges of its rows."""
+        for name, site in self.sites.items():
+            if site.covers is None:
+                continue
+            previous = 0
+            for pair in site.covers if isinstance(site.covers, list) else [None]:
+                ok = (
+                    isinstance(pair, list)
+                    and len(pair) == 2
+                    and all(isinstance(x, int) and not isinstance(x, bool) for x in pair)
+                    and previous <= pair[0] < pair[1] <= site.n_rows
+                )
+                if not ok:
+                    raise FormatError(
+                        f"{where}: site {name} covers {site.covers!r}, not sorted disjoint "
+                        f"[start, stop) ranges within its {site.n_rows} rows; the manifest "
+                        "was edited or damaged"
+                    )
+                previous = pair[1]
 
     def check_paths(self, where: Path) -> None:
         """Every file the manifest names lies inside the store, in the folder of its kind."""

@@ -162,14 +162,14 @@ def check_output_path(path: Path, parameter: str = "output") -> Path:
 
 
 def emit(text: str, output: Path | None) -> None:
-    """Write ``text`` to ``output`` (never inside a store), or to stdout when None.
+    """Write ``text`` to ``output`` (never inside a store), or to stdout when None or ``-``.
 
     Examples
     --------
     >>> emit("hello\\n", None)
     hello
     """
-    if output is None:
+    if output is None or str(output) == "-":
         sys.stdout.write(text)
         return
     check_output_path(output)
@@ -181,5 +181,5 @@ def emit(text: str, output: Path | None) -> None:
 
 def show(frame: pd.DataFrame, out: Output) -> None:
     """Print (or write) ``frame`` as ``out`` asks."""
-    if not out.quiet:
+    if out.output is not None or not out.quiet:  # --quiet silences stdout, not -o FILE
         emit(render(frame, out.format), out.output)

@@ -343,7 +343,13 @@ class SiteReader:
         start = chunk * self.chunk_rows
         first, last = start + int(local[0]), start + int(local[-1])
         check_present(Path(self.path), self.site, [chunk], None)
-        block = np.asarray(self.array[first : last + 1])
+        try:
+            block = np.asarray(self.array[first : last + 1])
+        except (RuntimeError, ValueError, OSError) as exc:  # the codec's (zstd: RuntimeError)
+            raise SiteError(
+                f"site {self.site}: chunk {chunk} cannot be decoded ({exc!s:.80}); "
+                "run `actstore verify`"
+            ) from None
         # zarr reads a chunk file that vanished meanwhile as zeros; paths are never
         # reused, so a file still there after the read was there during it
         check_present(Path(self.path), self.site, [chunk], None)

@@ -12,12 +12,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from actstore import chunks, coverage
+from actstore import chunks, coverage, growth
 from actstore.commit import ARRAYS_DIR, Ledger
 from actstore.errors import ParameterError, SchemaError, SiteError, SiteNotFoundError
 from actstore.manifest import Manifest, SiteRecord, SiteStatus, now_utc
@@ -162,13 +161,20 @@ def declare(
                 f"site {name} has {old.n_rows:,} rows but table {table} only {n_rows:,} now; "
                 "replace it with overwrite=True (--overwrite)"
             )
-        wanted = requested if old is None or changed else coverage.merge(old.covered() + requested)
-        if old is not None and not changed and (n_rows, wanted) == (old.n_rows, old.covered()):
+        same = old is not None and not changed
+        wanted = coverage.merge(old.covered() + requested) if same and old else requested
+        if same and old and (n_rows, wanted) == (old.n_rows, old.covered()):
             record = old
+        elif same and old and ledger.shared and old.status != "complete":
+            raise SiteError(
+                f"site {name} is being written ({old.done_chunks}/{old.n_chunks} chunks) and "
+                "would grow: shards must ask for the same rows; finish it first"
+            )
         else:
             # a new array goes beside the old one: readers of the old manifest keep
             # reading it, and it is deleted only when the next exclusive writer opens
             path = _new_path(manifest, name)
+            growth.clear_debris(ledger.root, path)
             arrays.create_array(
                 ledger.root / path, n_rows, n_units, dtype, declared["chunk_rows"], codec
             )
@@ -179,9 +185,14 @@ def declare(
                 created=now_utc(),
                 covers=None if whole else [list(r) for r in wanted],
             )
-            record.done_chunks = _start(ledger.root, record, None if changed else old)
+            record.done_chunks = growth.start(ledger.root, record, None if changed else old)
             manifest.sites[name] = record
-    return SiteWriter(ledger.root, name, copy.deepcopy(record), lambda n, d: publish(ledger, n, d))
+        # built before the declaration commits: its check of the chunks marked done may
+        # fail (an undecodable chunk is unmarked, not fatal, but an unreadable array is)
+        writer = SiteWriter(
+            ledger.root, name, copy.deepcopy(record), lambda n, p, d: publish(ledger, n, p, d)
+        )
+    return writer
 
 
 def _requested(covers: Sequence[tuple[int, int]] | None, n_rows: int) -> coverage.Ranges:
@@ -191,46 +202,6 @@ def _requested(covers: Sequence[tuple[int, int]] | None, n_rows: int) -> coverag
     if ranges and (ranges[0][0] < 0 or ranges[-1][1] > n_rows):
         raise ParameterError("covers", f"row ranges must lie in 0..{n_rows}, got {ranges}")
     return ranges
-
-
-def _start(root: Path, record: SiteRecord, old: SiteRecord | None) -> int:
-    """Mark the chunks of a new array that need no writing: those without covered rows,
-    and (when it grows from ``old``) those whose rows ``old`` holds whole and unchanged,
-    linked from its array. Returns how many were marked."""
-    from actstore.writer import progress_folder
-
-    folder = progress_folder(root, record)
-    folder.mkdir(parents=True, exist_ok=True)
-    wanted = record.covered()
-    known = _written(root, old) if old is not None else {}
-    marked = 0
-    for chunk in range(record.n_chunks):
-        lo, hi = chunk * record.chunk_rows, min((chunk + 1) * record.chunk_rows, record.n_rows)
-        mine = coverage.clip(wanted, lo, hi)
-        if not mine:
-            chunks.write_marker(folder, chunk, chunks.ABSENT)
-            marked += 1
-        elif (
-            old is not None
-            and known.get(chunk) not in (None, chunks.ABSENT)
-            and hi - lo == record.chunk_rows
-            and (chunk + 1) * old.chunk_rows <= old.n_rows
-            and coverage.clip(old.covered(), lo, hi) == mine
-            and chunks.link_chunk(root / old.path, root / record.path, chunk)
-        ):
-            chunks.write_marker(folder, chunk, str(known[chunk]))
-            marked += 1
-    return marked
-
-
-def _written(root: Path, record: SiteRecord) -> dict[int, str | None]:
-    """Checksums of the written chunks of ``record`` (complete or partial)."""
-    from actstore.writer import progress_folder
-
-    if record.status == "complete":
-        listed = chunks.read_checksums(root / record.path, record.n_chunks)
-        return dict(enumerate(listed))
-    return chunks.read_markers(progress_folder(root, record))
 
 
 def _new_path(manifest: Manifest, name: str) -> str:
@@ -266,10 +237,16 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def publish(ledger: Ledger, name: str, done: set[int]) -> bool:
-    """Record the chunks done of site ``name``; True once the site is complete."""
+def publish(ledger: Ledger, name: str, path: str, done: set[int]) -> bool:
+    """Record the chunks done of site ``name`` in its array at ``path``; True once the
+    site is complete. A writer of an array the site no longer names is refused."""
     with ledger.update() as manifest:
-        record = manifest.sites[name]
+        record = manifest.sites.get(name)
+        if record is None or record.path != path:
+            raise SiteError(
+                f"site {name} was declared again (grown, replaced or deleted) while this "
+                "writer filled it; its work is not published: run the extraction again"
+            )
         record.done_chunks = len(done)
         if len(done) == record.n_chunks:
             record.status = "complete"
@@ -278,12 +255,10 @@ def publish(ledger: Ledger, name: str, done: set[int]) -> bool:
 
 def written_chunks(ledger: Ledger, name: str) -> frozenset[int]:
     """Chunks of site ``name`` whose bytes are durably written, a running writer's too."""
-    from actstore.writer import progress_folder
-
     record = record_of(ledger, name)
     if record.status == "complete":
         return frozenset(range(record.n_chunks))
-    return frozenset(chunks.read_markers(progress_folder(ledger.root, record)))
+    return frozenset(chunks.read_markers(chunks.progress_folder(ledger.root, record.path)))
 
 
 def delete(ledger: Ledger, name: str) -> None:
@@ -364,13 +339,11 @@ def reopen(ledger: Ledger, name: str, damaged: list[int]) -> None:
     """Make a complete site partial again, without its ``damaged`` chunks: the intact
     ones get their progress markers back, so the next run of its extraction writes only
     the damaged chunks."""
-    from actstore.writer import progress_folder
-
     ledger.require_writable(exclusive=True)
     record = record_of(ledger, name)
     array_dir = ledger.root / record.path
     checksums = chunks.read_checksums(array_dir, record.n_chunks)
-    folder = progress_folder(ledger.root, record)
+    folder = chunks.progress_folder(ledger.root, record.path)
     folder.mkdir(parents=True, exist_ok=True)
     bad = set(damaged)
     for chunk in range(record.n_chunks):

@@ -26,18 +26,13 @@ import zarr
 
 from actstore import chunks, coverage
 from actstore.arrays import to_bfloat16_bits
-from actstore.commit import PROGRESS_DIR, prune_empty
+from actstore.commit import prune_empty
 from actstore.errors import SiteError
 from actstore.manifest import SiteRecord
 from actstore.reader import STORAGE_DTYPES
 
-# (site name, chunks done) -> whether the site is now complete
-Publish = Callable[[str, set[int]], bool]
-
-
-def progress_folder(root: Path, record: SiteRecord) -> Path:
-    """Where the chunk markers of the array ``record`` names live while it is written."""
-    return root / PROGRESS_DIR / record.path.partition("/")[2]
+# (site name, its array's path, chunks done) -> whether the site is now complete
+Publish = Callable[[str, str, set[int]], bool]
 
 
 class SiteWriter:
@@ -63,13 +58,14 @@ class SiteWriter:
         self.n_chunks: int = record.n_chunks
         self.covered = record.covered()
         self._publish = publish
+        self.path = record.path
         self._dir = root / record.path
         # every chunk is a file, zeros too (zarr skips all-zero chunks by default, which a
         # reader could not tell from a deleted one)
         array = zarr.open_array(str(self._dir), mode="r+")
         self._array: Any = array.with_config({"write_empty_chunks": True})
         self._chunk_size = chunks.chunk_bytes(record)
-        self._progress = progress_folder(root, record)
+        self._progress = chunks.progress_folder(root, record.path)
         self._progress.mkdir(parents=True, exist_ok=True)
         self._checksums: dict[int, str | None] = {}
         if record.status == "complete":
@@ -84,18 +80,18 @@ class SiteWriter:
         unmarked, so a resumed run writes them again."""
         intact: dict[int, str | None] = {}
         for chunk, checksum in sorted(marked.items()):
-            if checksum == chunks.ABSENT:  # holds no covered row: nothing to check
-                intact[chunk] = checksum
-                continue
             start, stop = self.chunk_range(chunk)
-            try:
-                chunks.check_present(self._dir, self.name, [chunk], self._chunk_size)
-                ok = (
-                    checksum is None
-                    or chunks.digest(np.asarray(self._array[start:stop])) == checksum
-                )
-            except (SiteError, ValueError, OSError):
-                ok = False
+            if checksum == chunks.ABSENT:  # no file: right only for a chunk of no covered row
+                ok = not self.needed(chunk)
+            else:
+                try:
+                    chunks.check_present(self._dir, self.name, [chunk], self._chunk_size)
+                    ok = (
+                        checksum is None
+                        or chunks.digest(np.asarray(self._array[start:stop])) == checksum
+                    )
+                except Exception:  # missing, cut, or undecodable (zstd raises RuntimeError)
+                    ok = False
             if ok:
                 intact[chunk] = checksum
             else:
@@ -197,6 +193,9 @@ class SiteWriter:
     def _flush(self, chunk: int) -> None:
         data, _ = self._buffers.pop(chunk)
         start, stop = self.chunk_range(chunk)
+        # a new file, never a rewrite in place: a chunk file may be a hard link shared with
+        # the array this site grew from, which readers of an older manifest still read
+        chunks.chunk_file(self._dir, chunk).unlink(missing_ok=True)
         self._array[start:stop] = data
         checksum = chunks.digest(data)
         chunks.write_marker(self._progress, chunk, checksum)
@@ -215,7 +214,7 @@ class SiteWriter:
         self.done |= set(marked)
         if self.complete and self._progress.is_dir():  # before the manifest says complete
             chunks.write_checksums(self._dir, self._checksums, self.n_chunks)
-        if self._publish(self.name, self.done):  # nobody writes this site any more
+        if self._publish(self.name, self.path, self.done):  # nobody writes this site any more
             for debris in self._dir.rglob("*.partial"):  # a killed run's chunk debris
                 debris.unlink(missing_ok=True)
             shutil.rmtree(self._progress, ignore_errors=True)

@@ -257,6 +257,15 @@ def _declare(
     order = [widest, *(i for i in range(len(chosen)) if i != widest)]
     writers: dict[int, actstore.SiteWriter] = {}
     chunk_rows = options.chunk_rows
+    if chunk_rows is None:  # sites written before keep their chunking; new ones follow it
+        existing = {store.sites[s.name].chunk_rows for s in chosen if s.name in store.sites}
+        if len(existing) > 1:
+            raise ParameterError(
+                "chunk_rows",
+                f"the chosen sites were written in chunks of {sorted(existing)} rows: extract "
+                "them apart, or give --chunk-rows (with --overwrite)",
+            )
+        chunk_rows = next(iter(existing), None)
     for i in order:
         spec = chosen[i]
         writers[i] = store.create_site(

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 import actstore
-from actstore.coverage import describe, require, uncovered
+from actstore.coverage import require, uncovered
 from actstore.errors import SchemaError, SiteError
 from actstore.reader import SiteReader, block_cuts
 from actstore.sql import quote_ident
@@ -79,19 +79,19 @@ class Selection:
                 )
         first = infos[0]
         for info in infos[1:]:
-            if (info.table, info.covers) != (first.table, first.covers):
+            if info.table != first.table:
                 raise SchemaError(
-                    f"sites {first.name} ({first.table}, {describe(first.covers)}) and "
-                    f"{info.name} ({info.table}, {describe(info.covers)}) do not cover the "
-                    "same rows"
+                    f"sites {first.name} and {info.name} are aligned to different tables "
+                    f"({first.table}, {info.table})"
                 )
         everything = self.row_ids is None and not (self.where and self.where.strip())
         table_rows = self.store.n_rows(first.table)
-        if everything and first.n_covered != table_rows:
-            raise SiteError(
-                f"{uncovered(first.name, first.table, first.covers, table_rows)}, or select "
-                "the rows it covers with --where"
-            )
+        for info in infos if everything else ():
+            if info.n_covered != table_rows:
+                raise SiteError(
+                    f"{uncovered(info.name, info.table, info.covers, table_rows)}, or select "
+                    "the rows it covers with --where"
+                )
 
     @property
     def table(self) -> str:
@@ -111,8 +111,10 @@ class Selection:
         return self._covered(self.store.rows(self.where, table=self.table))
 
     def _covered(self, rows: np.ndarray) -> np.ndarray:
-        info = self.store.site(self.sites[0])
-        require(rows, info.name, info.table, info.covers, self.store.n_rows(info.table))
+        """``rows``, once every site is checked to hold them."""
+        for name in self.sites:
+            info = self.store.site(name)
+            require(rows, info.name, info.table, info.covers, self.store.n_rows(info.table))
         return rows
 
     def values(self, columns: Sequence[str]) -> pa.Table:

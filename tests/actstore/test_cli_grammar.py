@@ -99,3 +99,19 @@ def test_demo_without_its_packages_says_what_to_install(
     with pytest.raises(actstore.ActStoreError, match=r"need torch: pip install torch .*\[demo\]"):
         demo.demo(DemoParams(store=tmp_path / "d.actstore"))
     assert not (tmp_path / "d.actstore").exists()
+
+
+def test_store_alias_edge_cases_and_quiet_output(sample: Path, tmp_path: Path) -> None:
+    store = tmp_path / "s.actstore"
+    assert cli("ingest", str(store), str(sample)).returncode == 0
+    one_line_error(
+        cli("sql", str(store), "SELECT 1", "--store", str(store)), "given twice"
+    )  # no positional files to take the first argument
+    one_line_error(cli("demo", "--store", str(store)), "was not made by actstore demo")
+    out = tmp_path / "q.csv"
+    proc = cli("sql", str(store), "SELECT count(*) AS n FROM sentences", "-q", "--format", "csv",
+               "-o", str(out))  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert out.read_text() == "n\n40\n"  # --quiet silences stdout, never the file asked for
+    proc = cli("sql", str(store), "SELECT 7 AS n", "--format", "csv", "-o", "-")
+    assert proc.stdout == "n\n7\n" and not Path("-").exists()

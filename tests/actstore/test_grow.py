@@ -110,3 +110,59 @@ def test_a_redeclaration_with_other_settings_names_them(halves: tuple[Path, Path
     message = str(caught.value)
     assert "dtype: float16 → float32" in message and "align: mean → first" in message
     assert "k:" not in message and "--name" in message and "--overwrite" in message
+
+
+def test_a_writer_of_a_redeclared_site_publishes_nothing(halves: tuple[Path, Path]) -> None:
+    path, _ = halves
+    with actstore.open(path, mode="a") as store:
+        declare = {"n_units": N_UNITS, "dtype": "float32"}
+        stale = store.create_site("t/d", **declare, chunk_rows=64, covers=[(0, 100)])
+        fresh = store.create_site("t/d", **declare)  # grows into a new array
+        for start, stop in stale.pending_ranges():
+            stale.write(start, expected(np.arange(start, stop)))
+        with pytest.raises(actstore.SiteError, match=r"declared again .* while this writer"):
+            stale.commit()
+        assert store.site("t/d").status == "partial"
+        fill(fresh)
+        np.testing.assert_array_equal(store.acts("t/d").values, expected(np.arange(store.n_rows())))
+
+
+def test_an_interrupted_declaration_leaves_nothing_to_inherit(halves: tuple[Path, Path]) -> None:
+    path, _ = halves
+    with actstore.open(path, mode="a") as store:
+        debris = chunks.progress_folder(store.path, f"arrays.zarr/t/e@{store.generation + 1}")
+        debris.mkdir(parents=True)
+        for chunk in range(3):  # markers an uncommitted declaration left at the next path
+            chunks.write_marker(debris, chunk, chunks.ABSENT)
+        writer = store.create_site("t/e", n_units=N_UNITS, chunk_rows=64)
+        assert writer.pending_ranges() == [(0, store.n_rows())]
+
+
+def test_a_damaged_zstd_chunk_is_one_line_everywhere(halves: tuple[Path, Path]) -> None:
+    path, _ = halves
+    with actstore.open(path, mode="a") as store:
+        declare = {"n_units": N_UNITS, "dtype": "float32", "codec": "zstd"}
+        fill(store.create_site("t/z", **declare, chunk_rows=256))
+        chunk = chunks.chunk_file(store.path / store.site("t/z").path, 1)
+        chunk.write_bytes(chunk.read_bytes()[:20])  # cut: zstd cannot decode it
+        with pytest.raises(actstore.SiteError, match="chunk 1 cannot be decoded"):
+            store.acts("t/z", np.arange(250, 260)).compute()
+        assert [p.where for p in check_store(store)] == ["chunk 1"]
+        store.reopen_chunks("t/z", [1])  # what verify --repair does
+        writer = store.create_site("t/z", **declare)
+        assert writer.pending_chunks() == [1]
+        fill(writer)
+        np.testing.assert_array_equal(store.acts("t/z").values, expected(np.arange(store.n_rows())))
+
+
+def test_sites_of_different_coverage_read_the_rows_both_hold(halves: tuple[Path, Path]) -> None:
+    from queries.selection import Selection
+
+    path, _ = halves
+    with actstore.open(path, mode="a") as store:
+        fill(store.create_site("t/f", n_units=N_UNITS, chunk_rows=64, covers=[(0, 300)]))
+        fill(store.create_site("t/g", n_units=N_UNITS, chunk_rows=64, covers=[(100, 400)]))
+        both = Selection(store, ("t/f", "t/g"), "row BETWEEN 120 AND 250")
+        np.testing.assert_array_equal(both.rows, np.arange(120, 251))
+        with pytest.raises(actstore.SiteError, match=r"site t/f covers rows 0\.\.299"):
+            _ = Selection(store, ("t/f", "t/g"), "row BETWEEN 250 AND 350").rows

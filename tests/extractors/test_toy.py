@@ -11,7 +11,9 @@ import pytest
 
 import actstore
 from extractors.base import Block, Extractor, SiteSpec
+from extractors.driver import run
 from extractors.testing import ExtractorContract, clone, site_bytes
+from extractors.verbs import ExtractOptions
 
 
 class HashedForms(Extractor):
@@ -79,3 +81,31 @@ class TestHashedFormsContract(ExtractorContract):
             assert store.site("toy-b/proj").dtype == "float32"
         with pytest.raises(actstore.SiteError, match=r"other settings \(dtype: float16 → float32"):
             self.run(path, dtype="float32")
+
+
+class TwoWidths(HashedForms):
+    """HashedForms beside a wider site: the wider picks the chunking of new sites."""
+
+    def sites(self) -> list[SiteSpec]:
+        return [*super().sites(), SiteSpec("toy/wide", n_units=64)]
+
+    def compute(self, batch: tuple[int, int]) -> Block:
+        block = super().compute(batch)
+        narrow = block.values[0]
+        return Block(block.rows, [narrow, np.tile(narrow, (1, 8))])
+
+
+def test_old_and_new_sites_extracted_together_keep_the_old_chunking(
+    tmp_path: Path, ewt_dev: Path
+) -> None:
+    path = tmp_path / "g.actstore"
+    with actstore.create(path) as store:
+        actstore.ingest_conllu(store, [ewt_dev], sentences=(0, 400))
+    run(path, HashedForms(), ExtractOptions(device="cpu"))
+    with actstore.open(path, mode="a") as store:
+        actstore.ingest_conllu(store, [ewt_dev], sentences=(400, 1500))
+        chunk_rows = store.site("toy/proj").chunk_rows
+    run(path, TwoWidths(), ExtractOptions(device="cpu"))
+    with actstore.open(path) as store:
+        assert {s.chunk_rows for s in store.sites.values()} == {chunk_rows}
+        assert {s.n_covered for s in store.sites.values()} == {store.n_rows()}
