@@ -254,7 +254,9 @@ def measures(chosen: SitesParam, options: MeasuresOptions, out: Output, keep: Ke
 
     with _open(chosen.store, keep, out) as (store, wrote):
         site = one_site(store, chosen.sites, "sites")
-        gate = one_site(store, options.gate_site, "gate_site") if options.gate_site else None
+        # a GRU's hidden-state site names its update gate (extractors.recurrent)
+        gate_glob = options.gate_site or store.site(site).provenance.get("update_gate_site")
+        gate = one_site(store, gate_glob, "gate_site") if gate_glob else None
         sites = [s for s in (site, gate) if s]
         values = token_measures(store, site, gate)
         if keep.save:

@@ -188,7 +188,9 @@ class MeasuresOptions:
     """dred (and zmean, keep) of a site per token, reported by category."""
 
     gate_site: str | None = option(
-        None, help="site (or glob matching one) of the update gates (declares gate_convention)"
+        None,
+        help="site (or glob matching one) of the update gates (declares "
+        "gate_convention; default: the one a GRU's hidden-state site names)",
     )
     name: str = option("measures", help="results table for the per-token values (with --save)")
     by: tuple[str, ...] = option(("upos", "deprel"), help="token columns to report by")

@@ -141,3 +141,23 @@ def test_cli_reports_by_category_and_needs_a_convention(
     assert "does not declare provenance['gate_convention']" in capsys.readouterr().err
     assert main([*args, "--gate-site", "gru/nope"]) == 2
     assert "no complete site matches 'gru/nope'" in capsys.readouterr().err
+
+
+def test_a_gru_state_site_names_its_gates(
+    ewt_small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "named.actstore"
+    shutil.copytree(ewt_small, path)
+    with actstore.open(path, mode="a") as store:
+        n = store.n_rows("tokens")
+        rng = np.random.default_rng(1)
+        gates = rng.uniform(size=(n, 4)).astype(np.float32)
+        write_site(store, "gru/layer.0.z", gates, gate_convention="torch")
+        states = rng.normal(size=(n, 4)).astype(np.float32)
+        write_site(store, "gru/layer.0.h", states, update_gate_site="gru/layer.0.z")
+        mean_z = float(gates.astype(np.float64).mean(axis=1).mean())
+    args = ["measures", str(path), "--sites", "layer.0.h", "--by", "lang", "--min-count", "1"]
+    assert main([*args, "--format", "csv"]) == 0  # no --gate-site
+    rows = [line.split(",") for line in capsys.readouterr().out.splitlines()[1:]]
+    zmean = {r[3]: float(r[4]) for r in rows}["zmean"]
+    assert zmean == pytest.approx(mean_z, abs=1e-9)
