@@ -17,7 +17,7 @@ context on both sides. Nothing is truncated. See ``docs/EXTRACTION.md``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -157,6 +157,8 @@ class Alignment:
     segment_ids: list[list[int]]  # input ids per segment, specials included
     n_windowed: int
     n_pieces: int
+    # per sentence, its first segment (its windows are consecutive); then the total
+    sentence_segment: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
 
     def table(self, words: Words) -> Any:
         """The alignment as an Arrow table, one row per word."""
@@ -250,6 +252,7 @@ def align(
         segment_ids=[],
         n_windowed=0,
         n_pieces=0,
+        sentence_segment=np.zeros(len(sentence_bounds) + 1, np.int64),
     )
     for s, (lo, hi) in enumerate(sentence_bounds.tolist()):
         ids = encoded["input_ids"][s]
@@ -282,6 +285,7 @@ def align(
         base = len(out.segment_ids)
         for w_start in starts:
             out.segment_ids.append(prefix + ids[w_start : w_start + capacity] + suffix)
+        out.sentence_segment[s + 1] = len(out.segment_ids)
         out.segment[lo:hi] = base + best
         offset = np.asarray(starts)[best]
         out.first[lo:hi] = first - offset + len(prefix)

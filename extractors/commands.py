@@ -1,7 +1,9 @@
 """What ``actstore extract`` runs: pick the extractor for the model, run the driver.
 
 Only transformers exist today; a new family (recurrent checkpoints, CNNs, static
-vectors) adds a branch to :func:`extractor_for` that recognises its models.
+vectors) adds a branch to :func:`extractor_for` that recognises its models. A
+transformer runs through :func:`extractors.transformer.extract`, which adds its
+sentence sites (a second driver run, over the ``sentences`` table) when asked.
 """
 
 from __future__ import annotations
@@ -57,7 +59,14 @@ def extract(target: ExtractTarget, options: ExtractOptions) -> ExtractReport:
     """
     options.check()
     return_large_frees()
-    report = run(target.store, extractor_for(options), options)
+    from extractors.transformer import TransformerExtractor
+    from extractors.transformer import extract as transformer
+
+    extractor = extractor_for(options)
+    if isinstance(extractor, TransformerExtractor):  # word and sentence sites
+        report = transformer(target.store, options, loaded=extractor)
+    else:
+        report = run(target.store, extractor, options)
     if not target.quiet:
         print(report.summary())
     return report

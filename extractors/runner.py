@@ -1,4 +1,4 @@
-"""One transformer on one device: padded batches in, word vectors of chosen layers out.
+"""One transformer on one device: padded batches in, the chosen components out, pooled.
 
 On CUDA the forward pass runs under bfloat16 autocast and results are copied to
 pinned host memory without blocking; on CPU everything is float32 (float16 matrix
@@ -13,34 +13,39 @@ from typing import Any
 import numpy as np
 import torch
 
+from extractors.hooks import Tap, capture
+
 
 class Runner:
-    """Runs ``model`` (its base model) on ``device`` and pools pieces to words.
+    """Runs ``model`` (its base model) on ``device``, reads ``taps``, pools pieces.
 
-    ``layers`` are hidden-state indices (0 is the embedding output); ``rule`` is
-    ``mean``, ``first`` or ``last``; ``out_dtype`` the site dtype (float16 sites are
-    converted on the device, bfloat16 ones by the writer from float32).
+    ``taps`` say where each component is read (:class:`~extractors.hooks.Tap`: a hidden
+    state, 0 being the embedding output, or a hooked module; an int is that hidden
+    state); ``rule`` is ``mean``,
+    ``first`` or ``last``; ``out_dtype`` the site dtype (float16 sites are converted on
+    the device, bfloat16 ones by the writer from float32).
 
     Examples
     --------
-    >>> import torch
-    >>> runner = Runner(torch.nn.Identity(), [0], "mean", torch.device("cpu"), 0, "float32")
+    >>> runner = Runner(torch.nn.Identity(), [Tap(hidden_state=0)], "mean",
+    ...                 torch.device("cpu"), 0, "float32")
     >>> hidden = [torch.arange(8.0).reshape(1, 4, 2)]
-    >>> runner.pool(hidden, np.array([0, 0]), np.array([0, 1]), np.array([0, 3])).tolist()
+    >>> [v.tolist() for v in runner.pool(hidden, np.array([0, 0]), np.array([0, 1]),
+    ...                                  np.array([0, 3]))]
     [[[0.0, 1.0], [4.0, 5.0]]]
     """
 
     def __init__(
         self,
         model: Any,
-        layers: list[int],
+        taps: Sequence[Tap | int],
         rule: str,
         device: torch.device,
         pad_id: int,
         out_dtype: str,
     ) -> None:
         self.model = getattr(model, "base_model", model).to(device)
-        self.layers = layers
+        self.taps = [Tap(hidden_state=t) if isinstance(t, int) else t for t in taps]
         self.rule = rule
         self.device = device
         self.pad_id = pad_id
@@ -48,7 +53,7 @@ class Runner:
         self.out_dtype = torch.float16 if out_dtype == "float16" else torch.float32
 
     def forward(self, segment_ids: Sequence[list[int]]) -> list[torch.Tensor]:
-        """Hidden states of the chosen layers, each (batch, time, units)."""
+        """The tapped components, each (batch, time, units), in the order of ``taps``."""
         longest = max(len(ids) for ids in segment_ids)
         ids = np.full((len(segment_ids), longest), self.pad_id, dtype=np.int64)
         for b, seg in enumerate(segment_ids):
@@ -59,32 +64,48 @@ class Runner:
         if self.cuda:
             input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
             mask = mask.pin_memory().to(self.device, non_blocking=True)
+        states = any(tap.hidden_state is not None for tap in self.taps)
         with (
             torch.inference_mode(),
             torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda),
+            capture(self.model, self.taps) as seen,
         ):
-            out = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
-        return [out.hidden_states[i] for i in self.layers]
+            out = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=states)
+        return [
+            seen[tap] if tap.hidden_state is None else out.hidden_states[tap.hidden_state]
+            for tap in self.taps
+        ]
 
     def pool(
-        self, hidden: list[torch.Tensor], batch: np.ndarray, first: np.ndarray, last: np.ndarray
-    ) -> torch.Tensor:
-        """Word vectors (layers, words, units) from piece ranges ``[first, last]`` of batch
-        rows ``batch`` (one entry per word, words grouped by batch row).
+        self,
+        hidden: Sequence[torch.Tensor],
+        batch: np.ndarray,
+        first: np.ndarray,
+        last: np.ndarray,
+        *,
+        rule: str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> list[torch.Tensor]:
+        """Per tensor of ``hidden``: (items, units), item *j* pooled from positions
+        ``[first[j], last[j]]`` of batch row ``batch[j]`` by ``rule`` (default the
+        runner's), as ``dtype`` (default the site dtype). Items may come in any order.
 
         A block-diagonal pooling matrix (one block per batch row) keeps this exact for
         first/last, cheap, and deterministic on every device (no atomics).
         """
-        n_batch, n_time, n_units = hidden[0].shape
-        starts = np.searchsorted(batch, np.arange(n_batch))
-        slot = np.arange(len(batch)) - starts[batch]
-        most = int(slot.max()) + 1
+        rule = rule or self.rule
+        n_batch, n_time = hidden[0].shape[:2]
+        order = np.argsort(batch, kind="stable")
+        starts = np.searchsorted(batch[order], np.arange(n_batch))
+        slot = np.empty(len(batch), np.int64)
+        slot[order] = np.arange(len(batch)) - starts[batch[order]]
+        most = int(slot.max()) + 1 if len(batch) else 1
         t = np.arange(n_time)
-        if self.rule == "mean":
+        if rule == "mean":
             inside = (t >= first[:, None]) & (t <= last[:, None])
             rows = inside / (last - first + 1)[:, None]
         else:
-            rows = t == (first if self.rule == "first" else last)[:, None]
+            rows = t == (first if rule == "first" else last)[:, None]
         weights = np.zeros((n_batch * most, n_time), np.float32)
         keep = batch * most + slot
         weights[keep] = rows
@@ -92,21 +113,29 @@ class Runner:
             self.device, non_blocking=self.cuda
         )
         index = torch.from_numpy(keep).to(self.device, non_blocking=self.cuda)
-        out = torch.empty(
-            (len(hidden), len(batch), n_units), dtype=self.out_dtype, device=self.device
-        )
+        out = []
         with torch.inference_mode():
-            for k, h in enumerate(hidden):
-                pooled = torch.matmul(w, h.float()).reshape(n_batch * most, n_units)
-                out[k] = pooled.index_select(0, index)  # converted as it is copied
+            for h in hidden:
+                pooled = torch.matmul(w, h.float()).reshape(n_batch * most, h.shape[-1])
+                out.append(pooled.index_select(0, index).to(dtype or self.out_dtype))
         return out
 
-    def to_host(self, values: torch.Tensor) -> tuple[Callable[[], None] | None, torch.Tensor]:
-        """Copy to (pinned) host memory without blocking; call the first item to wait."""
+    def to_host(
+        self, values: Sequence[torch.Tensor]
+    ) -> tuple[Callable[[], None] | None, list[torch.Tensor]]:
+        """Copy to (pinned) host memory without blocking; call the first item to wait.
+
+        The copies share one pinned buffer (allocating pinned memory is slow).
+        """
         if not self.cuda:
-            return None, values
-        host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
-        host.copy_(values, non_blocking=True)
+            return None, list(values)
+        flat = torch.empty(sum(v.numel() for v in values), dtype=values[0].dtype, pin_memory=True)
+        host, at = [], 0
+        for v in values:
+            view = flat[at : at + v.numel()].view(v.shape)
+            view.copy_(v, non_blocking=True)
+            host.append(view)
+            at += v.numel()
         event = torch.cuda.Event()  # type: ignore[no-untyped-call]
         event.record()
         return event.synchronize, host

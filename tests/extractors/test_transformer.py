@@ -26,7 +26,9 @@ def loaded_minilm() -> tuple[object, object]:
 
 
 def minilm_options(**kwargs: object) -> ExtractOptions:
-    base: dict[str, object] = {"model": "minilm", "chunk_rows": int(CHUNK_ROWS), "device": "cpu"}
+    base: dict[str, object] = {
+        "model": "minilm", "sites": "layer.*", "chunk_rows": int(CHUNK_ROWS), "device": "cpu",
+    }  # fmt: skip
     return ExtractOptions(**{**base, **kwargs})  # type: ignore[arg-type]
 
 
