@@ -35,7 +35,7 @@ Examples
 ...     def template(cls, ewt_small):
 ...         return ewt_small
 >>> sorted(n for n in dir(TestOnes) if n.startswith("test_"))[:3]
-['test_deterministic', 'test_dtype_as_declared', 'test_no_nan_nothing_dropped']
+['test_deterministic', 'test_dtype_as_declared', 'test_grows_with_its_table']
 """
 
 from __future__ import annotations
