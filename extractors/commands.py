@@ -1,9 +1,10 @@
 """What ``actstore extract`` runs: pick the extractor for the model, run the driver.
 
-Only transformers exist today; a new family (recurrent checkpoints, CNNs, static
-vectors) adds a branch to :func:`extractor_for` that recognises its models. A
-transformer runs through :func:`extractors.transformer.extract`, which adds its
-sentence sites (a second driver run, over the ``sentences`` table) when asked.
+Transformers and recurrent models (a checkpoint folder or a factory,
+:mod:`extractors.recurrent`) today; a new family (CNNs, static vectors) adds a branch
+to :func:`extractor_for` that recognises its models. A transformer runs through
+:func:`extractors.transformer.extract`, which adds its sentence sites (a second driver
+run, over the ``sentences`` table) when asked.
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ import sys
 
 from extractors.base import Extractor
 from extractors.driver import ExtractReport, run
-from extractors.verbs import ExtractOptions, ExtractTarget
+from extractors.verbs import ExtractOptions, ExtractTarget, is_recurrent_model
 
 
 def extractor_for(options: ExtractOptions) -> Extractor:
-    """The extractor that runs ``options.model``."""
+    """The extractor that runs ``options.model``: the recurrent one for a checkpoint
+    folder or a factory (:func:`~extractors.verbs.is_recurrent_model`), else a
+    transformer's."""
+    if is_recurrent_model(options.model):
+        from extractors.recurrent import RecurrentExtractor
+
+        return RecurrentExtractor(options)
     from extractors.transformer import TransformerExtractor
 
     return TransformerExtractor(options)

@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,40 @@ from actstore.verbs import Verb, option
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 AlignRule = Literal["mean", "first", "last"]
 ALIGN_RULES: tuple[AlignRule, ...] = ("mean", "first", "last")
+AlignChoice = Literal["auto", "mean", "first", "last"]
+ALIGN_CHOICES: tuple[AlignChoice, ...] = ("auto", *ALIGN_RULES)
+_FACTORY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+
+
+def is_factory(model: str) -> bool:
+    """Whether ``model`` names a model factory, ``package.module:function``.
+
+    Examples
+    --------
+    >>> is_factory("mypackage.models:build_lm"), is_factory("runs/lm")
+    (True, False)
+    """
+    return bool(_FACTORY.fullmatch(model))
+
+
+def is_recurrent_model(model: str) -> bool:
+    """Whether ``model`` is for the recurrent extractor (:mod:`extractors.recurrent`): a
+    factory (:func:`is_factory`) or a checkpoint folder, whose ``config.json`` names its
+    ``architecture`` (Hugging Face folders name ``architectures``).
+
+    Examples
+    --------
+    >>> is_recurrent_model("minilm"), is_recurrent_model("mypackage.models:build_lm")
+    (False, True)
+    """
+    if is_factory(model):
+        return True
+    config = Path(model) / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "architecture" in data
 
 
 @dataclass(frozen=True)
@@ -42,26 +77,41 @@ class ExtractTarget:
 class ExtractOptions:
     """What an extraction takes; see ``docs/EXTRACTION.md``.
 
-    ``batch_tokens`` defaults to 1024 on CPU (cache-sized) and 16384 on CUDA;
-    ``max_length`` to the model's limit; ``chunk_rows`` to chunks of about 8 MiB.
-    ``shard`` is ``"I/N"``: this process fills every N-th pending chunk, starting at I.
+    ``batch_tokens`` defaults to 1024 on CPU (cache-sized) and 16384 on CUDA for
+    transformers, 4096 and 65536 for recurrent models; ``max_length`` to the model's
+    limit; ``chunk_rows`` to chunks of about 8 MiB. ``shard`` is ``"I/N"``: this
+    process fills every N-th pending chunk, starting at I. ``align="auto"`` is ``mean``
+    for a transformer (set when the options are made) and left for the recurrent
+    extractor to resolve (``last`` for a character-level model).
 
     Examples
     --------
     >>> ExtractOptions(sites="layer.6", shard="1/2").shard_index
     (1, 2)
+    >>> ExtractOptions().align, ExtractOptions(model="lm.models:build").align
+    ('mean', 'auto')
     >>> ExtractOptions(align="max").check()
     Traceback (most recent call last):
     ...
-    actstore.errors.ParameterError: align must be one of ['mean', 'first', 'last'], got 'max'
+    actstore.errors.ParameterError: align must be one of ['auto', 'mean', ...], got 'max'
     """
 
-    model: str = option("minilm", help="minilm, smollm2, a Hugging Face folder or a .gguf file")
+    model: str = option(
+        "minilm", help="minilm, smollm2, a Hugging Face folder, a .gguf file, a recurrent "
+        "model's checkpoint folder, or a factory package.module:function (with --weights, "
+        "--vocab)"
+    )  # fmt: skip
     sites: str = option("*", help="comma-separated globs of sites to write, e.g. 'layer.*'")
-    align: AlignRule = option("mean", help="how a word pools its pieces")
+    align: AlignChoice = option(
+        "auto", help="how a word pools its pieces (transformers) or characters (character-"
+        "level recurrent models); auto: mean for transformers, last for characters"
+    )  # fmt: skip
     dtype: Dtype = option("float16", help="stored dtype")
     device: str = option("auto", help="auto, cpu, cuda or cuda:N")
-    batch_tokens: int | None = option(None, help="padded tokens per batch (CPU 1024, CUDA 16384)")
+    batch_tokens: int | None = option(
+        None, help="padded tokens (recurrent: steps) per batch; CPU 1024, CUDA 16384 for "
+        "transformers; 4096 and 65536 for recurrent models"
+    )  # fmt: skip
     shard: str = option("0/1", metavar="I/N", help="fill only shard I of N (run N processes)")
     max_length: int | None = option(None, help="longest model input; longer sentences are windowed")
     chunk_rows: int | None = option(None, help="rows per stored chunk (default: about 8 MiB)")
@@ -78,8 +128,21 @@ class ExtractOptions:
         None, metavar="SEED", help="re-initialise the model's weights (seeded) first: a "
         "baseline of the same architecture, written as <model>-random<SEED>/layer.N"
     )  # fmt: skip
+    weights: Path | None = option(
+        None, help="factory models: the state dict to load (.safetensors, .pt, .pth, .bin)"
+    )
+    vocab: Path | None = option(
+        None, help="factory models: the vocabulary JSON (tokens, pad, unk, level, lowercase)"
+    )
+    time_major: bool = option(
+        False, help="factory models: call model(ids) with ids of shape (time, batch)"
+    )
     # not a command-line option: bytes of finished blocks waiting for the writer thread
     writer_bytes: int = field(default=16 << 20)
+
+    def __post_init__(self) -> None:
+        if self.align == "auto" and not is_recurrent_model(self.model):
+            object.__setattr__(self, "align", "mean")  # what transformers always did
 
     @property
     def shard_index(self) -> tuple[int, int]:
@@ -96,8 +159,18 @@ class ExtractOptions:
         """Refuse values no extraction can take (each error names its parameter)."""
         from actstore.devices import check_device
 
-        if self.align not in ALIGN_RULES:
-            raise ParameterError("align", f"must be one of {list(ALIGN_RULES)}, got {self.align!r}")
+        if self.align not in ALIGN_CHOICES:
+            raise ParameterError(
+                "align", f"must be one of {list(ALIGN_CHOICES)}, got {self.align!r}"
+            )
+        factory = is_factory(self.model)
+        for name in ("weights", "vocab", "time_major"):
+            if getattr(self, name) not in (None, False) and not factory:
+                raise ParameterError(
+                    name, f"goes with a factory model (package.module:function), not {self.model}"
+                )
+            if factory and name != "time_major" and getattr(self, name) is None:
+                raise ParameterError(name, f"is needed with the factory model {self.model}")
         if self.dtype not in DTYPES:
             raise ParameterError("dtype", f"must be one of {list(DTYPES)}, got {self.dtype!r}")
         check_device(self.device, "device")
@@ -121,7 +194,8 @@ class ExtractOptions:
 EXTRACT = Verb(
     "extract",
     "run a model over the store's rows and store its activations as sites",
-    'actstore extract ewt.actstore --model minilm --sites "layer.*" --align mean',
+    'actstore extract ewt.actstore --model minilm --sites "layer.*" --align mean\n'
+    '  actstore extract ewt.actstore --model runs/lm --sites "layer.*.[fh]"',
     (ExtractTarget, ExtractOptions),
     "extractors.commands:extract",
 )
