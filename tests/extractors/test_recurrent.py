@@ -349,3 +349,25 @@ def test_cuda_equals_cpu(factories: Path, ewt_small: Path, tmp_path: Path) -> No
                 cuda.acts(name, rows).values, cpu.acts(name, rows).values, atol=1e-5
             )
         assert cuda.site("word_bilstm/layer.0.h").provenance["compute"] == "cuda float32"
+
+
+def test_random_init_is_a_seeded_baseline(factories: Path, ewt_small: Path, tmp_path: Path) -> None:
+    path = clone(ewt_small, tmp_path / "random")
+    options = factory_options(factories, "word_bilstm", "words", sites="layer.1.h")
+    options = replace(options, where="sentence_id < 5")
+    extract(path, options)
+    for _ in range(2):  # the same seed: the same bytes (the second run finds nothing to do)
+        report = extract(path, replace(options, random_init=3))
+    assert report.nothing_to_do and report.sites == ["word_bilstm-random3/layer.1.h"]
+    with actstore.open(path) as store:
+        rows = store.rows("sentence_id < 5")
+        trained = store.acts("word_bilstm/layer.1.h", rows).values
+        fresh = store.acts("word_bilstm-random3/layer.1.h", rows).values
+        assert store.site("word_bilstm-random3/layer.1.h").provenance["random_init"] == 3
+    assert np.abs(trained - fresh).max() > 0.05
+    again = clone(ewt_small, tmp_path / "again")
+    extract(again, replace(options, random_init=3))
+    with actstore.open(again) as store:
+        np.testing.assert_array_equal(
+            store.acts("word_bilstm-random3/layer.1.h", rows).values, fresh
+        )
