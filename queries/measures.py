@@ -117,8 +117,9 @@ def _block_measures(
 
 
 def token_measures(store: actstore.Store, site: str, gate_site: str | None = None) -> pd.DataFrame:
-    """``row, dred`` (and ``zmean, keep`` with a gate site) for every token
-    (:data:`TOKEN_MEASURES`).
+    """``row, dred`` (and ``zmean, keep`` with a gate site) for every token the sites
+    cover (:data:`TOKEN_MEASURES`): all of them, or the sentences an extraction with
+    ``--where`` computed.
 
     Examples
     --------
@@ -132,7 +133,11 @@ def token_measures(store: actstore.Store, site: str, gate_site: str | None = Non
     for name in sites:
         if store.site(name).table != "tokens":
             raise SchemaError(f"site {name} is aligned to {store.site(name).table}, not tokens")
-    selection = Selection(store, sites, sentences=True)
+    covers = [store.site(name).covers for name in sites]
+    ranges = covers[0] if all(c == covers[0] for c in covers) else ()
+    whole = sum(b - a for a, b in ranges) == store.n_rows("tokens")
+    rows = None if whole or not ranges else np.concatenate([np.arange(a, b) for a, b in ranges])
+    selection = Selection(store, sites, sentences=True, row_ids=rows)
     parts = map_blocks(
         _block_measures,
         selection,

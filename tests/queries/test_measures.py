@@ -161,3 +161,24 @@ def test_a_gru_state_site_names_its_gates(
     rows = [line.split(",") for line in capsys.readouterr().out.splitlines()[1:]]
     zmean = {r[3]: float(r[4]) for r in rows}["zmean"]
     assert zmean == pytest.approx(mean_z, abs=1e-9)
+
+
+def test_measures_of_a_site_covering_some_sentences(ewt_small: Path, tmp_path: Path) -> None:
+    path = tmp_path / "part.actstore"
+    shutil.copytree(ewt_small, path)
+    with actstore.open(path, mode="a") as store:
+        n = store.n_rows("tokens")
+        states = np.random.default_rng(2).normal(size=(n, 4)).astype(np.float32)
+        write_site(store, "gru/all", states)
+        first = store.sql("SELECT min(row) AS r FROM tokens WHERE sentence_id IN (40, 80)").r
+        lo = int(first[0])
+        hi = int(store.sql("SELECT max(row) + 1 AS r FROM tokens WHERE sentence_id = 79").r[0])
+        writer = store.create_site(
+            "gru/part", n_units=4, dtype="float32", chunk_rows=256, covers=[(lo, hi)]
+        )
+        writer.write(lo, states[lo:hi])
+        writer.commit()
+        part = token_measures(store, "gru/part")
+        everything = token_measures(store, "gru/all").set_index("row")
+    assert part["row"].tolist() == list(range(lo, hi))  # dred is per sentence: the same
+    np.testing.assert_allclose(part["dred"], everything.loc[part["row"], "dred"], atol=1e-12)
