@@ -42,6 +42,7 @@ from extractors.base import Block, Extractor, SiteSpec
 from extractors.driver import ExtractReport, run
 from extractors.recurrent_load import RecurrentModel, load_model
 from extractors.recurrent_tap import StopModel, tap
+from extractors.runner import pooling_weights
 from extractors.transformer import batches
 from extractors.unroll import DIRECTIONS, GATES, Recurrent, Unrolled, find_recurrent
 from extractors.verbs import ExtractOptions
@@ -283,19 +284,9 @@ def pool(
         at = first if align == "first" else last
         flat = torch.from_numpy(at * n_batch + batch).to(device)
         return states.reshape(steps * n_batch, units).index_select(0, flat).float()
-    # a block-diagonal weight matrix per batch row: a fixed order of summation on every
-    # device (no scatter-add atomics)
-    order = np.argsort(batch, kind="stable")
-    starts = np.searchsorted(batch[order], np.arange(n_batch))
-    slot = np.empty(len(batch), np.int64)
-    slot[order] = np.arange(len(batch)) - starts[batch[order]]
-    most = int(slot.max()) + 1 if len(batch) else 1
-    t = np.arange(steps)
-    inside = (t >= first[:, None]) & (t <= last[:, None])
-    weights = np.zeros((n_batch * most, steps), np.float32)
-    keep = batch * most + slot
-    weights[keep] = inside / (last - first + 1)[:, None]
-    w = torch.from_numpy(weights.reshape(n_batch, most, steps)).to(device)
+    weights, keep = pooling_weights(batch, first, last, n_batch, steps, "mean")
+    w = torch.from_numpy(weights).to(device)
+    most = weights.shape[1]
     summed = torch.bmm(w, states.float().transpose(0, 1)).reshape(n_batch * most, units)
     return summed.index_select(0, torch.from_numpy(keep).to(device))
 

@@ -16,6 +16,39 @@ import torch
 from extractors.hooks import Tap, capture
 
 
+def pooling_weights(
+    batch: np.ndarray, first: np.ndarray, last: np.ndarray, n_batch: int, n_time: int, rule: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """A block-diagonal pooling matrix, one block per batch row: ``(n_batch, most,
+    n_time)`` weights whose product with ``(n_batch, n_time, units)`` states gives item
+    *j* (pooled from positions ``first[j]..last[j]`` of row ``batch[j]`` by ``rule``:
+    mean, first or last) at flat index ``keep[j]``. Exact for first/last, and the same
+    order of summation on every device (no scatter-add atomics).
+
+    Examples
+    --------
+    >>> batch, first, last = np.array([1, 0]), np.array([0, 1]), np.array([1, 2])
+    >>> weights, keep = pooling_weights(batch, first, last, 2, 3, "mean")
+    >>> weights.shape, keep.tolist(), weights[1, 0].tolist()
+    ((2, 1, 3), [1, 0], [0.5, 0.5, 0.0])
+    """
+    order = np.argsort(batch, kind="stable")
+    starts = np.searchsorted(batch[order], np.arange(n_batch))
+    slot = np.empty(len(batch), np.int64)
+    slot[order] = np.arange(len(batch)) - starts[batch[order]]
+    most = int(slot.max()) + 1 if len(batch) else 1
+    t = np.arange(n_time)
+    if rule == "mean":
+        inside = (t >= first[:, None]) & (t <= last[:, None])
+        rows = inside / (last - first + 1)[:, None]
+    else:
+        rows = t == (first if rule == "first" else last)[:, None]
+    weights = np.zeros((n_batch * most, n_time), np.float32)
+    keep = batch * most + slot
+    weights[keep] = rows
+    return weights.reshape(n_batch, most, n_time), keep
+
+
 class Runner:
     """Runs ``model`` (its base model) on ``device``, reads ``taps``, pools pieces.
 
@@ -93,26 +126,11 @@ class Runner:
         A block-diagonal pooling matrix (one block per batch row) keeps this exact for
         first/last, cheap, and deterministic on every device (no atomics).
         """
-        rule = rule or self.rule
         n_batch, n_time = hidden[0].shape[:2]
-        order = np.argsort(batch, kind="stable")
-        starts = np.searchsorted(batch[order], np.arange(n_batch))
-        slot = np.empty(len(batch), np.int64)
-        slot[order] = np.arange(len(batch)) - starts[batch[order]]
-        most = int(slot.max()) + 1 if len(batch) else 1
-        t = np.arange(n_time)
-        if rule == "mean":
-            inside = (t >= first[:, None]) & (t <= last[:, None])
-            rows = inside / (last - first + 1)[:, None]
-        else:
-            rows = t == (first if rule == "first" else last)[:, None]
-        weights = np.zeros((n_batch * most, n_time), np.float32)
-        keep = batch * most + slot
-        weights[keep] = rows
-        w = torch.from_numpy(weights.reshape(n_batch, most, n_time)).to(
-            self.device, non_blocking=self.cuda
-        )
+        weights, keep = pooling_weights(batch, first, last, n_batch, n_time, rule or self.rule)
+        w = torch.from_numpy(weights).to(self.device, non_blocking=self.cuda)
         index = torch.from_numpy(keep).to(self.device, non_blocking=self.cuda)
+        most = weights.shape[1]
         out = []
         with torch.inference_mode():
             for h in hidden:

@@ -60,15 +60,7 @@ def wrong_vocab():
 '''
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny matrices: one thread is fastest, and immune to a busy machine's cores (and
-    every run of a module's tests uses the same threads: the bytes of a matrix product
-    may depend on how many share it)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/extractors/conftest.py
 
 
 @pytest.fixture(scope="session")

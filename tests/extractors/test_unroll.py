@@ -3,7 +3,7 @@ themselves follow the textbook formulas (a float64 reference written here)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +21,7 @@ TOLERANCE = 1e-5
 LENGTHS = torch.tensor([7, 3, 5, 1, 7, 2])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny matrices: one thread is fastest, and immune to a busy machine's cores (and
-    every run of a module's tests uses the same threads: the bytes of a matrix product
-    may depend on how many share it)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/extractors/conftest.py
 
 
 def packed_run(module: nn.Module, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
