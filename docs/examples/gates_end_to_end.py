@@ -10,7 +10,7 @@ Part 2 (the GRU analysis, Figure 1): train IMAGINET's VISUAL pathway on the synt
 image task of docs/RECURRENT.md, extract its gates over EWT dev, and report mean dred
 and zmean per UPOS and per deprel.
 
-Run from the repository root (about 10 minutes on 2 CPU cores with the defaults)::
+Run from the repository root (about 5 minutes on 2 CPU cores with the defaults)::
 
     .venv/bin/python docs/examples/gates_end_to_end.py runs/gates
 
