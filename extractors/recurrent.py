@@ -240,6 +240,13 @@ class RecurrentExtractor(Extractor):
             if unrolled is None:
                 raise ModelError(f"{where} did not run when the model was called as model(ids)")
             shape = tuple(unrolled.states[0, 0]["h"].shape[:2])
+            if shape == (steps, batch) and not torch.equal(unrolled.lengths.cpu(), lengths.cpu()):
+                raise ModelError(
+                    f"{where} read sequences of lengths {unrolled.lengths.tolist()[:8]} for "
+                    f"sentences of lengths {lengths.tolist()[:8]}: the model reorders or cuts "
+                    "its batch (sorting it before packing?); actstore needs model(ids) to keep "
+                    "the batch's order and lengths (pack with enforce_sorted=False)"
+                )
             if shape != (steps, batch):
                 raise ModelError(
                     f"{where} read (time, batch) = {shape} for ids of (time, batch) = "

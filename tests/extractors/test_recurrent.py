@@ -57,6 +57,22 @@ def no_rnn():
 
 def wrong_vocab():
     return Tagger(N_WORDS + 5, nn.GRU(8, 6, batch_first=True))
+
+
+class SortingTagger(Tagger):
+    """Sorts its batch by length before packing (code from before enforce_sorted=False)."""
+
+    def forward(self, ids):
+        lengths, order = (ids != 0).sum(1).sort(descending=True)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.embedding(ids[order]), lengths.cpu(), batch_first=True
+        )
+        return self.rnn(packed)
+
+
+def sorting_lstm():
+    torch.manual_seed(2)
+    return SortingTagger(N_WORDS, nn.LSTM(8, 6, batch_first=True))
 '''
 
 
@@ -79,7 +95,7 @@ def factories(ewt_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     sys.path.insert(0, str(folder))
     import rnn_factories  # type: ignore[import-not-found]
 
-    for name in ("word_bilstm", "char_lstm", "wrong_vocab", "no_rnn"):
+    for name in ("word_bilstm", "char_lstm", "wrong_vocab", "no_rnn", "sorting_lstm"):
         torch.save(getattr(rnn_factories, name)().state_dict(), folder / f"{name}.pt")
     yield folder
     sys.path.remove(str(folder))
@@ -326,6 +342,9 @@ def test_refusals_are_one_clear_line(factories: Path, ewt_small: Path, tmp_path:
         assert "\n" not in str(caught.value), str(caught.value)
     with pytest.raises(ParameterError, match="weights goes with a factory model"):
         ExtractOptions(model="minilm", weights=Path("w.pt")).check()
+    sorting = factory_options(factories, "sorting_lstm", "words", sites="layer.0.h")
+    with pytest.raises(ModelError, match=r"reorders or cuts its batch .* enforce_sorted=False"):
+        extract(clone(ewt_small, tmp_path / "sorting"), sorting)  # rows would be swapped
 
 
 @pytest.mark.gpu
