@@ -133,10 +133,13 @@ def token_measures(store: actstore.Store, site: str, gate_site: str | None = Non
     for name in sites:
         if store.site(name).table != "tokens":
             raise SchemaError(f"site {name} is aligned to {store.site(name).table}, not tokens")
-    covers = [store.site(name).covers for name in sites]
-    ranges = covers[0] if all(c == covers[0] for c in covers) else ()
+    # a site extracted for some sentences (--where) is measured on those; one that lags
+    # behind its grown table is refused by the selection, as every analysis does
+    infos = [store.site(name) for name in sites]
+    ranges = infos[0].covers if all(i.covers == infos[0].covers for i in infos) else ()
+    chosen = ranges and all(i.n_rows == store.n_rows("tokens") for i in infos)
     whole = sum(b - a for a, b in ranges) == store.n_rows("tokens")
-    rows = None if whole or not ranges else np.concatenate([np.arange(a, b) for a, b in ranges])
+    rows = np.concatenate([np.arange(a, b) for a, b in ranges]) if chosen and not whole else None
     selection = Selection(store, sites, sentences=True, row_ids=rows)
     parts = map_blocks(
         _block_measures,
