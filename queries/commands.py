@@ -249,7 +249,13 @@ def measures(chosen: SitesParam, options: MeasuresOptions, out: Output, keep: Ke
     """``actstore measures``: per-token dred (zmean, keep), then means by category. Only
     with ``--save NAME`` is anything written to the store: the per-token values as
     ``options.name`` and the means by category as ``NAME``."""
-    from queries.measures import BY_CATEGORY, TOKEN_MEASURES, save_measures, token_measures
+    from queries.measures import (
+        BY_CATEGORY,
+        TOKEN_MEASURES,
+        by_category,
+        save_measures,
+        token_measures,
+    )
     from queries.plots import measures_figure
 
     with _open(chosen.store, keep, out) as (store, wrote):
@@ -263,38 +269,15 @@ def measures(chosen: SitesParam, options: MeasuresOptions, out: Output, keep: Ke
             save_measures(store, values, options.name, sites=sites)
             made = provenance(store, "measures", sites, {"name": options.name})
             _saved(wrote, TidyResult(TOKEN_MEASURES, values, made), options.name, store)
-        table = _category_means(store, site, values, options)
+        table = by_category(
+            store, values, site, options.by, min_count=options.min_count, where=options.where
+        )
         result = _result(store, BY_CATEGORY, [table], sites, options, options.where)
 
         def figure() -> Any:
             return measures_figure(result.frame, figure_context(store, [site], options.where))
 
         return _finish(store, wrote, result, out, keep, figure)
-
-
-def _category_means(
-    store: actstore.Store, site: str, values: pd.DataFrame, options: MeasuresOptions
-) -> pd.DataFrame:
-    """Mean of each measure per category of each column of ``options.by`` among the
-    tokens ``options.where`` selects (categories of at least ``min_count`` words), from
-    the per-token ``values`` in memory, so nothing need be written to the store."""
-    from queries.measures import BY_CATEGORY
-    from queries.select import token_column, where_clause
-
-    measures = [c for c in ("dred", "zmean", "keep") if c in values]
-    frames = []
-    for column in options.by:
-        tokens = store.sql(
-            f"SELECT row, {token_column(store, column)}::VARCHAR AS category "
-            f"FROM tokens{where_clause(options.where)}"
-        )
-        grouped = tokens.merge(values, on="row").groupby("category", dropna=False, sort=True)
-        frame = grouped[measures].mean().assign(n=grouped.size()).reset_index()
-        frame = frame[frame["n"] >= options.min_count]
-        long = frame.melt(id_vars=["category", "n"], var_name="metric", value_name="value")
-        frames.append(long.assign(site=site, target=column))
-    out = pd.concat(frames, ignore_index=True)
-    return BY_CATEGORY.check(out[BY_CATEGORY.names])
 
 
 def selectivity(

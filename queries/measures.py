@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 import actstore
-from actstore import sql
 from actstore.errors import SchemaError
 from queries.engine import Selection, map_blocks
 from queries.options import MeasuresOptions
@@ -177,36 +176,36 @@ def save_measures(
 
 def by_category(
     store: actstore.Store,
-    table: str,
+    values: pd.DataFrame,
     site: str,
     by: tuple[str, ...] = MeasuresOptions.by,
     *,
     min_count: int = MeasuresOptions.min_count,
     where: str | None = None,
 ) -> pd.DataFrame:
-    """Mean of each measure per category of each column in ``by`` (count >= ``min_count``).
+    """Mean of each measure of the per-token ``values`` (:func:`token_measures`) per
+    category of each tokens column in ``by``, among the tokens ``where`` selects
+    (categories of at least ``min_count`` words); nothing need be stored first.
 
     Returns :data:`BY_CATEGORY`: ``site, target (the column), category, metric, value, n``.
 
     Examples
     --------
-    >>> save_measures(store, token_measures(store, "toy/layer.0"))
-    >>> table = by_category(store, "measures", "toy/layer.0", ("upos",), min_count=40)
+    >>> values = token_measures(store, "toy/layer.0")
+    >>> table = by_category(store, values, "toy/layer.0", ("upos",), min_count=40)
     >>> table[["category", "metric"]].values.tolist()[:2]
     [['ADJ', 'dred'], ['ADP', 'dred']]
     """
-    stored = store.sql(f"SELECT * FROM {sql.quote_ident(sql.check_table_name(table))} LIMIT 0")
-    measures = [c for c in ("dred", "zmean", "keep") if c in stored.columns]
+    measures = [c for c in ("dred", "zmean", "keep") if c in values]
     frames = []
     for column in by:
-        quoted = token_column(store, column)
-        averages = ", ".join(f"avg(m.{m}) AS {m}" for m in measures)
-        frame = store.sql(
-            f"SELECT {quoted}::VARCHAR AS category, count(*) AS n, {averages} "
-            f"FROM tokens JOIN {table} AS m USING (row){where_clause(where)} "
-            f"GROUP BY ALL HAVING count(*) >= ? ORDER BY category",
-            [min_count],
+        tokens = store.sql(
+            f"SELECT row, {token_column(store, column)}::VARCHAR AS category "
+            f"FROM tokens{where_clause(where)}"
         )
+        grouped = tokens.merge(values, on="row").groupby("category", dropna=False, sort=True)
+        frame = grouped[measures].mean().assign(n=grouped.size()).reset_index()
+        frame = frame[frame["n"] >= min_count]
         long = frame.melt(id_vars=["category", "n"], var_name="metric", value_name="value")
         frames.append(long.assign(site=site, target=column))
     out = pd.concat(frames, ignore_index=True)

@@ -299,10 +299,10 @@ def measures_figure(table: pd.DataFrame, context: FigureContext) -> Figure:
 
     Examples
     --------
-    >>> from queries.measures import by_category, save_measures, token_measures
+    >>> from queries.measures import by_category, token_measures
     >>> context = FigureContext("toy", "en_ewt dev (en)", 698, None, ("toy/layer.0",))
-    >>> save_measures(store, token_measures(store, "toy/layer.0"))
-    >>> table = by_category(store, "measures", "toy/layer.0", min_count=20)
+    >>> values = token_measures(store, "toy/layer.0")
+    >>> table = by_category(store, values, "toy/layer.0", min_count=20)
     >>> len([ax for ax in measures_figure(table, context).axes if ax.get_visible()])
     2
     """
