@@ -28,6 +28,7 @@ BASE_COLUMNS = (
     "deprel", "deps", "misc", "deprel_base", "sentence_length", "depth", "n_children",
     "head_distance", "mwt_start", "mwt_end", "mwt_form", "space_after", "lang", "corpus", "split",
 )  # fmt: skip
+_END = 1 << 62  # the end of a file, in sentences, where a subset has none
 _UD_NAME = re.compile(r"^(?P<lang>[a-z]{2,3})_(?P<name>[a-z0-9_]+)-ud-(?P<split>[a-z]+)$")
 _FEATURE = re.compile(r"^[A-Z0-9][A-Za-z0-9]*(\[[a-z0-9]+\])?$")
 _VALUES = re.compile(r"^[A-Z0-9][A-Za-z0-9]*(,[A-Z0-9][A-Za-z0-9]*)*$")
@@ -208,19 +209,20 @@ def ingest_conllu(
     if not paths:
         raise CorpusError("(no files)", None, "give at least one CoNLL-U file to ingest")
     lo, hi = _check_subset(sentences)
+    wanted = (lo, _END if hi is None else hi)
     known = [(s.sha256, s.path, _span(s.subset)) for s in store.sources]
     digests = []
     for path in paths:
         digest = file_sha256(path)
         for sha, other, (a, b) in known:
-            if sha == digest and a < (hi if hi is not None else 1 << 62) and lo < b:
+            if sha == digest and a < wanted[1] and wanted[0] < b:
                 raise CorpusError(
                     str(path),
                     None,
                     f"already in the store (same content as {other})"
-                    + ("" if (a, b) == (0, 1 << 62) else f", sentences {a}:{b}"),
+                    + ("" if (a, b) == (0, _END) else f", sentences {a}:{b}"),
                 )
-        known.append((digest, str(path), (lo, hi if hi is not None else 1 << 62)))
+        known.append((digest, str(path), wanted))
         digests.append(digest)
     with store.transaction():
         return [
@@ -250,9 +252,9 @@ def _check_subset(sentences: tuple[int, int | None] | None) -> tuple[int, int | 
 def _span(subset: str | None) -> tuple[int, int]:
     """The sentence range a source's ``subset`` names (the whole file: 0 to 'infinity')."""
     if subset is None:
-        return 0, 1 << 62
+        return 0, _END
     a, _, b = subset.removeprefix("sentences ").partition(":")
-    return int(a), int(b) if b else 1 << 62
+    return int(a), int(b) if b else _END
 
 
 def _blocks(

@@ -258,7 +258,8 @@ def _declare(
     writers: dict[int, actstore.SiteWriter] = {}
     chunk_rows = options.chunk_rows
     if chunk_rows is None:  # sites written before keep their chunking; new ones follow it
-        existing = {store.sites[s.name].chunk_rows for s in chosen if s.name in store.sites}
+        declared = store.sites
+        existing = {declared[s.name].chunk_rows for s in chosen if s.name in declared}
         if len(existing) > 1:
             raise ParameterError(
                 "chunk_rows",
