@@ -52,7 +52,7 @@ def _add_parameters(parser: argparse.ArgumentParser, verb: Verb) -> None:
             kwargs["choices"] = choices
         elif opt.positional and typing.get_origin(kind) is tuple:  # FILE [FILE ...]
             kwargs["type"] = _typed(converter(typing.get_args(kind)[0], flag_of(f)))
-            kwargs["nargs"] = "+"
+            kwargs["nargs"] = "+" if required else "*"
         else:
             kwargs["type"] = _typed(converter(kind, flag_of(f)))
         if opt.metavar:
@@ -68,7 +68,8 @@ def _add_parameters(parser: argparse.ArgumentParser, verb: Verb) -> None:
             continue
         if opt.positional:
             if not required:
-                kwargs.update(nargs="?", default=f.default)
+                kwargs.setdefault("nargs", "?")
+                kwargs["default"] = f.default
                 kwargs["help"] = f"{opt.help} (default: {_shown(f.default)})"
             parser.add_argument(f.name, **kwargs)
             continue

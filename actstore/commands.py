@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 import actstore
-from actstore.core_verbs import InfoParams, IngestParams, SQLParams, StoreParam
+from actstore.core_verbs import INGEST_KINDS, InfoParams, IngestParams, SQLParams, StoreParam
 from actstore.errors import ActStoreError
 from actstore.output import Output, show
 
 
-def ingest(params: IngestParams) -> list[dict[str, Any]]:
-    """Append CoNLL-U files to a store, creating it when missing; prints one line a file."""
-    path, subset = params.store, params.subset()
+def ingest(params: IngestParams) -> Any:
+    """Append CoNLL-U files (or, after the word ``images`` or ``vectors``, rows of that
+    kind) to a store, creating it when missing; prints what it added."""
+    path, kind = params.store, params.kind
+    subset = None if kind else params.subset()
     fresh = not (path / "manifest.json").is_file()
     store = actstore.create(path) if fresh else actstore.open(path, mode="a")
     try:
         with store:
+            if kind is not None:
+                return ingest_kind(kind)(store, params)
             records = actstore.ingest_conllu(
                 store, params.files, corpus=params.corpus, lang=params.lang, split=params.split,
                 sentences=subset,
@@ -34,6 +39,23 @@ def ingest(params: IngestParams) -> list[dict[str, Any]]:
         )
     print(f"{path}: {store.n_rows('tokens'):,} tokens, {store.n_rows('sentences'):,} sentences")
     return records
+
+
+def ingest_kind(kind: str) -> Callable[[actstore.Store, IngestParams], Any]:
+    """The function registered for ``actstore ingest STORE KIND ...`` (entry-point group
+    ``actstore.ingest``): called with the store, open for writing, and the parameters;
+    it prints what it added. ``kind`` is the first of ``params.files``.
+
+    Examples
+    --------
+    >>> ingest_kind("images").__name__
+    'ingest_command'
+    """
+    from importlib.metadata import entry_points
+
+    (point,) = entry_points(group=INGEST_KINDS, name=kind)
+    function: Callable[[actstore.Store, IngestParams], Any] = point.load()
+    return function
 
 
 def sql(where: StoreParam, query: SQLParams, out: Output) -> Any:

