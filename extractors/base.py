@@ -154,6 +154,13 @@ class Extractor(abc.ABC):
         nothing.
         """
 
+    def covered_rows(self, store: actstore.Store) -> list[tuple[int, int]] | None:
+        """The row ranges ``[start, stop)`` this extractor has values for, after
+        :meth:`prepare` (None, the default: every row of its table). Static vectors
+        cover the words they hold; the driver declares the sites over these rows only,
+        never writing zero rows for the others (``--where`` takes precedence)."""
+        return None
+
     def batches(self, lo: int, hi: int) -> Iterable[Any]:
         """The batches of chunk rows ``lo..hi-1`` (default: one batch ``(lo, hi)``).
 

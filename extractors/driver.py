@@ -194,7 +194,11 @@ def run(
                 "corpus_sha256": corpus_sha256(store),
                 "actstore_version": actstore.__version__,
             }
-            covers = None if options.where is None else wanted_rows(store, extractor, options)
+            covers = (
+                extractor.covered_rows(store)
+                if options.where is None
+                else wanted_rows(store, extractor, options)
+            )
             writers = _declare(store, extractor, chosen, options, common, covers)
         first = writers[0]
         pending = sorted(set().union(*(w.pending_chunks() for w in writers)))
