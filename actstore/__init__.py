@@ -28,6 +28,7 @@ from actstore.errors import (
     ActStoreError,
     CorpusError,
     FormatError,
+    ImageError,
     ModelError,
     ParameterError,
     ReadOnlyError,
@@ -42,6 +43,7 @@ from actstore.errors import (
 from actstore.version import __version__
 
 if TYPE_CHECKING:
+    from actstore.images import ingest_images
     from actstore.ingest import ingest_conllu
     from actstore.lifecycle import create
     from actstore.lifecycle import open_store as open
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "ingest_conllu": ("actstore.ingest", "ingest_conllu"),
+    "ingest_images": ("actstore.images", "ingest_images"),
     "MatrixResult": ("actstore.results", "MatrixResult"),
     "ResultInfo": ("actstore.results", "ResultInfo"),
     "SiteInfo": ("actstore.sites", "SiteInfo"),
@@ -78,6 +81,7 @@ __all__ = [
     "ActStoreError",
     "CorpusError",
     "FormatError",
+    "ImageError",
     "MatrixResult",
     "ModelError",
     "ParameterError",
@@ -98,5 +102,6 @@ __all__ = [
     "__version__",
     "create",
     "ingest_conllu",
+    "ingest_images",
     "open",
 ]

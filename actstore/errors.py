@@ -82,3 +82,9 @@ class ParameterError(SchemaError):
 
 class ModelError(ActStoreError, ValueError):
     """A model cannot be found, loaded or run as asked."""
+
+
+class ImageError(CorpusError):
+    """An image source is unusable: a file that does not decode, is truncated or is not
+    an image, an empty folder, a bad line of a list; the message names the file (and
+    the list's line) and what was expected."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from actstore import results, sites, tables
 from actstore.commit import Ledger
+from actstore.errors import SchemaError
 from actstore.manifest import Manifest, SourceInfo
 from actstore.results import MatrixWriter
 
@@ -44,6 +45,15 @@ class StoreWriting:
         """Record an ingested corpus file (inside the :meth:`transaction` that adds its rows)."""
         self._ledger.require_writable(exclusive=True)
         self._ledger.manifest.sources.append(source)
+
+    def add_table_source(self, table: str, source: Mapping[str, Any]) -> None:
+        """Record where rows of row table ``table`` came from, in its provenance
+        (``provenance["sources"]``), inside the :meth:`transaction` that adds them."""
+        self._ledger.require_writable(exclusive=True)
+        record = self._ledger.manifest.tables.get(table)
+        if record is None:
+            raise SchemaError(f"no table {table!r} to record a source for; append its rows first")
+        record.provenance.setdefault("sources", []).append(dict(source))
 
     def write_result(
         self,
