@@ -132,6 +132,11 @@ def describe(info: dict[str, Any]) -> str:
         ]
         for src in info["sources"]
     ]
+    sources += [
+        _table_source(table, src)
+        for table, t in info["tables"].items()
+        for src in t.get("sources", [])
+    ]
     for title, rows, right in (
         ("tables", tables, {1}),
         ("sites", sites, {2, 6}),
@@ -141,6 +146,19 @@ def describe(info: dict[str, Any]) -> str:
         lines.append(f"{title}:" if rows else f"{title}: none")
         lines += aligned(rows, right)
     return "\n".join(lines)
+
+
+def _table_source(table: str, src: dict[str, Any]) -> list[str]:
+    """One line of ``info`` for a source of a row table not read from CoNLL-U (an image
+    folder or list, a vector file): what its provenance record says, briefly."""
+    words = [f"table={table}"] + ([f"kind={src['kind']}"] if "kind" in src else [])
+    if "n_rows" in src:
+        words.append(f"{src['n_rows']:,} rows from row {src.get('first_row', 0):,}")
+    if src.get("skipped"):
+        words.append(f"{len(src['skipped']):,} skipped")
+    digest = src.get("listing_sha256") or src.get("sha256")
+    words += [f"sha256={digest[:12]}"] if isinstance(digest, str) else []
+    return [str(src.get("path", "")), " ".join(words)]
 
 
 def aligned(rows: list[list[str]], right: set[int] | None = None) -> list[str]:

@@ -19,8 +19,8 @@ def dir_bytes(path: Path) -> int:
 
 
 def summarize(store: Store) -> dict[str, Any]:
-    """Corpus tables, sites, results (tables and matrices), sources and bytes on disk of
-    ``store``.
+    """Corpus tables (with the sources of those not from CoNLL-U, such as ``images``),
+    sites, results (tables and matrices), sources and bytes on disk of ``store``.
 
     Examples
     --------
@@ -28,11 +28,17 @@ def summarize(store: Store) -> dict[str, Any]:
     {'n_rows': 30, 'n_parts': 1}
     """
     path = store.path
+    provenance = {n: t.provenance for n, t in store.manifest_records().tables.items()}
     return {
         "path": str(path),
         **store.header(),
         "tables": {  # corpus tables; table results are listed with the other results
             n: {"n_rows": t.n_rows, "n_parts": t.n_parts}
+            | (
+                {"sources": provenance[n]["sources"]}
+                if provenance.get(n, {}).get("sources")
+                else {}
+            )
             for n, t in store.tables.items()
             if n not in store.results
         },

@@ -344,6 +344,14 @@ def test_skip_bad_records_the_bad_files(
     assert reasons["x.jpg"].startswith("is not an image") and "truncated" in reasons["zz-cut.jpg"]
     warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped ")]
     assert len(warned) == len(extra)
+    only_bad = tmp_path / "bad"
+    (only_bad / "x").mkdir(parents=True)
+    (only_bad / "x" / "a.jpg").write_text("text")
+    with (
+        actstore.open(tmp_path / "s.actstore", mode="a") as store,
+        pytest.raises(actstore.ImageError, match=r"has no image that decodes \(1 skipped\)"),
+    ):
+        ingest_images(store, only_bad, skip_bad=True)
 
 
 def test_reingesting_a_folder_is_refused(images_store: Path, photos: Path) -> None:
@@ -375,6 +383,8 @@ def test_cli_spellings_and_a_store_with_tokens_and_images(
     info = capsys.readouterr().out
     assert re.search(r"^  images +5 rows +1 part\(s\)$", info, re.M), info
     assert re.search(r"^  tokens +4,007 rows", info, re.M) and "en_ewt-ud-dev.conllu.gz" in info
+    listed = rf"^  {re.escape(str(photos))} +table=images kind=folder 5 rows from row 0 sha256="
+    assert re.search(listed, info, re.M), info
     with actstore.open(images_store) as store:
         joined = store.sql(
             "SELECT (SELECT count(*) FROM tokens) AS words, (SELECT count(*) FROM images) AS n"
