@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import logging
 import os
 import re
@@ -409,3 +410,21 @@ def test_command_line_in_a_process_warns_and_fails_in_one_line(
     assert done.returncode == 0, done.stderr
     assert f"skipped {folder}/space/x.jpg: is not an image" in done.stderr
     assert "5 images (rows 0..4), 1 skipped" in done.stdout
+
+
+def test_arrays_failing_midway_leave_the_store_as_it_was(images_store: Path) -> None:
+    first, second = picture("chelsea")[:40, :40], picture("coffee")[:40, :40]
+    png = io.BytesIO()
+    Image.fromarray(second).save(png, format="PNG")
+    digest = hashlib.sha256(png.getvalue()).hexdigest()
+    # the second PNG cannot be written: its temporary name is taken by a folder
+    (images_store / "images" / f"{digest}.png.partial").mkdir(parents=True)
+    before = _tree(images_store)
+    with (
+        actstore.open(images_store, mode="a") as store,
+        pytest.raises(IsADirectoryError),
+    ):
+        ingest_images(store, np.stack([first, second]), labels=["a", "b"], block_rows=1)
+    assert _tree(images_store) == before
+    with actstore.open(images_store) as store:
+        assert store.n_rows("images") == len(PICTURES)
