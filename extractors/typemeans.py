@@ -227,6 +227,10 @@ def types_command(params: TypesParams) -> ExtractReport:
                           lowercase=params.lowercase, min_count=params.min_count)  # fmt: skip
     with actstore.open(params.store, mode="a") as store:
         first, added = append_types(store, extractor)
+        if not store.n_rows(words.WORDS):
+            raise ParameterError(
+                "min_count", f"no word type is seen {params.min_count} times in {params.store}"
+            )
     options = ExtractOptions(device="cpu", dtype=params.dtype, name=params.name,
                              overwrite=params.overwrite)  # fmt: skip
     report = run(params.store, extractor, options)
