@@ -74,9 +74,17 @@ def to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
 
 
 def create_array(
-    path: Path, n_rows: int, n_units: int, dtype: str, chunk_rows: int, codec: str
+    path: Path,
+    n_rows: int,
+    n_units: int,
+    dtype: str,
+    chunk_rows: int,
+    codec: str,
+    unit_shape: list[int] | None = None,
 ) -> None:
-    """Create an empty site array (metadata only; no chunk is written)."""
+    """Create an empty site array (metadata only; no chunk is written). A site with a
+    ``unit_shape`` is stored flat, ``(n_rows, n_units)``, and says its shape in the
+    array's attributes (``unit_shape``), for readers of the Zarr array alone."""
     check_codec(codec)
     compressors: Any = ZstdCodec(level=3) if codec == "zstd" else None
     zarr.create_array(
@@ -87,6 +95,7 @@ def create_array(
         compressors=compressors,
         fill_value=0,
         dimension_names=("row", "unit"),
+        attributes={"unit_shape": unit_shape} if unit_shape else None,
         overwrite=True,
     )
 

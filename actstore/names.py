@@ -133,3 +133,14 @@ def did_you_mean(name: str, names: Iterable[str]) -> str:
     if len(close) > 1:
         return f"did you mean {', '.join(close[:-1])} or {close[-1]}?"
     return f"did you mean {close[0]}?" if close else ""
+
+
+def unit_dims(n: int) -> tuple[str, ...]:
+    """Names of the dimensions of a row of ``n`` axes: ``channel, y, x`` for feature maps.
+
+    Examples
+    --------
+    >>> unit_dims(3), unit_dims(2)
+    (('channel', 'y', 'x'), ('unit_0', 'unit_1'))
+    """
+    return ("channel", "y", "x") if n == 3 else tuple(f"unit_{i}" for i in range(n))

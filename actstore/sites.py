@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from actstore import chunks, coverage, growth
+from actstore import chunks, coverage, growth, names
 from actstore.commit import ARRAYS_DIR, Ledger
 from actstore.errors import ParameterError, SchemaError, SiteError, SiteNotFoundError
 from actstore.manifest import Manifest, SiteRecord, SiteStatus, now_utc
@@ -49,6 +49,12 @@ class SiteInfo:
     provenance: dict[str, Any]
     path: str  # of its Zarr array, relative to the store
     covers: tuple[tuple[int, int], ...] = ()  # row ranges it holds values for
+    unit_shape: tuple[int, ...] | None = None  # (C, H, W) of spatial maps; None: (n_units,)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(n_rows, n_units)``, or ``(n_rows, C, H, W)`` for a site of spatial maps."""
+        return (self.n_rows, *(self.unit_shape or (self.n_units,)))
 
     @property
     def n_covered(self) -> int:
@@ -71,6 +77,7 @@ def info_of(name: str, record: SiteRecord) -> SiteInfo:
         provenance=copy.deepcopy(record.provenance),
         path=record.path,
         covers=tuple(record.covered()),
+        unit_shape=tuple(record.unit_shape) if record.unit_shape else None,
     )
 
 
@@ -103,13 +110,17 @@ def declare(
     provenance: Mapping[str, Any] | None,
     overwrite: bool,
     covers: Sequence[tuple[int, int]] | None = None,
+    unit_shape: Sequence[int] | None = None,
 ) -> SiteWriter:
     """Declare a site, resume it, or grow it to more rows, and return its writer.
 
     A site declared before with the same settings (provenance apart from
     :data:`EXTENT_KEYS`) grows to the table's rows and to ``covers`` (row ranges; None:
     every row) joined with what it covers already: the chunks whose rows are all
-    written and stay the same are kept, the others are written again.
+    written and stay the same are kept, the others are written again. ``unit_shape``
+    (e.g. ``(C, H, W)`` of a CNN's feature maps) gives each row that shape: the array
+    is stored as ``(n_rows, n_units)`` rows of ``n_units = C*H*W`` values in C order
+    and read back as ``(row, channel, y, x)``.
     """
     from actstore import arrays
     from actstore.writer import SiteWriter
@@ -134,6 +145,7 @@ def declare(
             f"{chunk_rows:,} rows of {n_units} units make chunks over "
             f"{MAX_CHUNK_BYTES >> 30} GiB; choose fewer (default: about 8 MiB a chunk)",
         )
+    shape = _unit_shape(name, n_units, unit_shape)
     n_rows = ledger.manifest.tables[table].n_rows
     requested = _requested(covers, n_rows)
     with ledger.update() as manifest:  # shards declare the same site at once: decide here
@@ -148,6 +160,7 @@ def declare(
             "chunk_rows": int(chunk_rows or arrays.default_chunk_rows(n_rows, n_units, dtype)),
             "codec": codec,
             "provenance": copy.deepcopy(dict(provenance or {})),
+            "unit_shape": shape,
         }
         changed = _differences(old, declared) if old is not None else []
         if old is not None and changed and not overwrite:
@@ -176,7 +189,7 @@ def declare(
             path = _new_path(manifest, name)
             growth.clear_debris(ledger.root, path)
             arrays.create_array(
-                ledger.root / path, n_rows, n_units, dtype, declared["chunk_rows"], codec
+                ledger.root / path, n_rows, n_units, dtype, declared["chunk_rows"], codec, shape
             )
             whole = wanted == ([(0, n_rows)] if n_rows else [])
             record = SiteRecord(
@@ -193,6 +206,18 @@ def declare(
             ledger.root, name, copy.deepcopy(record), lambda n, p, d: publish(ledger, n, p, d)
         )
     return writer
+
+
+def _unit_shape(name: str, n_units: int, unit_shape: Sequence[int] | None) -> list[int] | None:
+    if unit_shape is None:
+        return None
+    shape = [int(n) for n in unit_shape]
+    if not shape or min(shape) < 1 or int(np.prod(shape)) != n_units:
+        raise SchemaError(
+            f"site {name}: unit_shape {tuple(unit_shape)} must be positive sizes whose "
+            f"product is n_units ({n_units})"
+        )
+    return shape
 
 
 def _requested(covers: Sequence[tuple[int, int]] | None, n_rows: int) -> coverage.Ranges:
@@ -309,12 +334,23 @@ def view(
     else:
         selected = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows)
         selected = check_rows(selected, name, record, ledger.manifest.tables[record.table].n_rows)
+    attrs = {"site": name, "table": site_reader.table, "stored_dtype": site_reader.dtype}
+    lazy = arrays.lazy_rows(site_reader, selected)
+    if record.unit_shape:  # spatial maps: each row read whole, then seen as (C, H, W)
+        dims = ("row", *names.unit_dims(len(record.unit_shape)))
+        return xr.DataArray(
+            lazy.reshape((selected.size, *record.unit_shape)),  # type: ignore[no-untyped-call]
+            dims=dims,
+            coords={"row": selected},
+            name=name,
+            attrs=attrs,
+        )
     return xr.DataArray(
-        arrays.lazy_rows(site_reader, selected),
+        lazy,
         dims=("row", "unit"),
         coords={"row": selected, "unit": np.arange(site_reader.n_units)},
         name=name,
-        attrs={"site": name, "table": site_reader.table, "stored_dtype": site_reader.dtype},
+        attrs=attrs,
     )
 
 

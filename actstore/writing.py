@@ -123,6 +123,7 @@ class StoreWriting:
         provenance: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         covers: Sequence[tuple[int, int]] | None = None,
+        unit_shape: Sequence[int] | None = None,
     ) -> SiteWriter:
         """Declare a site (or resume or grow it) and return its writer.
 
@@ -130,7 +131,9 @@ class StoreWriting:
         to; ``dtype`` float16 (default), float32 or bfloat16; ``chunk_rows`` defaults to
         chunks of about 8 MiB; ``codec`` ``"none"`` (activations barely compress) or
         ``"zstd"``; ``provenance`` says how the values were made; ``covers`` the row
-        ranges ``[start, stop)`` to hold values for (None: every row).
+        ranges ``[start, stop)`` to hold values for (None: every row); ``unit_shape``
+        the shape of one row, e.g. ``(C, H, W)`` for feature maps (product ``n_units``;
+        :meth:`acts` then reads ``(row, channel, y, x)``; blocks are written flat).
 
         A site declared before with the same settings is resumed: its writer skips
         the chunks already written. If its table has grown since, or ``covers`` asks
@@ -153,7 +156,7 @@ class StoreWriting:
         return sites.declare(
             self._ledger, name, table=table, n_units=n_units, dtype=dtype,
             chunk_rows=chunk_rows, codec=codec, provenance=provenance, overwrite=overwrite,
-            covers=covers,
+            covers=covers, unit_shape=unit_shape,
         )  # fmt: skip
 
     def reopen_chunks(self, site: str, damaged: list[int]) -> None:

@@ -58,6 +58,7 @@ class SiteSpec:
     name: str
     n_units: int
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    unit_shape: tuple[int, ...] | None = None  # (C, H, W) of feature maps kept whole
 
     @property
     def component(self) -> str:
@@ -184,3 +185,7 @@ class Extractor(abc.ABC):
     def describe(self, stats: Mapping[str, int]) -> tuple[str, str]:
         """Text the summary line puts after the row count and at its end."""
         return "", ""
+
+    def close(self) -> None:  # noqa: B027 (an optional hook, not abstract)
+        """Release what :meth:`prepare` took (worker threads); the driver calls it once
+        the chunks are done, or failed. The default does nothing."""

@@ -222,6 +222,7 @@ def run(
                 if on_chunk is not None:
                     on_chunk(chunk)
         finally:
+            extractor.close()
             background.close()
             progress.close()
         for writer in writers:
@@ -282,6 +283,7 @@ def _declare(
             provenance={**common, **spec.provenance},
             overwrite=options.overwrite,
             covers=covers,
+            unit_shape=spec.unit_shape,
         )
         chunk_rows = writers[i].chunk_rows
     return [writers[i] for i in range(len(chosen))]

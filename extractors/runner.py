@@ -141,19 +141,27 @@ class Runner:
     def to_host(
         self, values: Sequence[torch.Tensor]
     ) -> tuple[Callable[[], None] | None, list[torch.Tensor]]:
-        """Copy to (pinned) host memory without blocking; call the first item to wait.
+        """:func:`to_host` on this runner's device."""
+        return to_host(values, self.cuda)
 
-        The copies share one pinned buffer (allocating pinned memory is slow).
-        """
-        if not self.cuda:
-            return None, list(values)
-        flat = torch.empty(sum(v.numel() for v in values), dtype=values[0].dtype, pin_memory=True)
-        host, at = [], 0
-        for v in values:
-            view = flat[at : at + v.numel()].view(v.shape)
-            view.copy_(v, non_blocking=True)
-            host.append(view)
-            at += v.numel()
-        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
-        event.record()
-        return event.synchronize, host
+
+def to_host(
+    values: Sequence[torch.Tensor], cuda: bool
+) -> tuple[Callable[[], None] | None, list[torch.Tensor]]:
+    """Copy CUDA tensors to (pinned) host memory without blocking; call the first item
+    to wait (None on CPU, where the values are returned as they are).
+
+    The copies share one pinned buffer (allocating pinned memory is slow).
+    """
+    if not cuda:
+        return None, list(values)
+    flat = torch.empty(sum(v.numel() for v in values), dtype=values[0].dtype, pin_memory=True)
+    host, at = [], 0
+    for v in values:
+        view = flat[at : at + v.numel()].view(v.shape)
+        view.copy_(v, non_blocking=True)
+        host.append(view)
+        at += v.numel()
+    event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+    event.record()
+    return event.synchronize, host

@@ -45,6 +45,24 @@ def is_factory(model: str) -> bool:
     return bool(_FACTORY.fullmatch(model))
 
 
+IMAGE_MODELS = ("effnet-lite0", "efficientnet-lite0")
+
+
+def is_image_model(model: str, vocab: Path | None = None) -> bool:
+    """Whether ``model`` runs over the ``images`` table (:mod:`extractors.cnn`): a
+    packaged image model, or a factory given no ``--vocab`` (a recurrent model's
+    factory comes with its vocabulary).
+
+    Examples
+    --------
+    >>> is_image_model("effnet-lite0"), is_image_model("pkg.nets:resnet")
+    (True, True)
+    >>> is_image_model("pkg.nets:lm", Path("vocab.json")), is_image_model("minilm")
+    (False, False)
+    """
+    return model in IMAGE_MODELS or (is_factory(model) and vocab is None)
+
+
 def is_recurrent_model(model: str) -> bool:
     """Whether ``model`` is for the recurrent extractor (:mod:`extractors.recurrent`): a
     factory (:func:`is_factory`) or a checkpoint folder, whose ``config.json`` names its
@@ -56,7 +74,7 @@ def is_recurrent_model(model: str) -> bool:
     (False, True)
     """
     if is_factory(model):
-        return True
+        return True  # an image model's factory too: see is_image_model
     config = Path(model) / "config.json"
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
@@ -71,6 +89,9 @@ class ExtractTarget:
 
     store: Path = option(positional=True, help="store directory (with its corpus ingested)")
     quiet: bool = option(False, short="-q", help="print no summary line")
+    list_sites: bool = option(
+        False, help="list the sites the model offers (with their shapes) and extract nothing"
+    )
 
 
 @dataclass(frozen=True)
@@ -99,7 +120,8 @@ class ExtractOptions:
     model: str = option(
         "minilm", help="minilm, smollm2, a Hugging Face folder, a .gguf file, a recurrent "
         "model's checkpoint folder, or a factory package.module:function (with --weights, "
-        "--vocab)"
+        "--vocab); over images: effnet-lite0, or a factory of a torch image model without "
+        "--vocab (--weights optional)"
     )  # fmt: skip
     sites: str = option("*", help="comma-separated globs of sites to write, e.g. 'layer.*'")
     align: AlignChoice = option(
@@ -114,6 +136,13 @@ class ExtractOptions:
     )  # fmt: skip
     shard: str = option("0/1", metavar="I/N", help="fill only shard I of N (run N processes)")
     max_length: int | None = option(None, help="longest model input; longer sentences are windowed")
+    pool: str = option(
+        "avg", help="image models: how a site's (C, H, W) maps become its units: avg, max, "
+        "flatten or none (maps kept), for all sites or per site, e.g. block.15=none,avg"
+    )  # fmt: skip
+    batch_images: int | None = option(
+        None, help="image models: images per batch (CPU 32, CUDA 256)"
+    )
     chunk_rows: int | None = option(None, help="rows per stored chunk (default: about 8 MiB)")
     overwrite: bool = option(False, help="replace sites declared with other settings")
     where: str | None = option(
@@ -169,15 +198,15 @@ class ExtractOptions:
                 raise ParameterError(
                     name, f"goes with a factory model (package.module:function), not {self.model}"
                 )
-            if factory and name != "time_major" and getattr(self, name) is None:
-                raise ParameterError(name, f"is needed with the factory model {self.model}")
+        if factory and self.vocab is not None and self.weights is None:
+            raise ParameterError("weights", f"is needed with the recurrent model {self.model}")
         if self.dtype not in DTYPES:
             raise ParameterError("dtype", f"must be one of {list(DTYPES)}, got {self.dtype!r}")
         check_device(self.device, "device")
         index, count = self.shard_index
         if not 0 <= index < count:
             raise ParameterError("shard", f"I/N needs 0 <= I < N, got {index}/{count}")
-        for name in ("batch_tokens", "max_length", "chunk_rows"):
+        for name in ("batch_tokens", "max_length", "chunk_rows", "batch_images"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ParameterError(name, f"must be positive, got {value}")
