@@ -63,7 +63,8 @@ class ExtractReport:
             )
         return (
             f"extracted {len(self.sites)} sites ({self.sites[0]} .. {self.sites[-1]}) over "
-            f"{self.rows:,} rows{self.middle}, {self.chunks_done} chunks on {self.device} in "
+            f"{self.rows:,} rows{self.middle}, {self.chunks_done} chunks"
+            f"{'' if self.device == 'none' else ' on ' + self.device} in "
             f"{self.seconds:.1f} s{self.tail}"
         )
 

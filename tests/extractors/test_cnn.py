@@ -229,3 +229,32 @@ class TestSmallCNNContract(ExtractorContract):
     @classmethod
     def template(cls, digits: Path) -> Path:
         return digits
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_grows_with_the_images_table_and_takes_where(digits: Path, tmp_path: Path) -> None:
+    contract = TestSmallCNNContract()
+    whole = clone(digits, tmp_path / "whole")
+    contract.run(whole)
+    with actstore.open(digits) as store:
+        paths = store.sql("SELECT path, label FROM images ORDER BY row")
+    grown = tmp_path / "grown.actstore"
+    first, rest = paths.iloc[:300], paths.iloc[300:]
+    with actstore.create(grown) as store:
+        # the same PNG files, by a list (paths inside the digits store)
+        first.assign(path=[str(digits / p) for p in first.path]).to_csv(tmp_path / "a.csv")
+        actstore.ingest_images(store, tmp_path / "a.csv")
+    contract.run(grown, where="label = '3'")  # only some rows: images need no sentences
+    with actstore.open(grown) as store:
+        threes = store.rows("label = '3'", table="images")
+        assert store.site("small/conv").n_covered == len(threes) < 300
+    contract.run(grown)
+    with actstore.open(grown, mode="a") as store:
+        rest.assign(path=[str(digits / p) for p in rest.path]).to_csv(tmp_path / "b.csv")
+        actstore.ingest_images(store, tmp_path / "b.csv")
+    report = contract.run(grown)
+    assert 400 <= report.rows <= 400 + contract.chunk_rows  # the new rows and one old chunk
+    assert contract.run(grown).nothing_to_do
+    for name in ("small/conv", "small/block", "small/logits"):
+        with actstore.open(grown) as a, actstore.open(whole) as b:
+            np.testing.assert_array_equal(a.acts(name).values, b.acts(name).values)
