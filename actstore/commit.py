@@ -23,6 +23,7 @@ from actstore.lock import WriterLock, commit_lock
 from actstore.manifest import MANIFEST, PARTIAL_SUFFIX, Manifest, read_manifest, write_manifest
 
 TABLES_DIR = "tables"
+IMAGES_DIR = "images"  # PNG files of images ingested as arrays
 ARRAYS_DIR = "arrays.zarr"
 RESULTS_DIR = "results"
 PROGRESS_DIR = "progress"
@@ -105,6 +106,7 @@ def named_files(manifest: Manifest) -> set[str]:
 
 # The only names the store itself writes under tables/ and results/; anything else
 # there (a user's notes, a symlink) is left alone.
+_IMAGE = re.compile(r"^[0-9a-f]{64}\.png(\.partial)?$")
 _OWN = re.compile(
     r"^(part-\d{5}|(part|rows|columns)-[0-9a-f]{16})\.parquet(\.partial)?$|^matrix-[0-9a-f]{16}\.zarr$"
 )
@@ -172,9 +174,28 @@ def remove_uncommitted(root: Path, manifest: Manifest) -> None:
             if not _entries(Path(table.path)):
                 os.rmdir(table.path)
     (root / (MANIFEST + PARTIAL_SUFFIX)).unlink(missing_ok=True)
+    _clear_images(root, manifest)
     paths = {s.path.partition("/")[2] for s in manifest.sites.values()}
     _clear_arrays(root / ARRAYS_DIR, paths, "zarr.json")
     _clear_arrays(root / PROGRESS_DIR, paths, None)
+
+
+def _clear_images(root: Path, manifest: Manifest) -> None:
+    """Remove the PNG files of ingested arrays (``images/<sha256>.png``) that no
+    committed ``images`` row names: a killed or failed ingest wrote them."""
+    folder = root / IMAGES_DIR
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    import pyarrow.parquet as pq
+
+    record = manifest.tables.get("images")
+    named = set()
+    for part in record.parts if record is not None else []:
+        named.update(pq.read_table(root / part.path, columns=["path"]).column(0).to_pylist())
+    for entry in _entries(folder):
+        unnamed = f"{IMAGES_DIR}/{entry.name}" not in named
+        if unnamed and _IMAGE.match(entry.name) and not entry.is_symlink():
+            os.unlink(entry.path)
 
 
 def _clear_arrays(base: Path, paths: set[str], marker: str | None) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from actstore import image_files
+from actstore.commit import IMAGES_DIR
 from actstore.errors import FormatError, ImageError, ParameterError
 from actstore.image_files import Decoded, Entry, Problem
 from actstore.manifest import PARTIAL_SUFFIX, now_utc
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TABLE = "images"
-IMAGES_DIR = "images"  # PNG files of ingested arrays, inside the store
+
 BLOCK_ROWS = 10_000
 SCHEMA = pa.schema(
     [

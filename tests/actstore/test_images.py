@@ -428,3 +428,27 @@ def test_arrays_failing_midway_leave_the_store_as_it_was(images_store: Path) -> 
     assert _tree(images_store) == before
     with actstore.open(images_store) as store:
         assert store.n_rows("images") == len(PICTURES)
+
+
+def test_png_files_a_killed_ingest_left_go_at_the_next_writer(tmp_path: Path) -> None:
+    path = tmp_path / "arrays.actstore"
+    pixels = data.camera()[:64, :64]
+    with actstore.create(path) as store:
+        ingest_images(store, [pixels], labels=["camera"])
+    folder = path / "images"
+    (kept,) = folder.iterdir()
+    # what a SIGKILL between writing the files and committing the rows leaves behind
+    orphan = folder / (hashlib.sha256(b"other").hexdigest() + ".png")
+    orphan.write_bytes(kept.read_bytes())
+    half = folder / (hashlib.sha256(b"half").hexdigest() + ".png.partial")
+    half.write_bytes(b"\x89PNG")
+    foreign = folder / "notes.txt"  # not a name the store writes: never touched
+    foreign.write_text("mine")
+    with actstore.open(path) as reader:  # readers delete nothing
+        assert reader.n_rows("images") == 1
+    assert orphan.exists() and half.exists()
+    actstore.open(path, mode="a").close()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([kept.name, "notes.txt"])
+    with actstore.open(path) as store:
+        (value,) = store.sql("SELECT path FROM images").path
+        assert np.array_equal(np.asarray(Image.open(image_path(path, value))), pixels)
