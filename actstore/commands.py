@@ -112,7 +112,7 @@ def describe(info: dict[str, Any]) -> str:
     for name, s in info["sites"].items():
         keys = ("model", "hidden_state", "align", "dtype", "compute")
         prov = ", ".join(f"{k}={s['provenance'][k]}" for k in keys if k in s["provenance"])
-        shape = f"{s['shape'][0]:,}x{s['shape'][1]}"
+        shape = f"{s['shape'][0]:,}x" + "x".join(str(d) for d in s["shape"][1:])
         chunks = f"({s['chunks_done']} chunks)"
         status = s["status"]
         if s["n_covered"] < s["table_rows"]:  # the table grew, or --where chose some rows

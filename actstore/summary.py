@@ -45,7 +45,7 @@ def summarize(store: Store) -> dict[str, Any]:
         "sites": {
             n: {
                 "table": s.table,
-                "shape": [s.n_rows, s.n_units],
+                "shape": list(s.shape),
                 "dtype": s.dtype,
                 "chunk_rows": s.chunk_rows,
                 "codec": s.codec,
