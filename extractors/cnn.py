@@ -76,6 +76,20 @@ def pool_of(component: str, rules: Sequence[tuple[str, str]]) -> str:
     return next(mode for glob, mode in rules if fnmatch.fnmatchcase(component, glob))
 
 
+def _check_rules(rules: Sequence[tuple[str, str]], specs: Sequence[SiteSpec]) -> None:
+    """Refuse a ``GLOB=MODE`` rule that matches no site with feature maps (a typo, or
+    a site that gives ``(N, units)`` and takes no pooling)."""
+    maps = [s.component for s in specs if s.provenance["pooling"] is not None]
+    for glob, mode in rules[:-1]:
+        if not any(fnmatch.fnmatchcase(c, glob) for c in maps):
+            flat = [s.component for s in specs if fnmatch.fnmatchcase(s.component, glob)]
+            why = f"{', '.join(flat)} give (N, units): no maps to pool" if flat else "a typo?"
+            raise ParameterError(
+                "pool", f"{glob}={mode} matches none of the sites with (C, H, W) maps "
+                f"({why}); sites with maps: {', '.join(maps)}"
+            )  # fmt: skip
+
+
 class CNNExtractor(Extractor):
     """Hooked module outputs of an image model, one row per image; see the module doc."""
 
@@ -119,6 +133,7 @@ class CNNExtractor(Extractor):
                         unit_shape=shape if mode == "none" else None,
                     )
                 )  # fmt: skip
+            _check_rules(self.rules, self._specs)
         return self._specs
 
     def provenance(self) -> dict[str, Any]:
@@ -197,9 +212,6 @@ class CNNExtractor(Extractor):
         ready, host = to_host(values, cuda)
         return Block(rows, host, ready)
 
-    def describe(self, stats: Any) -> tuple[str, str]:
-        return "", f"model={self.model.name}"
-
     def close(self) -> None:
         """Stop the decoding threads."""
         if self._pool is not None:
@@ -209,8 +221,6 @@ class CNNExtractor(Extractor):
 
 def _pooled(out: Any, mode: str | None) -> Any:
     """One module output ``(N, C, H, W)`` (or ``(N, units)``) as ``(N, units)``."""
-    if mode is None:
-        return out.reshape(out.shape[0], -1)
     if mode == "avg":
         return out.float().mean(dim=(2, 3))
     if mode == "max":
@@ -218,43 +228,47 @@ def _pooled(out: Any, mode: str | None) -> Any:
     return out.contiguous().reshape(out.shape[0], -1)  # flatten, none: C order, (C, H, W)
 
 
-def write_predictions(store_path: Path, model: ImageModel, k: int = 5) -> str | None:
-    """Top-``k`` classes of every image, from the stored logits, as the result table
-    ``predictions_<model>`` (row, rank, class, class_name, probability); its name, or
-    None while the logits site is incomplete (a shard still running)."""
-    site = f"{model.name}/{LOGITS}"
-    name = "predictions_" + model.name.replace("-", "_").replace(".", "_")
+def write_predictions(
+    store_path: Path, model: ImageModel, name: str | None = None, k: int = 5
+) -> str | None:
+    """Top-``k`` classes of every image, from the stored logits of the model's sites
+    (named ``name``, default the model's), as the result table ``predictions_<name>``
+    (row, rank, class, class_name, probability); its name, or None while the logits
+    site is incomplete (a shard still running). ``class_name`` is NULL when the model
+    names no classes for its width of output (see :func:`~extractors.image_models.class_names`).
+    """
+    prefix = name or model.name
+    site = f"{prefix}/{LOGITS}"
+    result = "predictions_" + prefix.replace("-", "_").replace(".", "_")
     with actstore.open(store_path, mode="a") as store:
         info = store.site(site)
         if info.status != "complete":
             return None
-        if info.n_units != len(model.classes):
-            raise SchemaError(
-                f"{site} has {info.n_units} units but the model names {len(model.classes)} "
-                "classes (give the model an actstore_classes attribute)"
-            )
+        known = len(model.classes) == info.n_units
+        classes = np.asarray(model.classes if known else [None] * info.n_units, dtype=object)
+        k = min(k, info.n_units)
         reader = store.site_reader(site, dtype="float32")
         parts = [
             _top(reader.take(np.arange(lo, min(lo + BLOCK_ROWS, info.n_rows))), lo, k)
             for lo in range(0, info.n_rows, BLOCK_ROWS)
         ]
         rows, top, probability = (np.concatenate(x) for x in zip(*parts, strict=True))
+        import pyarrow as pa
+
         table = {
             "row": np.repeat(rows, k),
             "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows)),
             "class": top.ravel().astype(np.int32),
-            "class_name": np.asarray(model.classes, dtype=object)[top.ravel()],
+            "class_name": pa.array(classes[top.ravel()], pa.string()),
             "probability": probability.ravel(),
         }
-        import pyarrow as pa
-
         store.write_result(
-            name,
+            result,
             pa.table(table),
             provenance={"analysis": "predictions", "site": site, "k": k, **info.provenance},
             replace=True,
         )
-    return name
+    return result
 
 
 def _top(logits: np.ndarray, first_row: int, k: int) -> tuple[np.ndarray, ...]:
@@ -295,7 +309,7 @@ def extract(
     if not any(fnmatch.fnmatchcase(LOGITS, g) or g.endswith(f"/{LOGITS}") for g in chosen):
         sites = f"{sites},{LOGITS}"
     report = run(store_path, extractor, replace(options, sites=sites))
-    written = write_predictions(Path(store_path), extractor.model)
+    written = write_predictions(Path(store_path), extractor.model, options.name)
     if written is not None:
-        report.tail += f", top-5 predictions in {written}"
+        report.tail += f"; top-5 predictions in {written}"
     return report

@@ -69,17 +69,26 @@ class ExtractReport:
         )
 
 
-def corpus_sha256(store: actstore.Store) -> str:
-    """Hash of the ingested sources, in order: the corpus a site was extracted from.
+def corpus_sha256(store: actstore.Store, table: str = "tokens") -> str:
+    """Hash of what was ingested into ``table``, in order: the CoNLL-U sources for
+    ``tokens`` and ``sentences``; for other tables (``images``, ``words``) the sources
+    their provenance records (each one's content hash: ``listing_sha256`` of an image
+    folder or list, ``sha256`` of a vector file).
 
     Examples
     --------
-    >>> len(corpus_sha256(store))
-    64
+    >>> len(corpus_sha256(store)), corpus_sha256(store, "images") == corpus_sha256(store)
+    (64, False)
     """
     digest = hashlib.sha256()
-    for source in store.sources:
-        digest.update(source.sha256.encode())
+    if table in ("tokens", "sentences"):
+        for source in store.sources:
+            digest.update(source.sha256.encode())
+        return digest.hexdigest()
+    record = store.manifest_records().tables.get(table)
+    for source in record.provenance.get("sources", []) if record is not None else []:
+        content = source.get("listing_sha256") or source.get("sha256") or ""
+        digest.update(f"{content}|{source.get('n_rows')}".encode())
     return digest.hexdigest()
 
 
@@ -192,7 +201,7 @@ def run(
                 **extractor.provenance(),
                 "dtype": options.dtype,
                 "compute": compute_label(device),
-                "corpus_sha256": corpus_sha256(store),
+                "corpus_sha256": corpus_sha256(store, extractor.table),
                 "actstore_version": actstore.__version__,
             }
             covers = (

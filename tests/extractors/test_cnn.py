@@ -8,6 +8,7 @@ own hooks on the model, independent of :mod:`extractors.cnn`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -210,15 +211,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.usefixtures("one_thread")  # a forked run with torch's thread pool could hang
 class TestSmallCNNContract(ExtractorContract):
     def make_extractor(self) -> CNNExtractor:
-        model = ImageModel(
-            "small",
-            SmallCNN(),
-            Preprocess(resize=32, crop=28),
-            {"conv": "conv", "block": "block", "logits": ""},
-            [str(i) for i in range(10)],
-            {"model": "small"},
-        )
-        return CNNExtractor(self.options(), model)
+        return CNNExtractor(self.options(), small_model([str(i) for i in range(10)]))
 
     def options(self) -> ExtractOptions:
         return ExtractOptions(
@@ -258,3 +251,45 @@ def test_grows_with_the_images_table_and_takes_where(digits: Path, tmp_path: Pat
     for name in ("small/conv", "small/block", "small/logits"):
         with actstore.open(grown) as a, actstore.open(whole) as b:
             np.testing.assert_array_equal(a.acts(name).values, b.acts(name).values)
+
+
+def small_model(classes: list[str] | None = None) -> ImageModel:
+    sites = {"conv": "conv", "block": "block", "logits": ""}
+    names = classes if classes is not None else [f"imagenet {i}" for i in range(1000)]
+    return ImageModel("small", SmallCNN(), Preprocess(resize=32, crop=28), sites, names, {})
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_named_runs_keep_their_own_predictions(digits: Path, tmp_path: Path) -> None:
+    store = clone(digits, tmp_path / "s")
+    digit_names = [f"digit {i}" for i in range(10)]
+    options = ExtractOptions(device="cpu", sites="block", batch_images=100)
+    extract(store, options, loaded=CNNExtractor(options, small_model(digit_names)))
+    named = replace(options, name="mine")
+    report = extract(store, named, loaded=CNNExtractor(named, small_model()))  # 1000 names
+    assert report.summary().endswith("; top-5 predictions in predictions_mine")
+    with actstore.open(store) as opened:
+        assert sorted(opened.sites) == ["mine/block", "mine/logits", "small/block", "small/logits"]
+        logits = opened.acts("mine/logits").values.astype(np.float64)
+        ours = opened.sql("SELECT * FROM predictions_mine WHERE rank = 1 ORDER BY row")
+        theirs = opened.sql("SELECT * FROM predictions_small WHERE rank = 1 ORDER BY row")
+    np.testing.assert_array_equal(ours["class"], logits.argmax(axis=1))
+    assert ours.class_name.isna().all()  # the model names 1000 classes, not its 10 outputs
+    assert set(theirs.class_name) <= set(digit_names)
+    softmax = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(ours.probability, softmax.max(axis=1) / softmax.sum(axis=1))
+
+
+def test_pool_rules_must_name_maps(digits: Path) -> None:
+    for rule, why in (("blok=none", "a typo"), ("logits=max", "logits give \\(N, units\\)")):
+        options = ExtractOptions(device="cpu", pool=rule)
+        with pytest.raises(actstore.ActStoreError, match=f"pool {rule} matches none .*{why}"):
+            CNNExtractor(options, small_model()).sites()
+
+
+def test_provenance_hashes_the_images_ingested(digits: Path, photos: Path) -> None:
+    from extractors.driver import corpus_sha256
+
+    with actstore.open(digits) as a, actstore.open(photos) as b:
+        assert corpus_sha256(a, "images") != corpus_sha256(b, "images")
+        assert corpus_sha256(a, "images") != corpus_sha256(a, "tokens")
