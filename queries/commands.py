@@ -42,7 +42,7 @@ from queries.options import (
     SitesParam,
 )
 from queries.results import TableSchema, TidyResult, provenance
-from queries.select import one_site, resolve_sites
+from queries.select import one_site, require_tokens, resolve_sites
 
 if TYPE_CHECKING:
     from queries.plots import FigureContext
@@ -153,6 +153,7 @@ def probe(sites: SitesParam, options: ProbeOptions, out: Output, keep: Keep) -> 
 
     with _open(sites.store, keep, out) as (store, wrote):
         names = resolve_sites(store, sites.sites)
+        require_tokens(store, names)
         if options.apply is not None:
             if keep.plot is not None:
                 raise ParameterError("plot", "draws a probe's scores; --apply labels words")

@@ -25,7 +25,7 @@ from actstore.names import natural_key
 from queries.engine import map_blocks
 from queries.options import DynamicsOptions
 from queries.results import Column, TableSchema
-from queries.select import each_site, numeric
+from queries.select import each_site, numeric, require_tokens
 from queries.selection import with_values
 from queries.sentences import sentence_bounds
 
@@ -101,6 +101,7 @@ def sentence_dynamics(
     >>> sentence_dynamics(store, "layer.*", "depth")["site"].tolist()
     ['toy/layer.0', 'toy/layer.1']
     """
+    require_tokens(store, [site])
     selection, columns = with_values(store, (site,), [covariate, "lang"], where, sentences=True)
     if selection.rows.size == 0:
         raise SchemaError(f"no tokens with a {covariate!r} value are selected")

@@ -28,7 +28,7 @@ from actstore.errors import SchemaError
 from queries.engine import Selection, map_blocks
 from queries.options import MeasuresOptions
 from queries.results import Column, TableSchema, TidyResult, provenance
-from queries.select import one_site, token_column, where_clause
+from queries.select import one_site, require_tokens, token_column, where_clause
 from queries.sentences import sentence_bounds
 
 CONVENTIONS = ("torch", "cho")
@@ -129,9 +129,7 @@ def token_measures(store: actstore.Store, site: str, gate_site: str | None = Non
     gate_site = one_site(store, gate_site, "gate_site") if gate_site else None
     convention = gate_convention(store, gate_site) if gate_site else None
     sites = tuple(filter(None, (site, gate_site)))
-    for name in sites:
-        if store.site(name).table != "tokens":
-            raise SchemaError(f"site {name} is aligned to {store.site(name).table}, not tokens")
+    require_tokens(store, sites)
     # a site extracted for some sentences (--where) is measured on those; one that lags
     # behind its grown table is refused by the selection, as every analysis does
     infos = [store.site(name) for name in sites]

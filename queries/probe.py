@@ -56,7 +56,7 @@ from queries.linear import Schedule, Trained, logits, train_softmax
 from queries.options import ProbeOptions
 from queries.regress import Targets, fit_regression, is_numeric, prepare_targets
 from queries.scores import CONFUSION, PROBE, RANKING, cross_validated, with_warnings
-from queries.select import each_site
+from queries.select import each_site, require_tokens
 
 HELD_BYTES = 64 << 20  # held-out activations early stopping scores, at most (as float32)
 
@@ -259,6 +259,7 @@ def run_probe(
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[FittedProbe]]:
     """The scores of :func:`probe`, the confusion counts (summed over folds) and the
     fitted probe of every fold (none for a regression)."""
+    require_tokens(store, [site])
     given = prepare_folds(store, options) if labels is None else labels
     folds: list[Labels | Targets] = list(given) if isinstance(given, list) else [given]
     targets = [t for t in folds if isinstance(t, Targets)]

@@ -33,6 +33,23 @@ def resolve_sites(store: actstore.Store, pattern: str) -> list[str]:
     return match_names(complete, pattern, what="complete site")
 
 
+def require_tokens(store: actstore.Store, names: Sequence[str]) -> None:
+    """Refuse sites that are not over ``tokens``, for analyses of words in sentences
+    (probes, dynamics, measures, selectivity).
+
+    Examples
+    --------
+    >>> require_tokens(store, ["toy/layer.0"])
+    """
+    for name in names:
+        table = store.site(name).table
+        if table != "tokens":
+            raise SchemaError(
+                f"site {name} is over table {table}: this analysis reads sites over tokens "
+                "(words in sentences); correlate takes a site over any table"
+            )
+
+
 P = ParamSpec("P")
 
 

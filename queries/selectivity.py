@@ -27,7 +27,7 @@ from actstore.names import natural_key
 from queries.engine import Selection, map_reduce
 from queries.options import SelectivityOptions
 from queries.results import Column, TableSchema
-from queries.select import categorical_codes, check_columns, one_site
+from queries.select import categorical_codes, check_columns, one_site, require_tokens
 
 TOP_TYPES = TableSchema(
     "selectivity",
@@ -81,6 +81,7 @@ def type_means(
     (['ADJ', 'ADP', 'AUX'], 16)
     """
     site = one_site(store, site, "site")
+    require_tokens(store, [site])
     check_columns(store, store.site(site).table, [by])
     selection = Selection(store, (site,), where)
     codes, names = categorical_codes(selection.values([by]).column(by))

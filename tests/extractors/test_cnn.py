@@ -293,3 +293,23 @@ def test_provenance_hashes_the_images_ingested(digits: Path, photos: Path) -> No
     with actstore.open(digits) as a, actstore.open(photos) as b:
         assert corpus_sha256(a, "images") != corpus_sha256(b, "images")
         assert corpus_sha256(a, "images") != corpus_sha256(a, "tokens")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_analyses_over_images(digits: Path, tmp_path: Path) -> None:
+    from queries.correlate import unit_correlations
+    from queries.options import ProbeOptions
+    from queries.probe import probe
+
+    store = clone(digits, tmp_path / "s")
+    options = ExtractOptions(device="cpu", sites="block", batch_images=100)
+    extract(store, options, loaded=CNNExtractor(options, small_model()))
+    with actstore.open(store) as opened:
+        with pytest.raises(actstore.ActStoreError, match="over table images: this analysis"):
+            probe(opened, "small/block", ProbeOptions("label"))
+        table = unit_correlations(opened, "small/block", "row", "label <> '0'")
+        rows = opened.rows("label <> '0'", table="images")
+        values = opened.acts("small/block", rows).values.astype(np.float64)
+    pearson = table[table.metric == "pearson"].sort_values("unit")
+    want = [np.corrcoef(values[:, u], rows)[0, 1] for u in range(values.shape[1])]
+    np.testing.assert_allclose(pearson.value, want, rtol=1e-6, atol=1e-9)
