@@ -9,19 +9,23 @@ bytes. Columns and the provenance record are described in ``docs/FORMAT.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
+import itertools
 import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 from actstore import image_files
 from actstore.commit import IMAGES_DIR
 from actstore.errors import FormatError, ImageError, ParameterError
-from actstore.image_files import Decoded, Entry, Problem
+from actstore.image_files import Decoded, Problem
 from actstore.manifest import PARTIAL_SUFFIX, now_utc
 from actstore.store import Store
 
@@ -139,7 +143,7 @@ def _open_source(source: Any, labels: Sequence[Any] | None) -> tuple[str, str, I
     checks that need no decoding (the folder exists and holds class folders, the list
     has its columns, the arrays their shapes)."""
     if not isinstance(source, str | os.PathLike):
-        return "arrays", "arrays", image_files.array_images(source, labels)
+        return "arrays", "arrays", array_images(source, labels)
     if labels is not None:
         raise ParameterError(
             "labels", "is for arrays only: a folder's labels are its class folders, a list's "
@@ -161,12 +165,7 @@ def _open_source(source: Any, labels: Sequence[Any] | None) -> tuple[str, str, I
     first = next(entries_iter, None)  # header errors before the transaction starts
     if first is None:
         raise ImageError(str(path), None, "lists no images: expected lines path,label[,split]")
-    return "list", str(path), _chain(first, entries_iter)
-
-
-def _chain(first: Entry, rest: Iterator[Entry]) -> Iterator[Entry]:
-    yield first
-    yield from rest
+    return "list", str(path), itertools.chain([first], entries_iter)
 
 
 class _Rows:
@@ -289,7 +288,11 @@ def _from(store: Store, row: int | None) -> str:
 def _store_png(root: Path, pixels: Any, created: list[Path]) -> tuple[str, Decoded]:
     """Write one array as ``images/<sha256>.png`` in the store (unless that content is
     there already); the ``path`` value and what the file is."""
-    data = image_files.png_bytes(pixels)
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(out, format="PNG")
+    data = out.getvalue()
     image = image_files.decode("(array)", data)
     rel = f"{IMAGES_DIR}/{image.sha256}.png"
     target = root / rel
@@ -311,6 +314,19 @@ def _remove(created: list[Path], root: Path) -> None:
         folder.rmdir()
 
 
+IMAGE_OPTIONS = ("store", "files", "split", "skip_bad")  # what ingest ... images uses
+
+
+def _refuse_other_options(params: IngestParams) -> None:
+    """Any ingest option images do not use, set to other than its default, is refused."""
+    for field in dataclasses.fields(params):
+        if field.name not in IMAGE_OPTIONS and getattr(params, field.name) != field.default:
+            raise ParameterError(
+                field.name, "is for CoNLL-U or vectors, not images: images take "
+                "--split and --skip-bad"
+            )  # fmt: skip
+
+
 def ingest_command(store: Store, params: IngestParams) -> list[dict[str, Any]]:
     """``actstore ingest STORE images SOURCE...``: every folder or list in one
     transaction; prints one line a source and the table's total."""
@@ -320,9 +336,15 @@ def ingest_command(store: Store, params: IngestParams) -> list[dict[str, Any]]:
             "files", "images needs a folder (CLASS/file.jpg) or a CSV/Parquet list "
             "(path, label[, split]) after the word images"
         )  # fmt: skip
-    for option in ("limit", "sentences", "corpus", "lang", "vocab", "name"):
-        if getattr(params, option, None) is not None:
-            raise ParameterError(option, "is for CoNLL-U or vectors, not images")
+    _refuse_other_options(params)
+    seen: dict[Path, int] = {}
+    for i, source in enumerate(sources, 1):
+        path = Path(source).expanduser().resolve()
+        if seen.setdefault(path, i) != i:
+            raise ImageError(
+                str(path), None, f"given twice (sources {seen[path]} and {i} of the command): "
+                "name each folder or list once"
+            )  # fmt: skip
     with store.transaction():
         records = [
             ingest_images(store, s, split=params.split, skip_bad=params.skip_bad) for s in sources
@@ -337,3 +359,41 @@ def ingest_command(store: Store, params: IngestParams) -> list[dict[str, Any]]:
         )
     print(f"{store.path}: {store.n_rows(TABLE):,} images")
     return records
+
+
+def array_images(arrays: Any, labels: Sequence[Any] | None) -> Iterator[tuple[np.ndarray, Any]]:
+    """Each image of a uint8 array ``N x H x W (x 3 or 4)``, or of a sequence of
+    ``H x W (x 3 or 4)`` arrays, with its label (checked before any is yielded).
+
+    Examples
+    --------
+    >>> [(a.shape, label) for a, label in array_images(np.zeros((2, 4, 5), np.uint8), "ab")]
+    [((4, 5), 'a'), ((4, 5), 'b')]
+    """
+    if isinstance(arrays, np.ndarray):
+        if arrays.ndim not in (3, 4):
+            raise ParameterError("source", f"as an array must be N x H x W (x C): {arrays.shape}")
+        images: Any = arrays
+    elif isinstance(arrays, Sequence) and not isinstance(arrays, str | bytes):
+        images = arrays
+    else:
+        raise ParameterError(
+            "source", "expected a folder, a .csv or .parquet list, a uint8 array or a sequence "
+            f"of arrays; got {type(arrays).__name__}"
+        )  # fmt: skip
+    if labels is not None and len(labels) != len(images):
+        raise ParameterError("labels", f"has {len(labels)} labels for {len(images)} images")
+    for i, image in enumerate(images):
+        image = np.asarray(image)
+        channels = image.shape[2] if image.ndim == 3 else 1
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or channels not in (1, 3, 4):
+            raise ParameterError(
+                "source", f"image {i} is {image.dtype} {image.shape}: expected uint8 "
+                "H x W, H x W x 3 or H x W x 4"
+            )  # fmt: skip
+    for i, image in enumerate(images):
+        image = np.asarray(image)
+        yield (
+            (image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image),
+            (None if labels is None else labels[i]),
+        )

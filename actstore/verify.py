@@ -2,13 +2,17 @@
 
 Sites: each chunk file present, of the size it must have, and matching the checksum
 recorded when it was written. Tables and results: each Parquet part readable with
-the rows the manifest says; matrices readable with their shape. ``repair=True`` turns
+the rows the manifest says; matrices readable with their shape. Images: each PNG file
+the store holds for an ``images`` row (ingested arrays) present with the row's sha256;
+each external file (folders and lists) present, re-hashed only with ``hash_external``
+(a stat each is cheap, reading every photo again is not). ``repair=True`` turns
 each damaged site back into a partial one without its damaged chunks, so running the
 extraction that made it again (same settings) rewrites only those chunks.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +30,15 @@ from actstore.output import render
 class Problem:
     """One thing wrong with a store: what (kind and name), where, and how."""
 
-    kind: str  # "site", "table" or "result"
+    kind: str  # "site", "table", "result" or "image"
     name: str
     where: str
     problem: str
 
 
-def check_store(store: actstore.Store) -> list[Problem]:
-    """Everything wrong with ``store``'s files (an empty list: it is intact).
+def check_store(store: actstore.Store, *, hash_external: bool = False) -> list[Problem]:
+    """Everything wrong with ``store``'s files (an empty list: it is intact); with
+    ``hash_external``, image files outside the store are hashed too, not only found.
 
     Examples
     --------
@@ -55,7 +60,55 @@ def check_store(store: actstore.Store) -> list[Problem]:
     for kind, named in (("table", manifest.tables), ("result", manifest.results)):
         for name, entry in named.items():
             problems += _check_parts(store.path, kind, name, entry)
+    if IMAGES in manifest.tables and not any(p.name == IMAGES for p in problems):
+        problems += _check_images(store, hash_external)
     return problems
+
+
+IMAGES = "images"
+MAX_MISSING = 20  # external image files named one by one; the rest are counted
+
+
+def _check_images(store: actstore.Store, hash_external: bool) -> list[Problem]:
+    """The files the ``images`` rows name: the store's own PNG files hashed, external
+    ones found (and hashed with ``hash_external``)."""
+    from actstore.images import image_path
+
+    columns = store.columns(["row", "path", "sha256"], table=IMAGES).to_pydict()
+    out: list[Problem] = []
+    checked: set[str] = set()
+    n_missing = 0
+    for row, value, digest in zip(columns["row"], columns["path"], columns["sha256"], strict=True):
+        if value in checked:
+            continue  # duplicates share a file
+        checked.add(value)
+        inside = not Path(value).is_absolute()
+        path = image_path(store.path, value)
+        where = f"row {row}"
+        try:
+            if inside or hash_external:
+                got = hashlib.sha256(path.read_bytes()).hexdigest()
+            elif not path.is_file():
+                raise FileNotFoundError(value)
+        except FileNotFoundError:
+            n_missing += not inside
+            if inside or n_missing <= MAX_MISSING:
+                out.append(Problem("image", IMAGES, where, f"{value} is missing"))
+            continue
+        except OSError as exc:
+            out.append(Problem("image", IMAGES, where, f"{value} cannot be read ({exc.strerror})"))
+            continue
+        if (inside or hash_external) and got != digest:
+            out.append(
+                Problem("image", IMAGES, where, f"{value} has sha256 {got[:12]}..., the row "
+                        f"says {digest[:12]}...: the file changed since it was ingested")
+            )  # fmt: skip
+    if n_missing > MAX_MISSING:
+        out.append(
+            Problem("image", IMAGES, "...", f"{n_missing - MAX_MISSING:,} more image files "
+                    "outside the store are missing")
+        )  # fmt: skip
+    return out
 
 
 def _check_parts(
@@ -89,7 +142,8 @@ def verify(where: StoreParam, params: VerifyParams) -> list[Problem]:
     with actstore.open(where.store, mode="a" if params.repair else "r") as store:
         problems = check_store(store)
         if not problems:
-            print(f"{store.path}: every chunk and table part is intact")
+            what = ", table part and image file" if IMAGES in store.tables else " and table part"
+            print(f"{store.path}: every chunk{what} is intact")
             return problems
         import pyarrow as pa
 

@@ -27,6 +27,7 @@ from skimage import data
 import actstore
 from actstore.cli import main
 from actstore.data import SAMPLE
+from actstore.image_files import load_rgb
 from actstore.images import image_path, ingest_images
 
 # (label, file name) -> how the file is made from a scikit-image picture
@@ -432,7 +433,7 @@ def test_arrays_failing_midway_leave_the_store_as_it_was(images_store: Path) -> 
 
 def test_png_files_a_killed_ingest_left_go_at_the_next_writer(tmp_path: Path) -> None:
     path = tmp_path / "arrays.actstore"
-    pixels = data.camera()[:64, :64]
+    pixels = picture("camera")[:64, :64]
     with actstore.create(path) as store:
         ingest_images(store, [pixels], labels=["camera"])
     folder = path / "images"
@@ -452,3 +453,148 @@ def test_png_files_a_killed_ingest_left_go_at_the_next_writer(tmp_path: Path) ->
     with actstore.open(path) as store:
         (value,) = store.sql("SELECT path FROM images").path
         assert np.array_equal(np.asarray(Image.open(image_path(path, value))), pixels)
+
+
+# --- review fixes: the shared loader, orientation, lists, options, the format doc ---
+
+
+def test_load_rgb_scales_deep_greyscale_and_checks_the_hash(tmp_path: Path) -> None:
+    deep = np.array([[0, 257 * 100, 65535], [30000, 1, 40000]], np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as raw:
+        assert raw.mode == "I;16" and raw.convert("RGB").getpixel((1, 0)) == (255, 255, 255)
+    image = load_rgb(tmp_path / "deep.png")
+    expected = np.round(deep.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert image.mode == "RGB" and image.size == (3, 2)
+    np.testing.assert_array_equal(np.asarray(image), np.repeat(expected[..., None], 3, axis=2))
+    wide = np.array([[0, 65535, 1000]], np.int32)  # mode I: read as 16-bit
+    Image.fromarray(wide).save(tmp_path / "wide.tif")
+    np.testing.assert_array_equal(np.asarray(load_rgb(tmp_path / "wide.tif"))[0, :, 0], [0, 255, 4])
+    floats = np.array([[0.0, 0.5, 1.0, 0.25]], np.float32)  # mode F: 0..1
+    Image.fromarray(floats).save(tmp_path / "f.tif")
+    np.testing.assert_array_equal(
+        np.asarray(load_rgb(tmp_path / "f.tif"))[0, :, 1], np.rint(floats[0] * 255.0)
+    )
+    Image.fromarray(np.array([[-5, 70000]], np.int32)).save(tmp_path / "bad.tif")
+    with pytest.raises(actstore.ImageError, match=r"bad\.tif: is I greyscale with values -5\.\."):
+        load_rgb(tmp_path / "bad.tif")
+    digest = hashlib.sha256((tmp_path / "deep.png").read_bytes()).hexdigest()
+    assert load_rgb(tmp_path / "deep.png", digest, row=4).size == (3, 2)
+    changed = rf"^{re.escape(str(tmp_path / 'deep.png'))} \(images row 4\): changed since it was"
+    with pytest.raises(actstore.ImageError, match=changed):
+        load_rgb(tmp_path / "deep.png", "0" * 64, row=4)
+    Image.fromarray(picture("camera")).save(tmp_path / "camera.png")
+    (tmp_path / "cut.png").write_bytes(_half(tmp_path / "camera.png"))
+    with pytest.raises(actstore.ImageError, match=r"cut\.png \(images row 9\): is truncated"):
+        load_rgb(tmp_path / "cut.png", row=9)
+
+
+def test_exif_orientation_turns_loaded_pixels_and_ingested_sizes(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored pixels turned a quarter clockwise when displayed
+    folder = tmp_path / "x" / "c"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(folder / "turned.jpg", exif=exif)
+    pixels = picture("chelsea")[:6, :10]
+    Image.fromarray(pixels).save(folder / "turned.png", exif=exif)
+    assert load_rgb(folder / "turned.jpg").size == (20, 40)
+    np.testing.assert_array_equal(np.asarray(load_rgb(folder / "turned.png")), np.rot90(pixels, -1))
+    with actstore.create(tmp_path / "s.actstore") as store:
+        ingest_images(store, tmp_path / "x")
+        rows = _table(store)
+    assert [(r["width"], r["height"], r["mode"]) for r in rows] == [(20, 40, "RGB"), (6, 10, "RGB")]
+
+
+def test_decompression_bomb_warning_is_one_log_line_and_over_twice_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's 89M pixels, scaled down
+    (tmp_path / "big" / "x").mkdir(parents=True)
+    Image.new("L", (40, 40)).save(tmp_path / "big" / "x" / "a.png")  # 1,600 pixels
+    with actstore.create(tmp_path / "s.actstore") as store, caplog.at_level(logging.WARNING):
+        ingest_images(store, tmp_path / "big")  # filterwarnings=error: no warning escapes
+        assert store.n_rows("images") == 1
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith(f"{tmp_path / 'big' / 'x' / 'a.png'}: 1,600 pixels, over Pillow's")
+    Image.new("L", (50, 50)).save(tmp_path / "huge.png")  # 2,500 > twice the limit
+    with pytest.raises(actstore.ImageError, match=r"huge\.png \(images row 2\): is too large"):
+        load_rgb(tmp_path / "huge.png", row=2)
+
+
+def test_list_errors_name_the_list_and_line_in_one_format(tmp_path: Path, photos: Path) -> None:
+    chelsea = photos / "cat" / "chelsea.jpg"
+    lists = {
+        "twice.csv": ("path,label,path\na.jpg,cat,b.jpg\n", r":1: column 'path' appears 2 times"),
+        "nopath.csv": (f"path,label\n{chelsea},cat\n,dog\n", r":3: no path \(expected"),
+        "late.csv": (
+            f"path,label\n{chelsea},\n{chelsea},cat\n",
+            r":3: has a label, but line 2 has none",
+        ),
+        "early.csv": (
+            f"path,label\n{chelsea},cat\n{chelsea},\n",
+            r":3: no label, but line 2 has one",
+        ),
+    }
+    nested = tmp_path / "nested.parquet"
+    pq.write_table(pa.table({"path": [str(chelsea)], "label": [[1, 2]]}), nested)
+    empty_path = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"path": [str(chelsea), None], "label": ["a", "b"]}), empty_path)
+    with actstore.create(tmp_path / "s.actstore") as store:
+        for name, (text, words) in lists.items():
+            (tmp_path / name).write_text(text)
+            with pytest.raises(
+                actstore.ImageError, match=rf"^{re.escape(str(tmp_path / name))}{words}"
+            ):
+                ingest_images(store, tmp_path / name)
+        with pytest.raises(
+            actstore.ImageError,
+            match=rf"^{re.escape(str(nested))}: column 'label' is list<.*>: expected text or",
+        ):
+            ingest_images(store, nested)
+        with pytest.raises(
+            actstore.ImageError, match=rf"^{re.escape(str(empty_path))}: row 2: no path"
+        ):
+            ingest_images(store, empty_path)
+        assert "images" not in store.tables
+        (tmp_path / "none.csv").write_text(f"path,label\n{chelsea},\n{photos}/space/camera.png,\n")
+        ingest_images(store, tmp_path / "none.csv")  # no line has a label: every label NULL
+        assert [r["label"] for r in _table(store)] == [None, None]
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--glove"], ["--vocab", "w.txt"], ["--name", "x"], ["--lang", "en"], ["--limit", "3"]],
+)
+def test_options_images_do_not_take_are_refused(
+    option: list[str], tmp_path: Path, photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "s.actstore"
+    assert main(["ingest", str(store), "images", str(photos), *option]) == 2
+    err = capsys.readouterr().err
+    expected = f"{option[0]} is for CoNLL-U or vectors, not images: images take --split and"
+    assert err == f"actstore: error: {expected} --skip-bad\n"
+    assert not store.exists()
+
+
+def test_a_source_named_twice_is_refused_before_anything_is_written(
+    tmp_path: Path,
+    photos: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = tmp_path / "s.actstore"
+    monkeypatch.chdir(photos.parent)
+    assert main(["ingest", str(store), "images", str(photos), f"./{photos.name}"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"actstore: error: {photos}: given twice (sources 1 and 2 of the command): "
+        "name each folder or list once\n"
+    )
+    assert not store.exists()
+
+
+def test_format_doc_names_the_current_format_version() -> None:
+    from actstore.manifest import FORMAT_VERSION
+
+    first = (Path(__file__).parents[2] / "docs" / "FORMAT.md").read_text().splitlines()[0]
+    assert first == f"# The actstore store format, version {FORMAT_VERSION}"

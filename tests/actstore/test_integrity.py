@@ -134,3 +134,59 @@ def test_resume_rewrites_a_chunk_damaged_before_the_crash(store_path: Path) -> N
         writer.write(0, values)
         writer.commit()
         np.testing.assert_array_equal(store.acts("toy/layer.0", dtype=None).values, values)
+
+
+def test_verify_checks_the_image_files_the_images_rows_name(tmp_path: Path) -> None:
+    import hashlib
+    import shutil
+
+    from PIL import Image
+    from skimage import data
+
+    from actstore.verify import check_store
+
+    def pic(name: str) -> np.ndarray:
+        return np.asarray(getattr(data, name)())
+
+    folder = tmp_path / "photos" / "grey"
+    folder.mkdir(parents=True)
+    for name, pixels in (
+        ("camera.png", pic("camera")[:32, :32]),
+        ("coins.png", pic("coins")[:32, :32]),
+    ):
+        Image.fromarray(pixels).save(folder / name)
+    path = tmp_path / "s.actstore"
+    with actstore.create(path) as store:
+        actstore.ingest_images(store, [pic("astronaut")[:16, :16], pic("chelsea")[:16, :16]])
+        actstore.ingest_images(store, folder.parent)
+        rows = store.sql("SELECT row, path FROM images ORDER BY row").path.tolist()
+    proc = _cli("verify", str(path))
+    assert (
+        proc.returncode == 0 and "every chunk, table part and image file is intact" in proc.stdout
+    )
+    first, second = (path / rows[0], path / rows[1])
+    first.write_bytes(b"garbage")  # what the review did: same name, other bytes
+    second.unlink()
+    camera = folder / "camera.png"
+    shutil.copy(folder / "coins.png", camera)  # an external file changed: found, not hashed
+    (folder / "coins.png").unlink()
+    proc = _cli("verify", str(path))
+    assert proc.returncode == 2, proc.stdout
+    garbage = hashlib.sha256(b"garbage").hexdigest()[:12]
+    assert f"{rows[0]} has sha256 {garbage}..., the row says {rows[0][7:19]}..." in proc.stdout
+    assert (
+        f"{rows[1]} is missing" in proc.stdout
+        and f"{folder / 'coins.png'} is missing" in proc.stdout
+    )
+    assert "camera.png" not in proc.stdout and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"actstore: error: 3 problem(s) found in {path}"
+    with actstore.open(path) as store:
+        found = {
+            (p.kind, p.where, p.problem.split()[0]) for p in check_store(store, hash_external=True)
+        }
+    assert found == {
+        ("image", "row 0", rows[0]),
+        ("image", "row 1", rows[1]),
+        ("image", "row 2", str(camera)),
+        ("image", "row 3", str(folder / "coins.png")),
+    }
