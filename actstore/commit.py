@@ -194,7 +194,7 @@ def _clear_images(root: Path, manifest: Manifest) -> None:
         named.update(pq.read_table(root / part.path, columns=["path"]).column(0).to_pylist())
     for entry in _entries(folder):
         unnamed = f"{IMAGES_DIR}/{entry.name}" not in named
-        if unnamed and _IMAGE.match(entry.name) and not entry.is_symlink():
+        if unnamed and _IMAGE.match(entry.name) and entry.is_file(follow_symlinks=False):
             os.unlink(entry.path)
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import hashlib
-import io
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -30,7 +28,7 @@ from typing import Any
 import numpy as np
 
 import actstore
-from actstore.errors import ActStoreError, ParameterError, SchemaError
+from actstore.errors import ParameterError, SchemaError
 from extractors.base import Block, Extractor, SiteSpec
 from extractors.driver import ExtractReport
 from extractors.image_models import LOGITS, ImageModel, load_image_model, output_shapes
@@ -170,20 +168,10 @@ class CNNExtractor(Extractor):
         return self._pool.submit(self._decode, row)
 
     def _decode(self, row: int) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
+        from actstore.image_files import load_rgb
 
-        path = self._paths[row]
-        try:
-            data = path.read_bytes()
-            if hashlib.sha256(data).hexdigest() != self._hashes[row]:
-                raise ActStoreError(
-                    f"{path} (images row {row}) changed since it was ingested (its sha256 "
-                    "differs); ingest it again into a new store"
-                )
-            with Image.open(io.BytesIO(data)) as image:
-                return self.model.preprocess(image)
-        except (OSError, UnidentifiedImageError) as exc:
-            raise ActStoreError(f"{path} (images row {row}): cannot read it: {exc}") from None
+        with load_rgb(self._paths[row], self._hashes[row], row=row) as image:
+            return self.model.preprocess(image)
 
     def compute(self, batch: tuple[np.ndarray, list[Future[Any]]]) -> Block:
         import torch

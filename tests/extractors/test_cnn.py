@@ -177,7 +177,7 @@ def test_a_changed_image_is_refused(photos: Path, tmp_path: Path) -> None:
     with actstore.create(store) as new:
         actstore.ingest_images(new, tmp_path / "imgs")
     Image.fromarray(skimage_data.coffee()).save(folder / "a.png")
-    with pytest.raises(actstore.ActStoreError, match=r"a.png \(images row 0\) changed since"):
+    with pytest.raises(actstore.ActStoreError, match=r"a.png \(images row 0\): changed since"):
         extract(store, ExtractOptions(model="effnet-lite0", device="cpu", sites="stem"))
 
 
