@@ -133,6 +133,10 @@ class VerifyParams:
     repair: bool = option(
         False, help="reopen damaged sites so rerunning their extraction rewrites those chunks"
     )
+    hash_images: bool = option(
+        False, help="also re-hash image files outside the store against the images table "
+        "(reads them all; without it they are only found)"
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

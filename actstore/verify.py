@@ -140,7 +140,7 @@ def _check_parts(
 def verify(where: StoreParam, params: VerifyParams) -> list[Problem]:
     """Print what is wrong with a store (and with ``repair``, reopen damaged sites)."""
     with actstore.open(where.store, mode="a" if params.repair else "r") as store:
-        problems = check_store(store)
+        problems = check_store(store, hash_external=params.hash_images)
         if not problems:
             what = ", table part and image file" if IMAGES in store.tables else " and table part"
             print(f"{store.path}: every chunk{what} is intact")

@@ -180,6 +180,8 @@ def test_verify_checks_the_image_files_the_images_rows_name(tmp_path: Path) -> N
     )
     assert "camera.png" not in proc.stdout and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1] == f"actstore: error: 3 problem(s) found in {path}"
+    hashed = _cli("verify", str(path), "--hash-images")  # the changed external file too
+    assert "camera.png has sha256" in hashed.stdout and "4 problem(s)" in hashed.stderr
     with actstore.open(path) as store:
         found = {
             (p.kind, p.where, p.problem.split()[0]) for p in check_store(store, hash_external=True)
