@@ -16,9 +16,10 @@ token site covers. It is written as a site over the ``words`` table, beside
 - sums run in float64 over the covered token rows in row order (``np.add.at`` adds
   sequentially), so the means are bit-identical run to run, whatever the chunking;
 - provenance: ``token_site``, ``token_site_provenance_sha256`` (of its provenance
-  JSON), ``by``, ``lowercase``, ``min_count``, ``n_types``, ``n_tokens``; the count of
-  each type is the result table ``<model name>_counts`` (``-`` as ``_``: e.g.
-  ``minilm_types_counts``, columns ``row``, ``word``, ``count``).
+  JSON), ``by``, ``lowercase``, ``min_count``; the count of each type is the result
+  table ``<model name>_counts`` (``-`` as ``_``: e.g. ``minilm_types_counts``, columns
+  ``row``, ``word``, ``count``), and the numbers of types and tokens are in the run's
+  report (``ExtractReport.stats``).
 
 Examples
 --------
@@ -41,7 +42,7 @@ import pyarrow.compute as pc
 
 import actstore
 from actstore import coverage, words
-from actstore.errors import ParameterError, SiteNotFoundError
+from actstore.errors import ParameterError, SiteError, SiteNotFoundError
 from actstore.manifest import now_utc
 from actstore.names import match_names
 from extractors.base import Block, Extractor, SiteSpec
@@ -50,6 +51,7 @@ from extractors.vector_verbs import TypesParams
 from extractors.verbs import ExtractOptions
 
 BLOCK_ROWS = 16384  # token rows read at a time (the sums do not depend on it)
+EXTRACT_HINT = "actstore extract --name"  # in actstore.sites' message for a settings conflict
 
 
 def type_model(model: str, by: str, lowercase: bool) -> str:
@@ -233,7 +235,12 @@ def types_command(params: TypesParams) -> ExtractReport:
             )
     options = ExtractOptions(device="cpu", dtype=params.dtype, name=params.name,
                              overwrite=params.overwrite)  # fmt: skip
-    report = run(params.store, extractor, options)
+    try:
+        report = run(params.store, extractor, options)
+    except SiteError as exc:  # the store's hint names `extract`, whose --name this is not
+        if EXTRACT_HINT not in str(exc):
+            raise
+        raise type(exc)(str(exc).replace(EXTRACT_HINT, "actstore types --name")) from None
     if not params.quiet:
         if added:
             print(f"added {added:,} word types to words (rows {first:,}..{first + added - 1:,})")

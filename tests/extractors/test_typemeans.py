@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ import pandas as pd
 import pytest
 
 import actstore
+from actstore.cli import main
+from extractors import typemeans
 from extractors.base import Extractor
 from extractors.driver import run
 from extractors.testing import ExtractorContract, clone
@@ -75,6 +78,10 @@ def test_means_against_pandas(toy_store: Path, tmp_path: Path, by: str, lowercas
     assert dict(zip(counts.word, counts["count"], strict=True)) == expected["count"].to_dict()
     assert provenance["by"] == by and provenance["lowercase"] is lowercase
     assert provenance["min_count"] == 3 and provenance["token_site"] == "toy/layer.0"
+    doc = typemeans.__doc__ or ""
+    documented = re.findall(r"``(\w+)``", doc.partition("- provenance:")[2].partition(";")[0])
+    spec = TypeMeans(path, "toy/*", by=by, lowercase=lowercase, min_count=3).sites()[0]
+    assert set(documented) == set(spec.provenance) and set(documented) <= set(provenance)
     again = cli("types", str(path), "--sites", "toy/*", "--by", by, "--min-count", "3", *flag)
     assert "nothing to do: 1 sites" in again.stdout, again.stderr
 
@@ -158,3 +165,15 @@ class TestTypeMeansContract(ExtractorContract):
     def test_declares_its_capabilities(self) -> None:
         assert TypeMeans.devices == () and TypeMeans.table == "words"
         assert TypeMeans.deterministic and TypeMeans.resumable and TypeMeans.shardable
+
+
+def test_settings_conflict_names_the_types_verb(
+    toy_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(clone(toy_store, tmp_path / "s"))
+    assert main(["types", path, "--sites", "toy/*", "--min-count", "3", "-q"]) == 0
+    assert main(["types", path, "--sites", "toy/*", "--min-count", "2", "-q"]) == 2
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert line.startswith("actstore: error: site toy-types/layer.0 was written with other ")
+    assert "min_count: 3 → 2" in line and "(actstore types --name)" in line
+    assert "extract" not in line
