@@ -1,0 +1,243 @@
+"""The 2 vs 2 and 1 vs 2 tests against a hand-worked example and plain loops over pairs
+and images that slice the vectors explicitly and correlate them with ``np.corrcoef``."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import queries.twovtwo as twovtwo
+from actstore.errors import ParameterError
+from queries.onevstwo import binomial_p, one_vs_two
+from queries.twovtwo import (
+    similarity,
+    two_vs_two,
+    two_vs_two_pairs,
+    two_vs_two_similarity,
+)
+
+
+def corr(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def corrcoef(x: np.ndarray) -> np.ndarray:
+    """np.corrcoef of a 2-d array (typed as an array)."""
+    return np.asarray(np.corrcoef(x))
+
+
+def loop_two_vs_two(s_a: np.ndarray, s_b: np.ndarray) -> np.ndarray:
+    """Matched minus mismatched sums, pair by pair (i < j), from sliced rows."""
+    k = len(s_a)
+    out = []
+    for i, j in itertools.combinations(range(k), 2):
+        rest = [c for c in range(k) if c not in (i, j)]
+        a_i, a_j, b_i, b_j = s_a[i, rest], s_a[j, rest], s_b[i, rest], s_b[j, rest]
+        out.append(corr(a_i, b_i) + corr(a_j, b_j) - corr(a_i, b_j) - corr(a_j, b_i))
+    return np.array(out)
+
+
+# Hand-worked, k = 4: each pair keeps two columns, so every correlation is +1 (both rows
+# rise or both fall from the first kept column to the second) or -1.
+S_A = np.array(
+    [[1.0, 0.8, 0.3, 0.1], [0.8, 1.0, 0.2, 0.4], [0.3, 0.2, 1.0, 0.6], [0.1, 0.4, 0.6, 1.0]]
+)
+S_B = np.array(
+    [[1.0, 0.7, 0.2, 0.5], [0.7, 1.0, 0.1, 0.3], [0.2, 0.1, 1.0, 0.9], [0.5, 0.3, 0.9, 1.0]]
+)
+# pair  kept   a_i        a_j        b_i        b_j       matched  mismatched
+# 0,1   2,3    .3 .1 -    .2 .4 +    .2 .5 +    .1 .3 +   -1+1=0   -1+1=0   tie: fails
+# 0,2   1,3    .8 .1 -    .2 .6 +    .7 .5 -    .1 .9 +    1+1=2   -1-1=-2  passes
+# 0,3   1,2    .8 .3 -    .4 .6 +    .7 .2 -    .3 .9 +    2        -2      passes
+# 1,2   0,3    .8 .4 -    .3 .6 +    .7 .3 -    .2 .9 +    2        -2      passes
+# 1,3   0,2    .8 .2 -    .1 .6 +    .7 .1 -    .5 .9 +    2        -2      passes
+# 2,3   0,1    .3 .2 -    .1 .4 +    .2 .1 -    .5 .3 -    1-1=0    1-1=0   tie: fails
+HAND_DIFFERENCES = [0.0, 4.0, 4.0, 4.0, 4.0, 0.0]
+
+
+def test_hand_worked_example() -> None:
+    i, j, difference = two_vs_two_pairs(S_A, S_B)
+    assert list(zip(i.tolist(), j.tolist(), strict=True)) == list(
+        itertools.combinations(range(4), 2)
+    )
+    np.testing.assert_allclose(difference, HAND_DIFFERENCES, atol=1e-12)
+    np.testing.assert_allclose(loop_two_vs_two(S_A, S_B), HAND_DIFFERENCES, atol=1e-12)
+    result = two_vs_two_similarity(S_A, S_B)
+    assert (result.accuracy, result.n_pairs, result.n_ties, result.n_undefined) == (4 / 6, 6, 2, 0)
+    assert np.isnan(result.p) and result.null.shape == (0,)
+
+
+@pytest.mark.parametrize("k", [4, 5, 9, 31])
+def test_matches_a_loop_over_pairs(k: int) -> None:
+    rng = np.random.default_rng(k)
+    a = rng.standard_normal((k, 7))
+    b = a @ rng.standard_normal((7, 12)) + 2 * rng.standard_normal((k, 12))
+    s_a, s_b = corrcoef(a), corrcoef(b)
+    want = loop_two_vs_two(s_a, s_b)
+    np.testing.assert_allclose(two_vs_two_pairs(s_a, s_b)[2], want, atol=1e-10)
+    result = two_vs_two(a, b)
+    assert result.accuracy == np.mean(want > 0)
+    assert (result.n_pairs, result.n_concepts) == (k * (k - 1) // 2, k)
+
+
+def test_blocks_of_pairs_do_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((40, 5)), rng.standard_normal((40, 6))
+    whole = two_vs_two(a, b, permutations=5)
+    monkeypatch.setattr(twovtwo, "PAIR_BLOCK", 17)
+    assert len(twovtwo._row_blocks(40)) > 10
+    blocked = two_vs_two(a, b, permutations=5)
+    assert blocked.accuracy == whole.accuracy
+    np.testing.assert_array_equal(blocked.null, whole.null)
+    np.testing.assert_allclose(
+        two_vs_two_pairs(similarity(a), similarity(b))[2],
+        loop_two_vs_two(corrcoef(a), corrcoef(b)),
+        atol=1e-10,
+    )
+
+
+def test_identical_spaces_pass_every_pair() -> None:
+    a = np.random.default_rng(0).standard_normal((30, 20))
+    assert two_vs_two(a, a).accuracy == 1.0
+    assert two_vs_two(a, 3 * a + 1).accuracy == 1.0  # similarity ignores scale and shift
+
+
+def test_a_random_space_is_at_chance() -> None:
+    rng = np.random.default_rng(1)
+    result = two_vs_two(rng.standard_normal((80, 30)), rng.standard_normal((80, 50)))
+    assert abs(result.accuracy - 0.5) < 0.05
+
+
+def test_permutation_p_by_the_formula_and_reproducible() -> None:
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((12, 8))
+    b = a + 1.5 * rng.standard_normal((12, 8))
+    result = two_vs_two(a, b, permutations=19, seed=7)
+    s_a, s_b = similarity(a), similarity(b)
+    orders = np.random.default_rng(7)
+    want = [
+        two_vs_two_similarity(s_a, s_b[o][:, o]).accuracy
+        for o in (orders.permutation(12) for _ in range(19))
+    ]
+    np.testing.assert_array_equal(result.null, want)
+    assert result.p == (1 + np.sum(result.null >= result.accuracy)) / 20
+    again = two_vs_two(a, b, permutations=19, seed=7)
+    np.testing.assert_array_equal(again.null, result.null)
+    assert again.p == result.p and result.seed == 7 and result.permutations == 19
+    assert not np.array_equal(two_vs_two(a, b, permutations=19, seed=8).null, result.null)
+
+
+def test_a_constant_row_is_undefined_and_fails() -> None:
+    s_b = S_B.copy()
+    s_b[0, 1:] = 0.5  # row 0 constant over every pair's kept columns
+    result = two_vs_two_similarity(S_A, s_b)
+    assert result.n_undefined == 3  # the pairs (0, 1), (0, 2), (0, 3)
+    assert result.accuracy == 2 / 6
+
+
+def test_refusals() -> None:
+    with pytest.raises(ParameterError, match="needs at least 4"):
+        two_vs_two(np.eye(3), np.eye(3))
+    with pytest.raises(ParameterError, match="same concepts"):
+        two_vs_two(np.eye(5), np.eye(6))
+    with pytest.raises(ParameterError, match="NaN"):
+        two_vs_two(np.full((5, 2), np.nan), np.eye(5))
+    with pytest.raises(ParameterError, match="square"):
+        two_vs_two_similarity(np.ones((4, 3)), np.eye(4))
+    with pytest.raises(ParameterError, match="permutations must be 0 or more"):
+        two_vs_two(np.eye(5), np.eye(5), permutations=-1)
+
+
+# -- 1 vs 2 ----------------------------------------------------------------------------
+
+
+def loop_one_vs_two(
+    images: np.ndarray,
+    true: np.ndarray,
+    predicted: np.ndarray,
+    means: np.ndarray,
+    words: np.ndarray,
+    reference: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    r_true, r_predicted = [], []
+    for image, t, p in zip(images, true, predicted, strict=True):
+        kept = [c for c in np.flatnonzero(reference) if c not in (t, p)]
+        i = np.array([corr(image, means[c]) for c in kept])
+        w_t = np.array([corr(words[t], words[c]) for c in kept])
+        w_p = np.array([corr(words[p], words[c]) for c in kept])
+        r_true.append(corr(i, w_t))
+        r_predicted.append(corr(i, w_p))
+    return np.array(r_true), np.array(r_predicted)
+
+
+def one_vs_two_case(seed: int = 0) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    words = rng.standard_normal((10, 6))
+    means = words @ rng.standard_normal((6, 9)) + 0.5 * rng.standard_normal((10, 9))
+    true = np.array([0, 1, 2, 8, 9, 3, 9])
+    predicted = np.array([4, 0, 9, 1, 2, 8, 5])
+    images = means[true] + rng.standard_normal((7, 9))
+    reference = np.ones(10, bool)
+    reference[[8, 9]] = False  # classes 8 and 9 have no correctly classified image
+    return images, true, predicted, means, words, reference
+
+
+def test_one_vs_two_matches_a_loop_over_images() -> None:
+    images, true, predicted, means, words, reference = one_vs_two_case()
+    result = one_vs_two(images, true, predicted, means, words, reference=reference)
+    want_true, want_predicted = loop_one_vs_two(images, true, predicted, means, words, reference)
+    np.testing.assert_allclose(result.r_true, want_true, atol=1e-12)
+    np.testing.assert_allclose(result.r_predicted, want_predicted, atol=1e-12)
+    np.testing.assert_array_equal(result.passed, want_true > want_predicted)
+    assert result.accuracy == np.mean(want_true > want_predicted) and result.n_images == 7
+    assert result.p_binomial == binomial_p(int(result.passed.sum()), 7)
+
+
+def test_one_vs_two_hand_worked() -> None:
+    # 5 classes, all with correctly classified images whose means are the word vectors
+    # themselves, and one image of class 0 (predicted 1) that is word vector 0. Over the
+    # classes 2, 3, 4 left, its correlations to the means are w_0 exactly, so
+    # corr(i, w_0) = 1 and the test passes unless w_1 is an increasing function of w_0.
+    words = np.array([[1.0, 0, 0], [0, 1, 0], [1, 0.2, 0], [1, 0.5, 0.2], [0.2, 1, 0.1]])
+    result = one_vs_two(words[:1], np.array([0]), np.array([1]), words, words)
+    w_0 = np.array([corr(words[0], words[c]) for c in (2, 3, 4)])
+    w_1 = np.array([corr(words[1], words[c]) for c in (2, 3, 4)])
+    assert result.r_true[0] == pytest.approx(1.0)
+    assert result.r_predicted[0] == pytest.approx(corr(w_0, w_1))
+    assert corr(w_0, w_1) < 0  # w_0 falls from class 2 to 4, w_1 rises
+    assert result.accuracy == 1.0 and result.p_binomial == 0.5
+
+
+def test_one_vs_two_permutations() -> None:
+    images, true, predicted, means, words, reference = one_vs_two_case(1)
+    result = one_vs_two(
+        images, true, predicted, means, words, reference=reference, permutations=9, seed=4
+    )
+    orders = np.random.default_rng(4)
+    want = [
+        one_vs_two(images, true, predicted, means, words[o], reference=reference).accuracy
+        for o in (orders.permutation(10) for _ in range(9))
+    ]
+    np.testing.assert_array_equal(result.null, want)
+    assert result.p == (1 + np.sum(result.null >= result.accuracy)) / 10
+
+
+def test_binomial_p_against_scipy() -> None:
+    for passes, n in [(0, 1), (3, 7), (25, 36), (36, 36)]:
+        want = stats.binomtest(passes, n, 0.5, alternative="greater").pvalue
+        assert binomial_p(passes, n) == pytest.approx(want, rel=1e-12)
+
+
+def test_one_vs_two_refusals() -> None:
+    images, true, predicted, means, words, _ = one_vs_two_case()
+    with pytest.raises(ParameterError, match="not misclassified"):
+        one_vs_two(images, true, true, means, words)
+    with pytest.raises(ParameterError, match="at least 3"):
+        one_vs_two(images, true, predicted, means, words, reference=np.arange(10) < 2)
+    with pytest.raises(ParameterError, match=r"outside 0 \.\. 9"):
+        one_vs_two(images, true + 5, predicted, means, words)
+    with pytest.raises(ParameterError, match="expected 10 classes"):
+        one_vs_two(images, true, predicted, means[:5], words)
