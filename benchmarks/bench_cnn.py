@@ -252,7 +252,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.prefetch is not None:
-        cnn.PREFETCH = args.prefetch  # the proposal of issue 14's report, to try it
+        cnn.PREFETCH = {"cpu": args.prefetch, "cuda": args.prefetch}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_cnn_") as tmp_name:
         tmp = Path(tmp_name)

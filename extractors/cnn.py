@@ -35,8 +35,14 @@ from extractors.image_models import LOGITS, ImageModel, load_image_model, output
 from extractors.verbs import IMAGE_MODELS, ExtractOptions
 
 POOLS = ("avg", "max", "flatten", "none")
-CPU_BATCH, CUDA_BATCH = 32, 256
-PREFETCH = 2  # batches decoded ahead of the one the model runs
+# images per batch: on CPU small batches keep a CNN's activations in cache (a bare
+# EfficientNet-Lite0 forward on 2 cores: 93 images/s at 4, 95 at 8, 35 at 32; see
+# benchmarks/bench_cnn.py)
+CPU_BATCH, CUDA_BATCH = 8, 256
+# batches decoded ahead of the one the model runs, by device type: on CPU the decoding
+# threads would take the cores torch computes on (measured 1.31x the bare forward with 2
+# ahead, 1.02x with none: each batch is decoded by all threads just before it runs)
+PREFETCH = {"cpu": 0, "cuda": 2}
 BLOCK_ROWS = 8192  # images whose logits are read at once for the predictions
 
 
@@ -153,13 +159,13 @@ class CNNExtractor(Extractor):
 
     def batches(self, lo: int, hi: int) -> Iterator[tuple[np.ndarray, list[Future[Any]]]]:
         """Batches of images; each one's decoding starts ``PREFETCH`` batches early."""
-        size = self.options.batch_images or (
-            CUDA_BATCH if self.device is not None and self.device.type == "cuda" else CPU_BATCH
-        )
+        cuda = self.device is not None and self.device.type == "cuda"
+        size = self.options.batch_images or (CUDA_BATCH if cuda else CPU_BATCH)
+        ahead = PREFETCH["cuda" if cuda else "cpu"]
         spans = [np.arange(a, min(a + size, hi)) for a in range(lo, hi, size)]
         queued: deque[list[Future[Any]]] = deque()
         for i, rows in enumerate(spans):
-            while len(queued) <= PREFETCH and i + len(queued) < len(spans):
+            while len(queued) <= ahead and i + len(queued) < len(spans):
                 queued.append([self._load(int(r)) for r in spans[i + len(queued)]])
             yield rows, queued.popleft()
 
