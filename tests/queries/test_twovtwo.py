@@ -4,13 +4,16 @@ and images that slice the vectors explicitly and correlate them with ``np.corrco
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from scipy import stats
 
+import actstore
 import queries.twovtwo as twovtwo
-from actstore.errors import ParameterError
+from actstore.errors import ParameterError, SchemaError
 from queries.onevstwo import binomial_p, one_vs_two
 from queries.twovtwo import (
     similarity,
@@ -18,6 +21,7 @@ from queries.twovtwo import (
     two_vs_two_pairs,
     two_vs_two_similarity,
 )
+from queries.twovtwo_store import one_vs_two_store, two_vs_two_sites
 
 
 def corr(x: np.ndarray, y: np.ndarray) -> float:
@@ -241,3 +245,145 @@ def test_one_vs_two_refusals() -> None:
         one_vs_two(images, true + 5, predicted, means, words)
     with pytest.raises(ParameterError, match="expected 10 classes"):
         one_vs_two(images, true, predicted, means[:5], words)
+
+
+# -- on a store ------------------------------------------------------------------------
+
+CLASSES = ["apple", "boat", "car", "cat", "dog", "tree"]
+
+
+@pytest.fixture(scope="module")
+def image_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Images of six classes with word vectors and of zebra (none), 4 per class, a site
+    ``cnn/block`` over them, rank-1 and rank-2 predictions in ``predictions_cnn`` (some
+    wrong, one in another case, one with a second lemma, one naming a class without a
+    word vector, one NULL), and ``glove/vectors`` over a words table."""
+    path = tmp_path_factory.mktemp("images") / "images.actstore"
+    rng = np.random.default_rng(11)
+    labels = [c for c in [*CLASSES, "zebra"] for _ in range(4)]
+    n = len(labels)
+    predicted: list[str | None] = list(labels)
+    predicted[12] = "Dog"  # a cat taken for a dog: tested
+    predicted[4] = "apple, pomme"  # a boat taken for an apple: tested
+    predicted[16] = "Car"  # a dog taken for a car: tested
+    predicted[20] = "boat"  # a tree taken for a boat: tested
+    predicted[13] = "Egyptian cat"  # no word vector: skipped
+    predicted[24] = "cat"  # a zebra, no word vector: skipped
+    predicted[5] = None  # the model names no class: skipped
+    words = ["the", "cat", "dog", "car", "boat", "apple", "tree", "Cat"]
+    vectors = rng.standard_normal((len(words), 10))
+    code = {c: words.index(c) for c in CLASSES}
+    mixing = rng.standard_normal((10, 12))
+    acts = np.stack(
+        [vectors[code[c]] @ mixing if c in code else rng.standard_normal(12) for c in labels]
+    ) + 0.8 * rng.standard_normal((n, 12))
+    with actstore.create(path) as store:
+        pixels = rng.integers(0, 256, (n, 4, 4), dtype=np.uint8)
+        actstore.ingest_images(store, pixels, labels=labels)
+        write_site(store, "cnn/block", acts, table="images")
+        store.write_result(
+            "predictions_cnn",
+            pa.table(
+                {
+                    "row": np.repeat(np.arange(n), 2),
+                    "rank": np.tile(np.array([1, 2], np.int32), n),
+                    "class": np.zeros(2 * n, np.int32),
+                    "class_name": pa.array(
+                        [x for p in predicted for x in (p, "other")], pa.string()
+                    ),
+                    "probability": np.full(2 * n, 0.5),
+                }
+            ),
+        )
+        with store.transaction():
+            store.append_table(
+                "words",
+                pa.table(
+                    {
+                        "row": np.arange(len(words), dtype=np.int64),
+                        "word": words,
+                        "rank": np.arange(1, len(words) + 1, dtype=np.int64),
+                        "source": ["test"] * len(words),
+                    }
+                ),
+            )
+        write_site(store, "glove/vectors", vectors, table="words")
+    return path
+
+
+def write_site(store: actstore.Store, name: str, values: np.ndarray, table: str) -> None:
+    writer = store.create_site(name, table=table, n_units=values.shape[1], dtype="float32")
+    writer.write(0, values.astype(np.float32))
+    writer.commit()
+
+
+def test_one_vs_two_store_against_a_loop(image_store: Path) -> None:
+    with actstore.open(image_store) as store:
+        found = one_vs_two_store(store, "cnn/block", "glove/vectors", permutations=9)
+        acts = store.acts("cnn/block", dtype="float64").values
+        vectors = store.acts("glove/vectors", dtype="float64").values
+    assert found.images[["row", "label", "predicted"]].values.tolist() == [
+        [4, "boat", "apple"],
+        [12, "cat", "dog"],
+        [16, "dog", "car"],
+        [20, "tree", "boat"],
+    ]
+    assert found.skipped == {
+        "no label or class name": 1,
+        "true class without a word vector": 1,
+        "predicted class without a word vector": 1,
+    }
+    # independent: class means of the correctly classified images of each class
+    correct = {c: [r for r in range(24) if r // 4 == CLASSES.index(c)] for c in CLASSES}
+    for wrong in (4, 5, 12, 13, 16, 20):
+        correct[CLASSES[wrong // 4]].remove(wrong)
+    means = np.array([acts[correct[c]].mean(axis=0) for c in CLASSES])
+    words = vectors[[1 + ["cat", "dog", "car", "boat", "apple", "tree"].index(c) for c in CLASSES]]
+    index = {c: i for i, c in enumerate(CLASSES)}
+    true = np.array([index[c] for c in found.images["label"]])
+    predicted = np.array([index[c] for c in found.images["predicted"]])
+    want_true, want_predicted = loop_one_vs_two(
+        acts[found.images["row"]], true, predicted, means, words, np.ones(6, bool)
+    )
+    np.testing.assert_allclose(found.images["r_true"], want_true, atol=1e-9)
+    np.testing.assert_allclose(found.images["r_predicted"], want_predicted, atol=1e-9)
+    summary = found.summary.iloc[0]
+    assert summary["accuracy"] == np.mean(want_true > want_predicted)
+    assert (summary["n_images"], summary["n_classes"], summary["permutations"]) == (4, 6, 9)
+
+
+def test_one_vs_two_store_refusals(image_store: Path) -> None:
+    with actstore.open(image_store) as store:
+        with pytest.raises(SchemaError, match="no misclassified image to test"):
+            one_vs_two_store(
+                store, "cnn/block", "glove/vectors", where="row NOT IN (4, 12, 16, 20)"
+            )
+        with pytest.raises(SchemaError, match="no predictions table 'predictions_x'"):
+            one_vs_two_store(store, "cnn/block", "glove/vectors", predictions="predictions_x")
+        with pytest.raises(SchemaError, match="no class has a word vector"):
+            one_vs_two_store(
+                store, "cnn/block", "glove/vectors", where="label = 'zebra' AND row <> 24"
+            )
+
+
+def test_two_vs_two_sites_against_arrays(image_store: Path) -> None:
+    with actstore.open(image_store) as store:
+        table = two_vs_two_sites(
+            store, "cnn/block", "glove/vectors", by_a="label", by_b="lower(word)",
+            where_b="row > 0", permutations=19, seed=3,
+        )  # fmt: skip
+        acts = store.acts("cnn/block", dtype="float64").values
+        vectors = store.acts("glove/vectors", dtype="float64").values
+    assert table.columns.tolist() == [
+        "site_a", "site_b", "accuracy", "n_pairs", "n_concepts", "p", "permutations", "seed"
+    ]  # fmt: skip
+    # the six classes both sides have; cat's word vector is the mean of cat and Cat
+    means = np.array([acts[i * 4 : i * 4 + 4].mean(axis=0) for i in range(6)])
+    rows = {"apple": [5], "boat": [4], "car": [3], "cat": [1, 7], "dog": [2], "tree": [6]}
+    words = np.array([vectors[rows[c]].mean(axis=0) for c in CLASSES])
+    want = two_vs_two(means, words, permutations=19, seed=3)
+    row = table.iloc[0]
+    assert (row["n_concepts"], row["n_pairs"], row["seed"]) == (6, 15, 3)
+    assert row["accuracy"] == pytest.approx(want.accuracy) and row["p"] == pytest.approx(want.p)
+    with actstore.open(image_store) as store, pytest.raises(SchemaError, match="share 0"):
+        two_vs_two_sites(store, "cnn/block", "glove/vectors", by_a="label", by_b="upper(word)")
