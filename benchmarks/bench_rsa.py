@@ -1,0 +1,152 @@
+"""RSA benchmark: two RDMs and their Spearman comparison, against rsatoolbox on the same
+data, and the plain float32 GEMM formulation as the limit; then a large-k RDM pair
+written blockwise to disk and compared by a streaming Pearson pass.
+
+Every variant runs in its own process, so each peak RSS is its own.
+
+    python benchmarks/bench_rsa.py                    # k = 1,000 and 5,000 x 4,096 units
+    python benchmarks/bench_rsa.py --k 1000 --units 512
+    python benchmarks/bench_rsa.py --huge 50000 --huge-units 300 --folder /tmp/rsa-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import peak_rss_mib
+
+
+def data(k: int, units: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two related sets of k condition vectors (float32), the second a noisy copy."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((k, units), dtype=np.float32)
+    return x, x + rng.standard_normal((k, units), dtype=np.float32)
+
+
+def ours(x: np.ndarray, y: np.ndarray) -> float:
+    from queries.rdm import rdm, upper
+    from queries.rsa_stats import compare
+
+    return compare(upper(rdm(x)), upper(rdm(y)), "spearman")
+
+
+def _rsatoolbox_module() -> Any:
+    import rsatoolbox
+
+    return rsatoolbox
+
+
+def reference(x: np.ndarray, y: np.ndarray) -> float:
+    rsatoolbox = _rsatoolbox_module()
+
+    a = rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(x), method="correlation")
+    b = rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(y), method="correlation")
+    return float(rsatoolbox.rdm.compare(a, b, method="spearman")[0, 0])
+
+
+def gemm(x: np.ndarray, y: np.ndarray) -> float:
+    """The limit: the two float32 products alone (the ranks left out)."""
+    total = 0.0
+    for v in (x, y):
+        z = v - v.mean(axis=1, keepdims=True)
+        z /= np.linalg.norm(z, axis=1, keepdims=True)
+        total += float((1 - z @ z.T)[0, 1])
+    return total
+
+
+def child(variant: str, k: int, units: int) -> dict[str, Any]:
+    x, y = data(k, units)
+    function = {"ours": ours, "rsatoolbox": reference, "gemm": gemm}[variant]
+    function(x[:8], y[:8])  # imports and warm-up outside the timing
+    start = time.perf_counter()
+    value = function(x, y)
+    return {"seconds": time.perf_counter() - start, "peak_mib": peak_rss_mib(), "value": value}
+
+
+def huge(k: int, units: int, folder: Path) -> dict[str, Any]:
+    """Two k x k RDMs written blockwise into a store, then compared by streaming Pearson."""
+    import actstore
+    from queries.rdm import rdm_to_store
+    from queries.rsa import compare_stored
+
+    x, y = data(k, units)
+    path = folder / "huge.actstore"
+    shutil.rmtree(path, ignore_errors=True)
+    times = {}
+    with actstore.create(path) as store:
+        for name, values in (("rdm_x", x), ("rdm_y", y)):
+            start = time.perf_counter()
+            rdm_to_store(store, name, values)
+            times[f"write {name}"] = time.perf_counter() - start
+        start = time.perf_counter()
+        value = compare_stored(store, "rdm_x", "rdm_y", "pearson")
+        times["streamed pearson"] = time.perf_counter() - start
+    shutil.rmtree(path, ignore_errors=True)
+    return {"times": times, "peak_mib": peak_rss_mib(), "value": value}
+
+
+def run(*args: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr)
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--k", default="1000,5000", help="condition counts, comma-separated")
+    parser.add_argument("--units", type=int, default=4096)
+    parser.add_argument("--huge", type=int, default=0, help="k of the on-disk pair (0: skip)")
+    parser.add_argument("--huge-units", type=int, default=300)
+    parser.add_argument("--folder", type=Path, default=None)
+    parser.add_argument("--child", nargs=3, metavar=("VARIANT", "K", "UNITS"))
+    parser.add_argument("--huge-child", nargs=3, metavar=("K", "UNITS", "FOLDER"))
+    options = parser.parse_args()
+    if options.child:
+        variant, k, units = options.child
+        print(json.dumps(child(variant, int(k), int(units))))
+        return
+    if options.huge_child:
+        k, units, folder = options.huge_child
+        print(json.dumps(huge(int(k), int(units), Path(folder))))
+        return
+    for k in (int(v) for v in options.k.split(",") if v.strip()):
+        found = {
+            v: run("--child", v, str(k), str(options.units)) for v in ("gemm", "ours", "rsatoolbox")
+        }
+        mine, theirs, limit = found["ours"], found["rsatoolbox"], found["gemm"]
+        print(
+            f"k={k:,} x {options.units:,} units, two RDMs + Spearman: ours {mine['seconds']:.2f} s "
+            f"({mine['peak_mib']:,.0f} MiB), rsatoolbox {theirs['seconds']:.2f} s "
+            f"({theirs['peak_mib']:,.0f} MiB): {theirs['seconds'] / mine['seconds']:.1f}x faster, "
+            f"{mine['peak_mib'] / theirs['peak_mib']:.2f}x the memory; the float32 GEMMs alone "
+            f"{limit['seconds']:.2f} s ({mine['seconds'] / limit['seconds']:.1f}x of ours); "
+            f"|difference| {abs(mine['value'] - theirs['value']):.1e}"
+        )
+    if options.huge:
+        folder = options.folder or Path(tempfile.mkdtemp(prefix="rsa-bench-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        found = run("--huge-child", str(options.huge), str(options.huge_units), str(folder))
+        times = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in found["times"].items())
+        print(
+            f"k={options.huge:,} x {options.huge_units} units on disk (float32, "
+            f"{options.huge**2 * 4 / 1e9:.1f} GB each): {times}; peak RSS "
+            f"{found['peak_mib']:,.0f} MiB; r = {found['value']:.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
