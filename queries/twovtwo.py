@@ -142,7 +142,7 @@ def two_vs_two_similarity(
     beaten = 0
     for n in range(permutations):
         order = rng.permutation(k)
-        passes_n = _score(blocks, x, y[order][:, order])[0]
+        passes_n = _score(blocks, x, y[np.ix_(order, order)])[0]
         null[n] = passes_n / n_pairs
         beaten += passes_n >= passes  # counts, not floats: equal is equal
     return TwoVsTwo(
