@@ -161,16 +161,17 @@ def hsic(total: CrossSums, i: int, j: int, pair: int, *, debiased: bool) -> floa
         return value
     if i > j:
         raise ValueError("hsic: pairs are stored with i <= j")
-    ni, nj = float(mi @ mi), float(mj @ mj)
+    # elementwise products and numpy's pairwise sums, no BLAS: no dependence on its threads
+    ni, nj = float(np.sum(mi * mi)), float(np.sum(mj * mj))
     p_sum = total.norm_sums
     # Σᵣ aᵣbᵣ with aᵣ = ‖x̃ᵣ - m‖² expanded: x̃ the shifted values, m their mean
     both = (
         total.norms[i, j]
-        - 2 * float(mj @ total.weighted[j][i])
-        - 2 * float(mi @ total.weighted[i][j])
+        - 2 * float(np.sum(mj * total.weighted[j][i]))
+        - 2 * float(np.sum(mi * total.weighted[i][j]))
         + nj * p_sum[i]
         + ni * p_sum[j]
-        + 4 * float(mi @ total.cross[pair] @ mj)
+        + 4 * float(np.sum(np.outer(mi, mj) * total.cross[pair]))
         - 3 * n * ni * nj
     )
     sum_a, sum_b = p_sum[i] - n * ni, p_sum[j] - n * nj
