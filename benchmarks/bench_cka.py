@@ -48,8 +48,8 @@ The goal is missed by far and cannot be met on this CPU: reading 2.86 GiB from t
 cache takes 0.22 s, while the three float64 cross-products alone (6 n units^2 = 3.5e12
 flops) take about 2 minutes on 2 cores. The pass runs at the GEMM's speed (1.13x the
 best plain GEMM, within noise), so reading, decoding and merging cost almost nothing
-beside it. Meeting 1.5x of reading would need about 400x the float64 throughput here (a
-GPU's GEMM, or float32 products at about half the time would not be enough).
+beside it. Meeting 1.5x of reading would need about 400x this float64 throughput (a
+GPU's GEMM; float32 products, about twice as fast, would not be enough).
 """
 
 from __future__ import annotations
