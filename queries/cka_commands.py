@@ -50,8 +50,10 @@ def cka(sites: SitesParam, options: CKAOptions, out: Output, keep: Keep) -> pd.D
         return _finish(store, wrote, result, out, keep, figure)
 
 
-def _short(site: str) -> str:
-    return site.split("/", 1)[-1] if site.count("/") == 1 else site
+def _labels(sites: list[str], every: set[str]) -> list[str]:
+    """Site names without their model when every site drawn is of the same model."""
+    one_model = len({s.split("/", 1)[0] for s in every}) == 1
+    return [s.split("/", 1)[-1] if one_model else s for s in sites]
 
 
 def cka_figure(table: pd.DataFrame, context: FigureContext) -> Figure:
@@ -74,8 +76,9 @@ def cka_figure(table: pd.DataFrame, context: FigureContext) -> Figure:
     figure = _figure(max(5.0, width), max(3.8, height), kind, context.caption())
     ax = figure.subplots()
     image = ax.imshow(grid.to_numpy(float), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(columns)), [_short(s) for s in columns], rotation=45, ha="right")
-    ax.set_yticks(range(len(rows)), [_short(s) for s in rows])
+    every = {*rows, *columns}
+    ax.set_xticks(range(len(columns)), _labels(columns, every), rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), _labels(rows, every))
     ax.set_xlabel("site")
     ax.set_ylabel("site")
     if grid.size <= 144:
