@@ -34,6 +34,8 @@ def rsa(chosen: SitesParam, options: RSAOptions, out: Output, keep: Keep) -> pd.
     from queries.rsa import RSA_TABLE, rsa_matrix
     from queries.rsa_plots import profile_figure, site_matrix_figure
 
+    if options.test != "rsa":
+        return _tests(chosen, options, out, keep)
     with _open(chosen.store, keep, out) as (store, wrote):
         table = rsa_matrix(
             store, chosen.sites, options.against, by=options.by, by_b=options.against_by,
@@ -55,3 +57,56 @@ def rsa(chosen: SitesParam, options: RSAOptions, out: Output, keep: Keep) -> pd.
             return site_matrix_figure(table, context)
 
         return _finish(store, wrote, result, out, keep, figure)
+
+
+def _tests(chosen: SitesParam, options: RSAOptions, out: Output, keep: Keep) -> pd.DataFrame:
+    """``--test 2v2`` (every site against every ``--against`` site) or ``--test 1v2``."""
+    from actstore.errors import ParameterError
+    from queries.commands import _finish, _open
+    from queries.results import TidyResult, provenance
+    from queries.select import resolve_sites
+    from queries.twovtwo_store import ONE_VS_TWO, TWO_VS_TWO, one_vs_two_store, two_vs_two_sites
+
+    if options.against is None:
+        raise ParameterError("against", f"is needed with --test {options.test}: the other space")
+    if keep.plot is not None:
+        raise ParameterError("plot", f"draws RSA tables; --test {options.test} has no plot")
+    with _open(chosen.store, keep, out) as (store, wrote):
+        sites, others = resolve_sites(store, chosen.sites), resolve_sites(store, options.against)
+        common: dict[str, Any] = {"permutations": options.permutations, "seed": options.seed}
+        if options.test == "2v2":
+            frames = [
+                two_vs_two_sites(
+                    store,
+                    a,
+                    b,
+                    by_a=options.by,
+                    by_b=options.against_by or options.by,
+                    where_a=options.where,
+                    where_b=options.against_where,
+                    min_count=options.min_count,
+                    min_count_b=options.against_min_count,
+                    **common,
+                )
+                for a in sites
+                for b in others
+            ]
+            schema = TWO_VS_TWO
+        else:
+            frames = [
+                one_vs_two_store(
+                    store,
+                    a,
+                    b,
+                    label=options.by,
+                    word_by=options.against_by or "word",
+                    where=options.where,
+                    **common,
+                ).summary
+                for a in sites
+                for b in others
+            ]
+            schema = ONE_VS_TWO
+        table = pd.concat(frames, ignore_index=True)
+        made = provenance(store, options.test, [*sites, *others], options, options.where)
+        return _finish(store, wrote, TidyResult(schema, table, made), out, keep, lambda: None)

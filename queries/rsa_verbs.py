@@ -25,14 +25,21 @@ from actstore.output import Keep, Output
 from actstore.verbs import Verb, option
 from queries.options import SitesParam
 
+Test = Literal["rsa", "2v2", "1v2"]
 Metric = Literal["correlation", "cosine", "euclidean", "sqeuclidean"]
 Method = Literal["spearman", "pearson", "kendall"]
 
 
 @dataclass(frozen=True)
 class RSAOptions:
-    """Conditions, dissimilarity, comparison and inference of an RSA."""
+    """Conditions, dissimilarity, comparison and inference of an RSA (or of the 2 vs 2
+    and 1 vs 2 tests)."""
 
+    test: Test = option(
+        "rsa", help="rsa: RDMs compared; 2v2: the 2 vs 2 test between --sites and --against "
+        "over their shared conditions; 1v2: misclassified images (--sites: an image site "
+        "with its predictions table) against word vectors (--against)"
+    )  # fmt: skip
     against: str | None = option(
         None, help="site glob(s) to compare with (default: every site against every site)"
     )

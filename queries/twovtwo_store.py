@@ -29,9 +29,29 @@ import actstore
 from actstore.errors import SchemaError
 from actstore.sql import quote_ident
 from queries.onevstwo import OneVsTwo, one_vs_two
+from queries.results import Column, TableSchema
 from queries.twovtwo import two_vs_two
 
 BLOCK_ROWS = 4096  # image rows read at once for the class means
+
+
+TWO_VS_TWO = TableSchema(
+    "two_vs_two",
+    (
+        Column("site_a", "string"), Column("site_b", "string"), Column("accuracy", "float64"),
+        Column("n_pairs", "int64"), Column("n_concepts", "int64"), Column("p", "float64"),
+        Column("permutations", "int64"), Column("seed", "int64"),
+    ),
+)  # fmt: skip
+ONE_VS_TWO = TableSchema(
+    "one_vs_two",
+    (
+        Column("image_site", "string"), Column("word_site", "string"),
+        Column("accuracy", "float64"), Column("n_images", "int64"), Column("n_classes", "int64"),
+        Column("p_binomial", "float64"), Column("p", "float64"), Column("permutations", "int64"),
+        Column("seed", "int64"),
+    ),
+)  # fmt: skip
 
 
 def two_vs_two_sites(
@@ -44,6 +64,7 @@ def two_vs_two_sites(
     where_a: str | None = None,
     where_b: str | None = None,
     min_count: int = 1,
+    min_count_b: int | None = None,
     permutations: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -60,8 +81,10 @@ def two_vs_two_sites(
         Each side's conditions: a column or one SQL expression over its site's table.
     where_a, where_b
         SQL conditions choosing each side's rows (None: all).
-    min_count
-        Conditions with fewer rows on either side are left out.
+    min_count, min_count_b
+        Conditions with fewer rows are left out: on side a; on side b ``min_count_b``
+        (None: ``min_count`` over the same table, else 1: a ``words`` table has one row
+        per word). ``where_b`` None over the same table is ``where_a``, as in RSA.
     permutations, seed
         The permutation null (:func:`queries.twovtwo.two_vs_two`).
 
@@ -79,11 +102,14 @@ def two_vs_two_sites(
     """
     from queries.conditions import condition_counts, condition_means
 
+    same = store.site(site_a).table == store.site(site_b).table
+    where_b = where_b if where_b is not None else (where_a if same else None)
+    count_b = min_count_b if min_count_b is not None else (min_count if same else 1)
     labels_a, _ = condition_counts(
         store, store.site(site_a).table, by_a, where=where_a, min_count=min_count
     )
     labels_b, _ = condition_counts(
-        store, store.site(site_b).table, by_b, where=where_b, min_count=min_count
+        store, store.site(site_b).table, by_b, where=where_b, min_count=count_b
     )
     shared = sorted(set(labels_a) & set(labels_b))
     if len(shared) < 4:
@@ -93,7 +119,7 @@ def two_vs_two_sites(
             f"{site_a} has {_some(labels_a)}; {site_b} has {_some(labels_b)}"
         )
     a = condition_means(store, [site_a], by_a, where=where_a, min_count=min_count, labels=shared)
-    b = condition_means(store, [site_b], by_b, where=where_b, min_count=min_count, labels=shared)
+    b = condition_means(store, [site_b], by_b, where=where_b, min_count=count_b, labels=shared)
     result = two_vs_two(
         a.subset(shared).means[site_a],
         b.subset(shared).means[site_b],

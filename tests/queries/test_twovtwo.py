@@ -387,3 +387,21 @@ def test_two_vs_two_sites_against_arrays(image_store: Path) -> None:
     assert row["accuracy"] == pytest.approx(want.accuracy) and row["p"] == pytest.approx(want.p)
     with actstore.open(image_store) as store, pytest.raises(SchemaError, match="share 0"):
         two_vs_two_sites(store, "cnn/block", "glove/vectors", by_a="label", by_b="upper(word)")
+
+
+def test_the_rsa_verb_runs_the_tests(image_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from actstore.cli import main
+
+    with actstore.open(image_store) as store:
+        want = two_vs_two_sites(
+            store, "cnn/block", "glove/vectors", by_a="label", by_b="lower(word)",
+            permutations=19, seed=3,
+        )  # fmt: skip
+    args = ["rsa", str(image_store), "--sites", "cnn/block", "--by", "label", "--min-count", "1"]
+    test = ["--test", "2v2", "--against-by", "lower(word)", "--permutations", "19", "--seed", "3"]
+    assert main([*args, *test, "--against", "glove/vectors", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "site_a,site_b,accuracy,n_pairs,n_concepts,p,permutations,seed"
+    assert float(lines[1].split(",")[2]) == pytest.approx(want["accuracy"].iloc[0])
+    assert main([*args, *test]) == 2
+    assert "--against is needed with --test 2v2" in capsys.readouterr().err
