@@ -3,14 +3,11 @@
 Queries and items are rows of vectors (:class:`Vectors`): a site's rows (over
 ``sentences``, ``images`` or any table), or sentence vectors built from a token site
 as the mean or the last of each sentence's word vectors (:func:`sentence_vectors`).
-A ``key`` (a column or SQL expression of both row tables: ``sentence_id``, an image's
-``label``) says which items are correct for which query. A query's rank is 1 + the
-number of items scoring strictly above its best-scoring correct item (ties go in the
-query's favour); recall@k is the share of queries ranked k or better. Scores are
-computed in blocks of queries x items (:data:`BLOCK`), so no more than one block of
-cosines is ever held. The scrambled-order control (shuffle every sentence's words,
-extract again, retrieve each original from its scrambled version) is
-:func:`scrambled_control`.
+A ``key`` (a column or SQL expression of both tables: ``sentence_id``, ``label``) says
+which items are correct. A query's rank is 1 + the number of items scoring strictly
+above its best correct item (ties favour the query); recall@k is the share ranked k or
+better. Cosines are computed in blocks of queries x items (:data:`BLOCK`), never all at
+once. :func:`scrambled_control` is the scrambled-order control.
 
 Examples
 --------
@@ -22,15 +19,17 @@ Examples
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 import actstore
+from actstore import coverage
 from actstore.errors import ParameterError, SchemaError
 from actstore.sql import condition, quote_ident
 from queries.results import Column, TableSchema, TidyResult, provenance
@@ -84,10 +83,7 @@ def site_vectors(
         chosen = None if where is None else store.rows(where, table="sentences")
         return sentence_vectors(store, site, pool, sentences=chosen)
     rows = store.rows(where, table=info.table)
-    covered = np.zeros(len(rows), bool)
-    for lo, hi in info.covers:
-        covered |= (rows >= lo) & (rows < hi)
-    rows = rows[covered]
+    rows = rows[~coverage.outside(rows, list(info.covers))]
     if not len(rows):
         raise SchemaError(f"site {site}: no row of {info.table} chosen by where={where!r}")
     return Vectors(info.table, rows, store.site_reader(site).take(rows))
@@ -151,10 +147,11 @@ def key_values(store: actstore.Store, table: str, rows: np.ndarray, key: str) ->
     try:
         found = store.sql(query)
     except actstore.ActStoreError as exc:
-        raise ParameterError(
-            "key", f"{key!r} is not a column or expression of {table}: {exc}"
-        ) from None
-    return found.set_index("row")["key"].reindex(rows).reset_index(drop=True)
+        first = str(exc).splitlines()[0]
+        detail = f"{key!r} is not a column or expression of {table}: {first}"
+        raise ParameterError("key", detail) from None
+    keys: pd.Series = found.set_index("row")["key"].reindex(rows).reset_index(drop=True)
+    return keys
 
 
 def shared_codes(query_keys: pd.Series, item_keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +171,8 @@ def shared_codes(query_keys: pd.Series, item_keys: pd.Series) -> tuple[np.ndarra
 def unit_rows(values: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (float32; a zero row stays zero, scoring 0 with all)."""
     norms = np.linalg.norm(values.astype(np.float64), axis=1, keepdims=True)
-    return np.divide(values, norms, out=np.zeros(values.shape), where=norms > 0).astype(np.float32)
+    unit = np.divide(values, norms, out=np.zeros(values.shape), where=norms > 0)
+    return np.asarray(unit, np.float32)
 
 
 def query_ranks(
@@ -217,7 +215,7 @@ def query_ranks(
     return ranks
 
 
-def summarise(ranks: np.ndarray, k: Sequence[int], n_items: int) -> list[dict[str, float | int]]:
+def summarise(ranks: np.ndarray, k: Sequence[int], n_items: int) -> list[dict[str, Any]]:
     """recall@k for each k, the median rank and the mean reciprocal rank, over the
     queries that have a correct item (rank > 0).
 
@@ -230,7 +228,7 @@ def summarise(ranks: np.ndarray, k: Sequence[int], n_items: int) -> list[dict[st
     n = len(found)
     shared = {"n_queries": n, "n_items": n_items, "n_no_match": int((ranks == 0).sum())}
     nan = float("nan")
-    out: list[dict[str, float | int]] = [
+    out: list[dict[str, Any]] = [
         {"metric": "recall", "k": kk, "value": float((found <= kk).mean()) if n else nan}
         for kk in k
     ]
@@ -272,24 +270,6 @@ def retrieve(
     >>> table[["metric", "value", "n_queries"]].values.tolist()[0]
     ['recall', 1.0, 30]
     """
-    return retrieval_result(store, queries_site, items_site, query_where=query_where,
-                            item_where=item_where, key=key, k=k, pool=pool,
-                            exclude_self=exclude_self).frame  # fmt: skip
-
-
-def retrieval_result(
-    store: actstore.Store,
-    queries_site: str,
-    items_site: str,
-    *,
-    query_where: str | None = None,
-    item_where: str | None = None,
-    key: str | None = None,
-    k: Sequence[int] = (1, 5, 10),
-    pool: How = "mean",
-    exclude_self: bool = False,
-) -> TidyResult:
-    """:func:`retrieve` as a typed result with its provenance."""
     cuts = check_k(k)
     q_site, i_site = one_site(store, queries_site, "queries"), one_site(store, items_site, "items")
     queries = site_vectors(store, q_site, where=query_where, pool=pool)
@@ -308,29 +288,37 @@ def retrieval_result(
     ranks = query_ranks(queries, items, q_codes, i_codes, exclude_self=exclude_self)
     sites = {"query_site": q_site, "item_site": i_site, "condition": "as stored"}
     records = [{**sites, **row} for row in summarise(ranks, cuts, len(items.rows))]
-    parameters = {"key": key, "k": list(cuts), "pool": pool, "exclude_self": exclude_self,
-                  "query_where": query_where, "item_where": item_where}  # fmt: skip
-    made = provenance(store, "retrieve", list(dict.fromkeys([q_site, i_site])), parameters)
-    return TidyResult(RETRIEVAL, RETRIEVAL.frame(records), made)
+    return RETRIEVAL.frame(records)
 
 
-CONLLU = ("form", "lemma", "upos", "xpos", "feats", "head", "deprel")
+def retrieval_result(
+    store: actstore.Store, queries_site: str, items_site: str, **options: Any
+) -> TidyResult:
+    """:func:`retrieve` as a typed result with its provenance (every option, defaults too)."""
+    bound = inspect.signature(retrieve).bind(store, queries_site, items_site, **options)
+    bound.apply_defaults()
+    frame = retrieve(*bound.args, **bound.kwargs)
+    parameters = {name: bound.arguments[name] for name in list(bound.arguments)[3:]}
+    sites = list(dict.fromkeys([frame["query_site"][0], frame["item_site"][0]]))
+    return TidyResult(RETRIEVAL, frame, provenance(store, "retrieve", sites, parameters))
+
+
+CELLS = ("form", "lemma", "upos", "xpos", "feats", "deprel")  # then deps, misc: "_"
 
 
 def write_scrambled(store: actstore.Store, path: Path, seed: int = 0) -> int:
-    """Write the store's sentences as CoNLL-U, each with its words shuffled by
-    ``numpy.random.default_rng([seed, sentence_id])``: a word keeps its form, lemma,
-    tags, features and relation, and its head is renumbered to follow the head word, so
-    the tree is the same tree in another order. Multiword tokens become their words,
-    ``deps`` and ``misc`` are left empty (every word followed by a space), and
-    ``# text`` is the shuffled words; returns the number of sentences.
+    """Write the store's sentences as CoNLL-U, the words of each shuffled by
+    ``default_rng([seed, sentence_id])``; returns the number of sentences. A word keeps
+    its form, lemma, tags, features and relation, its head renumbered to follow the head
+    word (the same tree in another order); multiword tokens become their words; ``deps``
+    and ``misc`` are left empty (a space after every word).
 
     Examples
     --------
     >>> write_scrambled(store, tmp / "s.conllu")
     30
     """
-    words = store.columns(["sentence_id", *CONLLU]).to_pandas()
+    words = store.columns(["sentence_id", "head", *CELLS]).to_pandas()
     sentences = store.sql("SELECT sentence_id, sent_id FROM sentences ORDER BY row")
     lines: list[str] = []
     for (sid, group), sent_id in zip(words.groupby("sentence_id", sort=True),
@@ -343,16 +331,12 @@ def write_scrambled(store: actstore.Store, path: Path, seed: int = 0) -> int:
         for old in order:
             word = group.iloc[old]
             head = 0 if pd.isna(word["head"]) or word["head"] == 0 else new_id[word["head"] - 1]
-            cells = [_cell(word[c]) for c in ("form", "lemma", "upos", "xpos", "feats")]
-            cells += [str(head), _cell(word["deprel"]), "_", "_"]
-            lines.append("\t".join([str(new_id[old]), *cells]))
+            cells = ["_" if pd.isna(word[c]) else str(word[c]) for c in CELLS]
+            cells.insert(5, str(head))
+            lines.append("\t".join([str(new_id[old]), *cells, "_", "_"]))
         lines.append("")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return len(sentences)
-
-
-def _cell(value: object) -> str:
-    return "_" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 
 
 def scrambled_control(
@@ -367,10 +351,9 @@ def scrambled_control(
 ) -> TidyResult:
     """The scrambled-order control of sentence vectors.
 
-    Writes ``out`` (a new store) from :func:`write_scrambled` (the CoNLL-U is kept
-    beside it, ``out`` + ``.conllu``), extracts ``sites`` of ``model`` there with the
-    registered ``extract`` verb, and for each site retrieves every original sentence
-    among all originals (``store``) from its scrambled version (same ``sentence_id``):
+    Writes store ``out`` from :func:`write_scrambled` (the CoNLL-U kept beside it),
+    extracts ``sites`` of ``model`` there (the registered ``extract`` verb), and per site
+    retrieves each original sentence among all originals from its scrambled version:
     recall@k, median rank, MRR, and the mean cosine of a sentence with its scrambled
     version (``paired_cosine``) beside that of two different original sentences
     (``other_cosine``). Token sites are pooled into sentences by ``pool``.
@@ -386,7 +369,7 @@ def scrambled_control(
         actstore.ingest_conllu(scrambled, [conllu], corpus="scrambled", lang=lang, split="all")
     short = ",".join(name.split("/", 1)[1] for name in names)
     verb("extract")(store=out, model=model, sites=short, quiet=True)
-    records: list[dict[str, object]] = []
+    records: list[dict[str, Any]] = []
     with actstore.open(out) as scrambled:
         for name in names:
             items = site_vectors(store, name, pool=pool)
