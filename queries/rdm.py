@@ -11,10 +11,23 @@ units). Every metric is one matrix product (a GEMM) of prepared vectors:
   fewer digits), clipped at 0. rsatoolbox's ``euclidean`` is the squared distance
   divided by the number of units.
 
-The diagonal is exactly 0 and the matrix exactly symmetric. :func:`rdm` computes in
-float64. For k too large for memory (k = 50,000 is 10 GB as float32),
-:func:`rdm_to_store` writes the RDM block of rows by block of rows into a matrix
-result of the store (float32), never holding more than one block.
+Only the upper triangle of the product is computed (BLAS ``syrk``: half the flops of a
+GEMM, no symmetrising copy). The diagonal is exactly 0 and the matrix exactly
+symmetric. The vectors are prepared in float64 either way; ``precision`` is that of
+the product and the result:
+
+- :func:`rdm` defaults to ``float64``: the matrix is a result in its own right (saved,
+  reused, plotted) and matches scipy's ``pdist`` to 1e-10;
+- :func:`rdm_upper` (the triangle alone, for a comparison) defaults to ``float32``:
+  half the time and memory of the product, entries within ~1e-7 of float64 relative
+  to the vectors' norms, which moves a Spearman or Pearson comparison of two RDMs by
+  ~1e-9, far inside the 1e-6 the tests hold it to against rsatoolbox. For Euclidean
+  metrics float32 loses the small distances of near-duplicate conditions (|a|² +
+  |b|² - 2 a·b cancels): ask ``precision="float64"`` where those matter.
+
+For k too large for memory (k = 50,000 is 10 GB as float32), :func:`rdm_to_store`
+writes the RDM block of rows by block of rows into a matrix result of the store
+(float32), never holding more than one block.
 """
 
 from __future__ import annotations
@@ -23,11 +36,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.linalg import blas
 
 import actstore
 from actstore.errors import ParameterError, SchemaError
 
 METRICS = ("correlation", "cosine", "euclidean", "sqeuclidean")
+PRECISIONS = ("float32", "float64")
+PREPARE_ROWS = 1024  # vectors prepared in float64 this many at a time
+MIRROR_ROWS = 512  # rows of the upper triangle copied below the diagonal at a time
 
 
 def check_metric(metric: str) -> str:
@@ -45,29 +62,88 @@ def check_metric(metric: str) -> str:
     return metric
 
 
-def prepare(vectors: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """The vectors as the GEMM of ``metric`` takes them (float64), and for the Euclidean
-    metrics their squared norms.
+def check_precision(precision: str) -> np.dtype[Any]:
+    """The dtype of ``precision`` if it is one of :data:`PRECISIONS`, else a
+    :class:`ParameterError`.
 
-    A vector with no variance (``correlation``) or of length 0 (``cosine``) has no
-    defined dissimilarity: its row and column are NaN.
+    Examples
+    --------
+    >>> check_precision("float16")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.ParameterError: precision 'float16' is not known; precisions: float32, float64
+    """
+    if precision not in PRECISIONS:
+        raise ParameterError(
+            "precision", f"{precision!r} is not known; precisions: {', '.join(PRECISIONS)}"
+        )
+    return np.dtype(precision)
+
+
+def prepare(
+    vectors: np.ndarray, metric: str, precision: str = "float64"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The vectors as the GEMM of ``metric`` takes them, and for the Euclidean metrics
+    their squared norms (float64, of the vectors as returned).
+
+    They are computed in float64 ``PREPARE_ROWS`` rows at a time and returned in
+    ``precision``. A vector with no variance (``correlation``) or of length 0
+    (``cosine``) has no defined dissimilarity: its row and column are NaN.
     """
     check_metric(metric)
-    x = np.asarray(vectors, np.float64)
+    dtype = check_precision(precision)
+    x = np.asarray(vectors)
     if x.ndim != 2 or x.shape[0] < 2:
         raise SchemaError(
             f"an RDM needs a conditions x units matrix of 2 or more rows, got {x.shape}"
         )
     if not np.isfinite(x).all():
         raise SchemaError("condition vectors hold NaN or infinite values")
-    if metric in ("euclidean", "sqeuclidean"):
-        x = x - x.mean(axis=0)
-        return x, np.einsum("ij,ij->i", x, x)
-    if metric == "correlation":
-        x = x - x.mean(axis=1, keepdims=True)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return x / norms[:, None], None
+    euclidean = metric in ("euclidean", "sqeuclidean")
+    centre = x.mean(axis=0, dtype=np.float64) if euclidean else None
+    out = np.empty(x.shape, dtype)
+    squares = np.empty(len(x)) if euclidean else None
+    for top in range(0, len(x), PREPARE_ROWS):
+        rows = slice(top, top + PREPARE_ROWS)
+        part = np.array(x[rows], np.float64)
+        if centre is not None:
+            part -= centre
+        else:
+            if metric == "correlation":
+                part -= part.mean(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                part /= np.sqrt(np.einsum("ij,ij->i", part, part))[:, None]
+        out[rows] = part
+        if squares is not None:
+            exact = out[rows].astype(np.float64)  # the norms of the vectors as multiplied
+            squares[rows] = np.einsum("ij,ij->i", exact, exact)
+    return out, squares
+
+
+def _gram_upper(z: np.ndarray) -> np.ndarray:
+    """z zᵀ (k x k, C order, z's dtype) with only the upper triangle and diagonal
+    filled: one BLAS ``syrk``."""
+    syrk = blas.get_blas_funcs("syrk", (z,))
+    # z (C order) is zᵀ in Fortran order, passed without a copy; the product's lower
+    # triangle in Fortran order is the upper triangle of its C-order transpose.
+    product: np.ndarray = syrk(1.0, z.T, trans=1, lower=1).T
+    return product
+
+
+def _dissimilarities(
+    similarities: np.ndarray, i: int, squares: np.ndarray | None, metric: str
+) -> None:
+    """Turn row ``i``'s products with the conditions after it into dissimilarities, in
+    place."""
+    if squares is None:
+        np.subtract(1.0, similarities, out=similarities)
+        return
+    similarities *= -2.0
+    similarities += squares[i]
+    similarities += squares[i + 1 : i + 1 + similarities.size]
+    np.maximum(similarities, 0.0, out=similarities)
+    if metric == "euclidean":
+        np.sqrt(similarities, out=similarities)
 
 
 def _tile(
@@ -90,8 +166,9 @@ def _tile(
     return out
 
 
-def rdm(vectors: np.ndarray, metric: str = "correlation") -> np.ndarray:
-    """The k x k RDM (float64) of k condition vectors (k x units).
+def rdm(vectors: np.ndarray, metric: str = "correlation", precision: str = "float64") -> np.ndarray:
+    """The k x k RDM of k condition vectors (k x units), in ``precision`` (float64 by
+    default: see the module's notes).
 
     Examples
     --------
@@ -100,12 +177,52 @@ def rdm(vectors: np.ndarray, metric: str = "correlation") -> np.ndarray:
     [[0.0, 0.0179, 2.0], [0.0179, 0.0, 1.9821], [2.0, 1.9821, 0.0]]
     >>> rdm(x, "euclidean")[0, 1]
     np.float64(1.0)
+    >>> rdm(x, precision="float32").dtype
+    dtype('float32')
     """
-    z, squares = prepare(vectors, metric)
-    everything = slice(0, len(z))
-    out = _tile(z, squares, everything, everything, metric)
-    symmetric: np.ndarray = (out + out.T) / 2
-    return symmetric  # exactly symmetric (the product's halves may round apart)
+    z, squares = prepare(vectors, metric, precision)
+    out = _gram_upper(z)
+    del z
+    k = len(out)
+    for i in range(k - 1):
+        _dissimilarities(out[i, i + 1 :], i, squares, metric)
+    for top in range(0, k, MIRROR_ROWS):
+        end = min(top + MIRROR_ROWS, k)
+        corner = np.triu(out[top:end, top:end], 1)
+        out[top:end, top:end] = corner + corner.T  # the diagonal exactly 0
+        out[end:, top:end] = out[top:end, end:].T
+    return out
+
+
+def rdm_upper(
+    vectors: np.ndarray, metric: str = "correlation", precision: str = "float32"
+) -> np.ndarray:
+    """The upper triangle of the RDM of k condition vectors, as :func:`upper` gives it,
+    without the k x k matrix outliving the call: what a comparison needs. In
+    ``precision`` (float32 by default: see the module's notes).
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 4.0], [3.0, 2.0, 1.0]])
+    >>> rdm_upper(x).astype(np.float64).round(4).tolist()
+    [0.0179, 2.0, 1.9821]
+    >>> bool(np.array_equal(rdm_upper(x, "cosine", "float64"), upper(rdm(x, "cosine"))))
+    True
+    """
+    z, squares = prepare(vectors, metric, precision)
+    products = _gram_upper(z)
+    del z
+    k = len(products)
+    values = upper(products)
+    del products  # only the triangle is kept
+    if squares is None:
+        np.subtract(1.0, values, out=values)
+        return values
+    done = 0
+    for i in range(k - 1):
+        _dissimilarities(values[done : done + k - 1 - i], i, squares, metric)
+        done += k - 1 - i
+    return values
 
 
 def upper(matrix: Any) -> np.ndarray:
@@ -120,7 +237,13 @@ def upper(matrix: Any) -> np.ndarray:
     values = np.asarray(matrix)
     if values.ndim != 2 or values.shape[0] != values.shape[1]:
         raise SchemaError(f"an RDM is a square matrix, got shape {values.shape}")
-    return values[np.triu_indices(values.shape[0], 1)]
+    k = values.shape[0]
+    out = np.empty(k * (k - 1) // 2, values.dtype)
+    done = 0
+    for i in range(k - 1):  # row by row: no k(k-1)/2 index arrays
+        out[done : done + k - 1 - i] = values[i, i + 1 :]
+        done += k - 1 - i
+    return out
 
 
 def rdm_to_store(

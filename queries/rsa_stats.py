@@ -24,6 +24,8 @@ of the bootstrap values.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from scipy import stats
 
@@ -50,10 +52,68 @@ def check_method(method: str) -> str:
     return method
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    da, db = a - a.mean(), b - b.mean()
+def _pearson(a: np.ndarray, b: np.ndarray, in_place: bool = False) -> float:
+    """Pearson r of two float64 vectors; ``in_place`` centres them where they are."""
+    if in_place:
+        a -= a.mean()
+        b -= b.mean()
+        da, db = a, b
+    else:
+        da, db = a - a.mean(), b - b.mean()
     denominator = np.sqrt(float(da @ da) * float(db @ db))
     return float(da @ db / denominator) if denominator > 0 else float("nan")
+
+
+def _sorted_float32(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The order that sorts float32 ``x`` and a key per sorted position that is equal
+    exactly where the values are: one sort of 64-bit words (the value's bits made to
+    sort as unsigned integers, then the position), twice as fast as an argsort."""
+    bits = (x + np.float32(0.0)).view(np.uint32)  # -0.0 becomes 0.0: they compare equal
+    words = np.empty(x.size, np.uint64)
+    halves = words.view(np.uint32).reshape(-1, 2)  # little-endian: [position, key]
+    halves[:, 0] = np.arange(x.size, dtype=np.uint32)
+    # negative values: every bit flipped; others: the sign bit set
+    np.bitwise_xor(bits, (bits >> 31) * np.uint32(0x7FFFFFFF) | np.uint32(1 << 31),
+                   out=halves[:, 1])  # fmt: skip
+    words.sort()
+    return halves[:, 0].astype(np.intp), halves[:, 1].copy()
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1 .. n of ``values`` (float64), tied values sharing the average of their
+    ranks: exactly scipy's ``rankdata(values, method="average")``, about 3 times faster.
+
+    One sort; ties are found where neighbours in sorted order are equal and averaged
+    only if there are any. The sort need not be stable: tied values get one rank
+    whatever their order, so the ranks are the same run to run. ``values`` must hold
+    no NaN.
+
+    Examples
+    --------
+    >>> average_ranks(np.array([0.5, 0.2, 0.5, 0.9, 0.2, 0.5])).tolist()
+    [4.0, 1.5, 4.0, 6.0, 1.5, 4.0]
+    """
+    x = np.asarray(values).ravel()
+    if np.isnan(x).any():
+        raise SchemaError("values to rank hold NaN")
+    n = x.size
+    if x.dtype == np.float32 and n < 2**32 and sys.byteorder == "little":
+        order, keys = _sorted_float32(x)
+    else:
+        order = np.argsort(x)
+        keys = x[order]
+    ranks = np.empty(n)
+    tied = keys[1:] == keys[:-1]
+    del keys
+    if not tied.any():
+        ranks[order] = np.arange(1.0, n + 1.0)
+        return ranks
+    edges = np.flatnonzero(~tied) + 1
+    starts = np.concatenate(([0], edges))
+    stops = np.concatenate((edges, [n]))
+    # (first rank + last rank) / 2 of each run of equal values: a half-integer, exact
+    ranks[order] = np.repeat((starts + stops + 1) / 2, stops - starts)
+    return ranks
 
 
 def kendall_tau_a(a: np.ndarray, b: np.ndarray) -> float:
@@ -88,17 +148,21 @@ def compare(a_upper: np.ndarray, b_upper: np.ndarray, method: str = "spearman") 
     (0.8, 0.8315, 0.6667)
     """
     check_method(method)
-    a, b = np.asarray(a_upper, np.float64).ravel(), np.asarray(b_upper, np.float64).ravel()
+    a, b = np.asarray(a_upper).ravel(), np.asarray(b_upper).ravel()
     if a.shape != b.shape:
         raise SchemaError(f"RDM triangles of different lengths: {a.size} and {b.size}")
-    present = ~(np.isnan(a) | np.isnan(b))
-    a, b = a[present], b[present]
+    if method != "spearman" or a.dtype != b.dtype or a.dtype != np.float32:
+        a, b = a.astype(np.float64, copy=False), b.astype(np.float64, copy=False)
+    absent = np.isnan(a) | np.isnan(b)
+    if absent.any():
+        a, b = a[~absent], b[~absent]
+    del absent
     if a.size < 2:
         raise SchemaError(f"{a.size} dissimilarities to compare; a comparison needs at least 2")
     if method == "kendall":
         return kendall_tau_a(a, b)
-    if method == "spearman":
-        a, b = stats.rankdata(a), stats.rankdata(b)
+    if method == "spearman":  # float32 triangles ranked as they are: the ranks are exact
+        return _pearson(average_ranks(a), average_ranks(b), in_place=True)
     return _pearson(a, b)
 
 
@@ -152,7 +216,7 @@ def permutation_test(
             raise SchemaError("a permutation test needs RDMs without NaN dissimilarities")
         a_upper, b_upper = upper(a), upper(b)
         if method == "spearman":
-            a_upper, b_upper = stats.rankdata(a_upper), stats.rankdata(b_upper)
+            a_upper, b_upper = average_ranks(a_upper), average_ranks(b_upper)
         centred = np.zeros((k, k))
         centred[rows, columns] = a_upper - a_upper.mean()
         centred += centred.T

@@ -19,10 +19,10 @@ from scipy.spatial.distance import pdist
 
 import actstore
 from queries import rsa as rsa_module
-from queries.rdm import rdm, rdm_to_store, upper
+from queries.rdm import rdm, rdm_to_store, rdm_upper, upper
 from queries.rsa import compare_stored, rsa_matrix
 from queries.rsa_plots import rdm_figure
-from queries.rsa_stats import bootstrap_ci, compare, permutation_test
+from queries.rsa_stats import average_ranks, bootstrap_ci, compare, permutation_test
 
 rsatoolbox: Any = _rsatoolbox  # a test-only reference, typed loosely
 RNG = np.random.default_rng(11)
@@ -55,6 +55,53 @@ def test_compare_is_scipy_and_rsatoolbox() -> None:
     for method, theirs in (("spearman", "spearman"), ("pearson", "corr"), ("kendall", "tau-a")):
         expected = rsatoolbox.rdm.compare(rdm_a, rdm_b, method=theirs)[0, 0]
         assert compare(a, b, method) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_average_ranks_are_rankdata_with_and_without_ties(dtype: type) -> None:
+    rng = np.random.default_rng(5)
+    untied: np.ndarray = ((rng.permutation(10_000) - 5_000) * 0.37).astype(dtype)
+    tied: np.ndarray = np.round(rng.normal(size=10_000) * 20).astype(dtype)  # runs of up to ~400
+    signed: np.ndarray = np.array([0.0, -0.0, -1.5, 2.0, -1.5, -0.0, 3.0, -np.inf, np.inf], dtype)
+    for values in (untied, tied, signed, np.ones(5, dtype), untied[:1]):
+        found = average_ranks(values)
+        assert found.dtype == np.float64
+        assert np.array_equal(found, stats.rankdata(values, method="average"))
+    with pytest.raises(actstore.SchemaError, match="NaN"):
+        average_ranks(np.array([1.0, np.nan], dtype))
+
+
+@pytest.mark.parametrize("metric", ["correlation", "cosine", "euclidean", "sqeuclidean"])
+def test_float32_rdms_are_the_float64_ones(metric: str) -> None:
+    exact = upper(rdm(X, metric))
+    triangle = rdm_upper(X, metric)
+    assert triangle.dtype == np.float32
+    np.testing.assert_allclose(triangle, exact, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(rdm_upper(X, metric, "float64"), exact)
+    full = rdm(X, metric, precision="float32")
+    assert np.array_equal(full, full.T) and not full.diagonal().any()
+    assert np.array_equal(upper(full), triangle)
+    other = upper(rdm(Y, metric))
+    for method in ("spearman", "pearson", "kendall"):
+        found = compare(triangle, rdm_upper(Y, metric), method)
+        assert found == pytest.approx(compare(exact, other, method), abs=1e-6)
+    with pytest.raises(actstore.ParameterError, match="precisions: float32, float64"):
+        rdm(X, metric, precision="float16")
+
+
+def test_float32_comparison_is_rsatoolbox_and_repeats_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 256)).astype(np.float32)
+    y = x + rng.normal(size=x.shape).astype(np.float32)
+    ours = [compare(rdm_upper(x), rdm_upper(y)) for _ in range(2)]
+    assert ours[0] == ours[1]
+    theirs = rsatoolbox.rdm.compare(
+        rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(x), method="correlation"),
+        rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(y), method="correlation"),
+        method="spearman",
+    )[0, 0]
+    assert ours[0] == pytest.approx(theirs, abs=1e-6)
+    assert ours[0] == pytest.approx(compare(upper(rdm(x)), upper(rdm(y))), abs=1e-6)
 
 
 def test_kendall_tau_a_counts_ties_as_neither() -> None:
