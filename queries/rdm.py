@@ -43,7 +43,7 @@ from actstore.errors import ParameterError, SchemaError
 
 METRICS = ("correlation", "cosine", "euclidean", "sqeuclidean")
 PRECISIONS = ("float32", "float64")
-PREPARE_ROWS = 1024  # vectors prepared in float64 this many at a time
+PREPARE_ROWS = 128  # vectors prepared in float64 this many at a time (4 MiB at 4,096 units)
 MIRROR_ROWS = 512  # rows of the upper triangle copied below the diagonal at a time
 
 

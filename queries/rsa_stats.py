@@ -64,29 +64,49 @@ def _pearson(a: np.ndarray, b: np.ndarray, in_place: bool = False) -> float:
     return float(da @ db / denominator) if denominator > 0 else float("nan")
 
 
-def _sorted_float32(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The order that sorts float32 ``x`` and a key per sorted position that is equal
-    exactly where the values are: one sort of 64-bit words (the value's bits made to
-    sort as unsigned integers, then the position), twice as fast as an argsort."""
+def _float32_keys(x: np.ndarray) -> np.ndarray:
+    """float32 ``x`` as unsigned integers in the same order, equal where the values are."""
     bits = (x + np.float32(0.0)).view(np.uint32)  # -0.0 becomes 0.0: they compare equal
-    words = np.empty(x.size, np.uint64)
-    halves = words.view(np.uint32).reshape(-1, 2)  # little-endian: [position, key]
-    halves[:, 0] = np.arange(x.size, dtype=np.uint32)
     # negative values: every bit flipped; others: the sign bit set
-    np.bitwise_xor(bits, (bits >> 31) * np.uint32(0x7FFFFFFF) | np.uint32(1 << 31),
-                   out=halves[:, 1])  # fmt: skip
+    keys: np.ndarray = bits ^ ((bits >> 31) * np.uint32(0x7FFFFFFF) | np.uint32(1 << 31))
+    return keys
+
+
+def _ranks_by_counting(keys: np.ndarray) -> np.ndarray | None:
+    """Average ranks from a count of each key between the least and the greatest, if
+    there are no more such keys than values (else None): no sort at all."""
+    low, high = int(keys.min()), int(keys.max())
+    if high - low >= keys.size:
+        return None
+    offsets = keys - np.uint32(low)
+    counts = np.bincount(offsets, minlength=high - low + 1)
+    below = np.cumsum(counts) - counts  # values less than each key
+    ranks: np.ndarray = (below + (counts + 1) / 2)[offsets]  # half-integers: exact
+    return ranks
+
+
+def _sorted_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The order that sorts uint32 ``keys``, and the keys in that order: one sort of
+    64-bit words [position, key], twice as fast as an argsort."""
+    words = np.empty(keys.size, np.uint64)
+    halves = words.view(np.uint32).reshape(-1, 2)  # little-endian: position, then key
+    halves[:, 0] = np.arange(keys.size, dtype=np.uint32)
+    halves[:, 1] = keys
     words.sort()
     return halves[:, 0].astype(np.intp), halves[:, 1].copy()
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:
     """Ranks 1 .. n of ``values`` (float64), tied values sharing the average of their
-    ranks: exactly scipy's ``rankdata(values, method="average")``, about 3 times faster.
+    ranks: exactly scipy's ``rankdata(values, method="average")``, 3 to 15 times faster.
 
-    One sort; ties are found where neighbours in sorted order are equal and averaged
-    only if there are any. The sort need not be stable: tied values get one rank
-    whatever their order, so the ranks are the same run to run. ``values`` must hold
-    no NaN.
+    float32 values are ranked through integer keys in the same order: counted when
+    there are no more possible keys between the least and greatest value than values
+    (float32 RDM triangles of many conditions: ~1e-7 apart, most values tied), else
+    sorted with their positions as one 64-bit word. Other dtypes are argsorted. Ties
+    are found where neighbours in sorted order are equal and averaged only if there
+    are any. No sort needs to be stable: tied values get one rank whatever their order,
+    so the ranks are the same run to run. ``values`` must hold no NaN.
 
     Examples
     --------
@@ -97,8 +117,14 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
     if np.isnan(x).any():
         raise SchemaError("values to rank hold NaN")
     n = x.size
+    if n == 0:
+        return np.empty(0)
     if x.dtype == np.float32 and n < 2**32 and sys.byteorder == "little":
-        order, keys = _sorted_float32(x)
+        keys = _float32_keys(x)
+        counted = _ranks_by_counting(keys)
+        if counted is not None:
+            return counted
+        order, keys = _sorted_keys(keys)
     else:
         order = np.argsort(x)
         keys = x[order]

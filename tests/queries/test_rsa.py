@@ -63,7 +63,10 @@ def test_average_ranks_are_rankdata_with_and_without_ties(dtype: type) -> None:
     untied: np.ndarray = ((rng.permutation(10_000) - 5_000) * 0.37).astype(dtype)
     tied: np.ndarray = np.round(rng.normal(size=10_000) * 20).astype(dtype)  # runs of up to ~400
     signed: np.ndarray = np.array([0.0, -0.0, -1.5, 2.0, -1.5, -0.0, 3.0, -np.inf, np.inf], dtype)
-    for values in (untied, tied, signed, np.ones(5, dtype), untied[:1]):
+    step = np.finfo(np.float32).eps  # narrow float32 ranges are counted, not sorted
+    narrow: np.ndarray = (1 + rng.permutation(10_000) * step).astype(dtype)
+    narrow_tied: np.ndarray = (1 - rng.integers(0, 3_000, 10_000) * step / 2).astype(dtype)
+    for values in (untied, tied, signed, narrow, narrow_tied, np.ones(5, dtype), untied[:1]):
         found = average_ranks(values)
         assert found.dtype == np.float64
         assert np.array_equal(found, stats.rankdata(values, method="average"))
