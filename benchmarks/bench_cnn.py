@@ -37,7 +37,22 @@ Run: ``.venv/bin/python benchmarks/bench_cnn.py [--images N] [--batch N] [--thre
 Measured (2 cores shared with other users' jobs, load average 2-5: figures move 20-40 %
 between runs; only ratios within one run mean much)
 --------------------------------------------------------------------------------------
-Default settings, ``--images 256`` (batch 32, prefetch 2):
+Defaults since (batch 8, no decoding ahead on CPU), ``--images 256``, load 0.6 -> 2.6:
+
+  (A) actstore extract             6.95 s      36.8 images/s  (256 images)
+  (B) bare forward                 5.12 s      50.0 images/s  (256 images)
+  (B') compute(), decoded          5.48 s      46.7 images/s  (256 images)
+  (C) per-image loop, .npy         2.19 s      29.2 images/s  (64 images)
+  (D) decode, 2 threads            0.64 s     402.0 images/s  (256 images)
+  (D1) decode, 1 thread            0.89 s     287.5 images/s  (256 images)
+  (A)/(B) = 1.36 (goal <= 1.15): MISSED; (B')/(B) = 1.07; (A)/(B') = 1.27
+  (A)/(C) images/s = 1.26: the extractor against the per-image loop
+  decoding 3.5 ms of one core per image against 20.0 ms of forward on 2 threads: with
+  both on the same 2 cores the bound is (B) + (D1)/2 = 5.56 s, (A)/that = 1.25
+
+The runs before, at the old defaults:
+
+Default settings then, ``--images 256`` (batch 32, prefetch 2):
 
   (A) actstore extract             9.25 s      27.7 images/s  (256 images)
   (B) bare forward                11.34 s      22.6 images/s  (256 images)
