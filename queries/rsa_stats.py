@@ -34,6 +34,7 @@ from queries.rdm import upper
 
 METHODS = ("spearman", "pearson", "kendall")
 BATCH_BYTES = 64 << 20  # gathered float64 values per batch of permutations
+COUNTED_KEYS = 1 << 23  # float32 keys ranked by counting (3 tables of 64 MiB at most)
 TOLERANCE = 1e-12  # a permuted value this close below the observed one counts as reaching it
 
 
@@ -74,14 +75,22 @@ def _float32_keys(x: np.ndarray) -> np.ndarray:
 
 def _ranks_by_counting(keys: np.ndarray) -> np.ndarray | None:
     """Average ranks from a count of each key between the least and the greatest, if
-    there are no more such keys than values (else None): no sort at all."""
+    there are at most 4 such keys per value and :data:`COUNTED_KEYS` (else None): no
+    sort at all."""
     low, high = int(keys.min()), int(keys.max())
-    if high - low >= keys.size:
+    if high - low >= min(4 * keys.size, COUNTED_KEYS):
         return None
     offsets = keys - np.uint32(low)
     counts = np.bincount(offsets, minlength=high - low + 1)
-    below = np.cumsum(counts) - counts  # values less than each key
-    ranks: np.ndarray = (below + (counts + 1) / 2)[offsets]  # half-integers: exact
+    # a key's values have ranks (values up to and including it) - (count - 1) / 2:
+    # twice that, an integer, in integers, then halved exactly in float64
+    twice = np.cumsum(counts)
+    twice *= 2
+    twice -= counts
+    twice += 1
+    table = twice.astype(np.float64)
+    table *= 0.5
+    ranks: np.ndarray = table[offsets]
     return ranks
 
 
@@ -101,8 +110,9 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
     ranks: exactly scipy's ``rankdata(values, method="average")``, 3 to 15 times faster.
 
     float32 values are ranked through integer keys in the same order: counted when
-    there are no more possible keys between the least and greatest value than values
-    (float32 RDM triangles of many conditions: ~1e-7 apart, most values tied), else
+    there are few possible keys between the least and greatest value for the number
+    of values (float32 RDM triangles of many conditions: many values ~1e-7 apart or
+    tied), else
     sorted with their positions as one 64-bit word. Other dtypes are argsorted. Ties
     are found where neighbours in sorted order are equal and averaged only if there
     are any. No sort needs to be stable: tied values get one rank whatever their order,
