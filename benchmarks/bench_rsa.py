@@ -76,9 +76,12 @@ def child(variant: str, k: int, units: int) -> dict[str, Any]:
     variants = {"ours": ours, "ours64": ours_float64, "rsatoolbox": reference, "gemm": gemm}
     function = variants[variant]
     function(x[:8], y[:8])  # imports and warm-up outside the timing
-    start = time.perf_counter()
-    value = function(x, y)
-    return {"seconds": time.perf_counter() - start, "peak_mib": peak_rss_mib(), "value": value}
+    best = float("inf")
+    for _ in range(3 if k <= 2000 else 1):  # best of 3 where a run is short: a shared machine
+        start = time.perf_counter()
+        value = function(x, y)
+        best = min(best, time.perf_counter() - start)
+    return {"seconds": best, "peak_mib": peak_rss_mib(), "value": value}
 
 
 def huge(k: int, units: int, folder: Path) -> dict[str, Any]:
