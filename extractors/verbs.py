@@ -140,9 +140,7 @@ class ExtractOptions:
         "avg", help="image models: how a site's (C, H, W) maps become its units: avg, max, "
         "flatten or none (maps kept), for all sites or per site, e.g. block.15=none,avg"
     )  # fmt: skip
-    batch_images: int | None = option(
-        None, help="image models: images per batch (CPU 8, CUDA 256)"
-    )
+    batch_images: int | None = option(None, help="image models: images per batch (CPU 8, CUDA 256)")
     chunk_rows: int | None = option(None, help="rows per stored chunk (default: about 8 MiB)")
     overwrite: bool = option(False, help="replace sites declared with other settings")
     where: str | None = option(
