@@ -20,16 +20,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from actstore.names import natural_key
 from actstore.output import Keep, Output
 from queries.cka_verbs import CKAOptions
 from queries.commands import _finish, _open, _result, figure_context
 from queries.options import SitesParam
-from queries.plots import FigureContext, _figure  # the house figure: title and caption
+from queries.plots import FigureContext
+from queries.rsa_plots import site_heatmap
 
 
 def cka(sites: SitesParam, options: CKAOptions, out: Output, keep: Keep) -> pd.DataFrame:
@@ -50,12 +49,6 @@ def cka(sites: SitesParam, options: CKAOptions, out: Output, keep: Keep) -> pd.D
         return _finish(store, wrote, result, out, keep, figure)
 
 
-def _labels(sites: list[str], every: set[str]) -> list[str]:
-    """Site names without their model when every site drawn is of the same model."""
-    one_model = len({s.split("/", 1)[0] for s in every}) == 1
-    return [s.split("/", 1)[-1] if one_model else s for s in sites]
-
-
 def cka_figure(table: pd.DataFrame, context: FigureContext) -> Figure:
     """A heatmap of CKA, ``site_a`` down, ``site_b`` across (values written in the cells
     when there are few), on a fixed 0-1 scale.
@@ -68,22 +61,5 @@ def cka_figure(table: pd.DataFrame, context: FigureContext) -> Figure:
     >>> len(cka_figure(table, context).axes)  # the map and its colour bar
     2
     """
-    rows = sorted(table["site_a"].unique(), key=natural_key)
-    columns = sorted(table["site_b"].unique(), key=natural_key)
-    grid = table.pivot(index="site_a", columns="site_b", values="cka").reindex(rows)[columns]
     kind = "Debiased linear CKA" if bool(table["debiased"].iloc[0]) else "Linear CKA"
-    width, height = 2.5 + 0.45 * len(columns), 2.0 + 0.4 * len(rows)
-    figure = _figure(max(5.0, width), max(3.8, height), kind, context.caption())
-    ax = figure.subplots()
-    image = ax.imshow(grid.to_numpy(float), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    every = {*rows, *columns}
-    ax.set_xticks(range(len(columns)), _labels(columns, every), rotation=45, ha="right")
-    ax.set_yticks(range(len(rows)), _labels(rows, every))
-    ax.set_xlabel("site")
-    ax.set_ylabel("site")
-    if grid.size <= 144:
-        for (r, c), value in np.ndenumerate(grid.to_numpy(float)):
-            shade = "black" if value > 0.6 else "white"
-            ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=7, color=shade)
-    figure.colorbar(image, ax=ax, label=kind, shrink=0.8)
-    return figure
+    return site_heatmap(table, "cka", kind, kind, context.caption())

@@ -17,21 +17,10 @@ from scipy.spatial.distance import squareform
 
 from actstore.errors import ParameterError
 from actstore.names import natural_key
-from queries.plots import FigureContext
+from queries.plots import FigureContext, _figure  # the house figure: title and caption
 
 ORDERS = ("label", "cluster")
 MAX_TICKS = 60  # labels drawn on an RDM's axes; beyond, every n-th
-
-
-def _figure(width: float, height: float, title: str, caption: str) -> Figure:
-    figure = Figure(figsize=(width, height), layout="constrained")
-    figure.suptitle(title, fontsize=11)
-    if caption:
-        import textwrap
-
-        wrapped = textwrap.wrap(caption, int(width * 15))
-        figure.supxlabel("\n".join(wrapped), fontsize=7, color="0.3")
-    return figure
 
 
 def rdm_order(matrix: np.ndarray, labels: Sequence[str], order: str = "label") -> np.ndarray:
@@ -155,21 +144,44 @@ def site_matrix_figure(table: pd.DataFrame, context: FigureContext) -> Figure:
     >>> site_matrix_figure(table, FigureContext("m", "c", 10)).axes[0].get_xlabel()
     'site'
     """
+    vmin = min(0.0, float(np.nanmin(table["value"])))
+    return site_heatmap(
+        table, "value", "RSA between sites", f"RSA ({_method(table)})",
+        context.caption(_about(table)), vmin=vmin, cmap="magma",
+    )  # fmt: skip
+
+
+def site_heatmap(
+    table: pd.DataFrame,
+    value: str,
+    title: str,
+    label: str,
+    caption: str,
+    *,
+    vmin: float = 0.0,
+    cmap: str = "viridis",
+) -> Figure:
+    """A site x site heatmap of column ``value`` of a tidy table (``site_a`` down,
+    ``site_b`` across, naturally sorted; the model left out of the tick labels when
+    every site is of one model), on ``vmin``..1, the values written in the cells when
+    there are at most 400: RSA's matrix and CKA's.
+    """
     rows = sorted(table["site_a"].unique(), key=natural_key)
     columns = sorted(table["site_b"].unique(), key=natural_key)
-    grid = table.pivot_table(index="site_a", columns="site_b", values="value").loc[rows, columns]
+    grid = table.pivot_table(index="site_a", columns="site_b", values=value).loc[rows, columns]
     width, height = 2.5 + 0.55 * len(columns), 2.0 + 0.45 * len(rows)
-    figure = _figure(max(width, 5.0), max(height, 4.0), "RSA between sites",
-                     context.caption(_about(table)))  # fmt: skip
+    figure = _figure(max(width, 5.0), max(height, 4.0), title, caption)
     ax = figure.add_subplot()
-    image = ax.imshow(grid.to_numpy(), cmap="magma", vmin=min(0.0, float(np.nanmin(grid))), vmax=1)
-    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    image = ax.imshow(grid.to_numpy(float), cmap=cmap, vmin=vmin, vmax=1, aspect="auto")
+    one_model = len({s.split("/", 1)[0] for s in [*rows, *columns]}) == 1
+    ticks = [[s.split("/", 1)[-1] if one_model else s for s in sites] for sites in (rows, columns)]
+    ax.set_xticks(range(len(columns)), ticks[1], rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), ticks[0], fontsize=7)
     ax.set_xlabel("site")
     ax.set_ylabel("site")
     if grid.size <= 400:
-        for (i, j), value in np.ndenumerate(grid.to_numpy()):
-            shade = "black" if value > 0.6 else "white"
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color=shade)
-    figure.colorbar(image, ax=ax, label=f"RSA ({_method(table)})", shrink=0.8)
+        for (i, j), cell in np.ndenumerate(grid.to_numpy(float)):
+            shade = "black" if cell > 0.6 else "white"
+            ax.text(j, i, f"{cell:.2f}", ha="center", va="center", fontsize=6, color=shade)
+    figure.colorbar(image, ax=ax, label=label, shrink=0.8)
     return figure
