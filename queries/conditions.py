@@ -90,6 +90,28 @@ def _group_sums(*blocks: np.ndarray, codes: np.ndarray, n_groups: int) -> list[n
     return [np.asarray(indicator @ np.asarray(x, np.float64)) for x in blocks]
 
 
+def group_sums(
+    store: actstore.Store, sites: Sequence[str], rows: np.ndarray, codes: np.ndarray, n_groups: int
+) -> list[np.ndarray]:
+    """Per site, the ``n_groups`` x units float64 sums of ``rows`` (sorted row ids) by
+    group ``codes`` (-1: in no group), in one engine pass over every site at once, merged
+    in a fixed order (bit-identical on any scheduler).
+
+    Examples
+    --------
+    >>> (sums,) = group_sums(store, ["toy/layer.0"], np.arange(4), np.array([0, 1, 0, -1]), 2)
+    >>> values = store.acts("toy/layer.0", np.arange(4), dtype="float64").values
+    >>> bool(np.allclose(sums, [values[0] + values[2], values[1]]))
+    True
+    """
+    selection = Selection(store, tuple(sites), row_ids=rows)
+    block_fn = partial(_group_sums, n_groups=n_groups)
+    sums: list[np.ndarray] = map_reduce(
+        block_fn, _add, selection, per_row={"codes": codes}, label="condition means"
+    )
+    return sums
+
+
 def _add(a: list[np.ndarray], b: list[np.ndarray]) -> list[np.ndarray]:
     return [x + y for x, y in zip(a, b, strict=True)]
 
@@ -217,10 +239,6 @@ def condition_means(
             )
     rows, codes, kept_labels, n = _grouped(store, table, by, where, min_count, labels)
     kept = codes >= 0
-    selection = Selection(store, tuple(names), row_ids=rows[kept])
-    block_fn = partial(_group_sums, n_groups=len(kept_labels))
-    sums = map_reduce(
-        block_fn, _add, selection, per_row={"codes": codes[kept]}, label="condition means"
-    )
+    sums = group_sums(store, names, rows[kept], codes[kept], len(kept_labels))
     means = {name: s / n[:, None] for name, s in zip(names, sums, strict=True)}
     return Conditions(kept_labels, n, means, table, by, where, min_count)

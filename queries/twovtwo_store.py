@@ -32,9 +32,6 @@ from queries.onevstwo import OneVsTwo, one_vs_two
 from queries.results import Column, TableSchema
 from queries.twovtwo import two_vs_two
 
-BLOCK_ROWS = 4096  # image rows read at once for the class means
-
-
 TWO_VS_TWO = TableSchema(
     "two_vs_two",
     (
@@ -324,17 +321,12 @@ def _class_means(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean activation of each class's correctly classified images (k x units, float64)
     and their counts; classes without any are zero rows with count 0."""
-    chosen = correct & (classes >= 0)
-    take, codes = rows[chosen], classes[chosen]
-    reader = store.site_reader(site, dtype="float64")
-    n_units = int(np.prod(store.site(site).shape[1:]))
-    sums = np.zeros((k, n_units))
-    for lo in range(0, len(take), BLOCK_ROWS):
-        block = reader.take(take[lo : lo + BLOCK_ROWS]).reshape(-1, n_units)
-        np.add.at(sums, codes[lo : lo + BLOCK_ROWS], block)
-    counts = np.bincount(codes, minlength=k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], 0.0)
+    from queries.conditions import group_sums
+
+    codes = np.where(correct & (classes >= 0), classes, -1)
+    (sums,) = group_sums(store, [site], rows, codes, k)
+    counts = np.bincount(codes[codes >= 0], minlength=k)
+    means = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], 0.0)
     return means, counts
 
 
