@@ -323,9 +323,9 @@ def _class_means(
     and their counts; classes without any are zero rows with count 0."""
     from queries.conditions import group_sums
 
-    codes = np.where(correct & (classes >= 0), classes, -1)
-    (sums,) = group_sums(store, [site], rows, codes, k)
-    counts = np.bincount(codes[codes >= 0], minlength=k)
+    chosen = correct & (classes >= 0)
+    (sums,) = group_sums(store, [site], rows[chosen], classes[chosen], k)
+    counts = np.bincount(classes[chosen], minlength=k)
     means = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], 0.0)
     return means, counts
 
