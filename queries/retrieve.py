@@ -39,7 +39,6 @@ from queries.sentences import sentence_bounds
 How = Literal["mean", "last"]
 HOWS: tuple[How, ...] = ("mean", "last")
 BLOCK = 2048  # rows per side of one block of cosines: 2048 x 2048 float32 = 16 MiB
-TOKEN_BLOCK = 65536  # tokens read at once when pooling sentences
 
 RETRIEVAL = TableSchema(
     "retrieve",
@@ -97,8 +96,9 @@ def sentence_vectors(
     *,
     sentences: np.ndarray | None = None,
 ) -> Vectors:
-    """One vector per sentence from a site over ``tokens``: the mean (float64 sums) or
-    the last of its words' vectors, read in runs of whole sentences. ``where`` (SQL over
+    """One vector per sentence from a site over ``tokens``: the mean (float64 sums in one
+    engine pass, :func:`queries.conditions.group_sums`) or the last of its words'
+    vectors. ``where`` (SQL over
     ``tokens``) chooses the words, ``sentences`` the sentences (ids); a sentence left
     with no word is left out.
 
@@ -122,21 +122,15 @@ def sentence_vectors(
     if not len(rows):
         raise SchemaError(f"site {token_site}: no word chosen (where={where!r})")
     bounds = sentence_bounds(ids)
-    reader = store.site_reader(token_site)
-    out = np.empty((len(bounds) - 1, info.n_units), np.float32)
-    done = 0
-    while done < len(bounds) - 1:  # whole sentences, about TOKEN_BLOCK words at a time
-        stop = int(np.searchsorted(bounds, bounds[done] + TOKEN_BLOCK, side="right")) - 1
-        stop = max(stop, done + 1)
-        lo, hi = bounds[done], bounds[stop]
-        block = reader.take(rows[lo:hi])
-        starts = bounds[done:stop] - lo
-        if how == "mean":
-            sums = np.add.reduceat(block.astype(np.float64), starts, axis=0)
-            out[done:stop] = sums / np.diff(bounds[done : stop + 1])[:, None]
-        else:
-            out[done:stop] = block[bounds[done + 1 : stop + 1] - lo - 1]
-        done = stop
+    if how == "mean":  # one engine pass: float64 sums per sentence
+        from queries.conditions import group_sums
+
+        sizes = np.diff(bounds)
+        codes = np.repeat(np.arange(len(sizes)), sizes)
+        (sums,) = group_sums(store, [token_site], rows, codes, len(sizes))
+        out = (sums / sizes[:, None]).astype(np.float32)
+    else:
+        out = store.site_reader(token_site).take(rows[bounds[1:] - 1])
     return Vectors("sentences", ids[bounds[:-1]], out)
 
 
