@@ -32,7 +32,7 @@ def rsa(chosen: SitesParam, options: RSAOptions, out: Output, keep: Keep) -> pd.
     from queries.commands import _finish, _open, figure_context
     from queries.results import TidyResult, provenance
     from queries.rsa import RSA_TABLE, rsa_matrix
-    from queries.rsa_plots import profile_figure, site_matrix_figure
+    from queries.rsa_plots import rsa_figure
 
     if options.test != "rsa":
         return _tests(chosen, options, out, keep)
@@ -52,9 +52,7 @@ def rsa(chosen: SitesParam, options: RSAOptions, out: Output, keep: Keep) -> pd.
 
         def figure() -> Any:
             context = figure_context(store, sorted(set(table["site_a"])), options.where)
-            if options.against is not None and table["site_b"].nunique() == 1:
-                return profile_figure(table, context)
-            return site_matrix_figure(table, context)
+            return rsa_figure(table, context, options.against)
 
         return _finish(store, wrote, result, out, keep, figure)
 

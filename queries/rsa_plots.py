@@ -132,6 +132,24 @@ def profile_figure(table: pd.DataFrame, context: FigureContext) -> Figure:
     return figure
 
 
+def rsa_figure(table: pd.DataFrame, context: FigureContext, against: str | None) -> Figure:
+    """The figure of an RSA table: the layer profile when it was made ``--against`` one
+    site, a site x site heatmap otherwise.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"site_a": ["a", "a", "b", "b"], "site_b": ["a", "b", "a", "b"],
+    ...     "metric": "correlation", "method": "pearson", "value": [1, 0.5, 0.5, 1.0],
+    ...     "p": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n_conditions": 9,
+    ...     "permutations": 0, "seed": 0})
+    >>> rsa_figure(table, FigureContext("m", "c", 10), None).get_suptitle()
+    'RSA between sites'
+    """
+    if against is not None and table["site_b"].nunique() == 1:
+        return profile_figure(table, context)
+    return site_matrix_figure(table, context)
+
+
 def site_matrix_figure(table: pd.DataFrame, context: FigureContext) -> Figure:
     """Every site against every site as a heatmap, the values written in the cells.
 
