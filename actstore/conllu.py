@@ -62,6 +62,9 @@ class ParsedConllu:
     sent_empty: list[int] = field(default_factory=list)
     n_multiword: int = 0
     n_empty_nodes: int = 0
+    # set by actstore.shuffle.shuffle_words: each word's ID before the shuffle, the seed
+    original_position: list[int] = field(default_factory=list)
+    shuffle_seed: int | None = None
     # derived by tree_depths
     depth: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
@@ -99,6 +102,7 @@ class ParsedConllu:
                 setattr(out, f.name, value[first:stop])
         out.sent_first = [i - first for i in self.sent_first[lo:hi]]
         out.n_empty_nodes = sum(out.sent_empty)
+        out.shuffle_seed = self.shuffle_seed
         out.n_multiword = sum(1 for s, p in zip(out.mwt_start, out.position, strict=True) if s == p)
         return out
 
