@@ -9,7 +9,7 @@ from typing import Any
 
 import actstore
 from actstore.core_verbs import INGEST_KINDS, InfoParams, IngestParams, SQLParams, StoreParam
-from actstore.errors import ActStoreError
+from actstore.errors import ActStoreError, ParameterError
 from actstore.output import Output, show
 
 
@@ -17,6 +17,8 @@ def ingest(params: IngestParams) -> Any:
     """Append CoNLL-U files (or, after the word ``images`` or ``vectors``, rows of that
     kind) to a store, creating it when missing; prints what it added."""
     path, kind = params.store, params.kind
+    if kind is not None and params.shuffle_words is not None:
+        raise ParameterError("shuffle_words", f"is for CoNLL-U files, not {kind}")
     subset = None if kind else params.subset()
     fresh = not (path / "manifest.json").is_file()
     store = actstore.create(path) if fresh else actstore.open(path, mode="a")
@@ -26,16 +28,18 @@ def ingest(params: IngestParams) -> Any:
                 return ingest_kind(kind)(store, params)
             records = actstore.ingest_conllu(
                 store, params.files, corpus=params.corpus, lang=params.lang, split=params.split,
-                sentences=subset,
+                sentences=subset, shuffle_words=params.shuffle_words,
             )  # fmt: skip
     except (ActStoreError, OSError):
         if fresh:  # leave no empty store behind for a failed first ingest
             shutil.rmtree(path, ignore_errors=True)
         raise
     for r in records:
+        seed = r["shuffle_seed"]
         print(
             f"ingested {r['path']}: {r['n_sentences']:,} sentences, {r['n_words']:,} words "
             f"(rows {r['first_row']:,}..{r['first_row'] + r['n_words'] - 1:,})"
+            + ("" if seed is None else f", words shuffled with seed {seed}")
         )
     print(f"{path}: {store.n_rows('tokens'):,} tokens, {store.n_rows('sentences'):,} sentences")
     return records
@@ -128,6 +132,7 @@ def describe(info: dict[str, Any]) -> str:
             f"corpus={src['corpus']} lang={src['lang']} split={src['split']} "
             f"{src['n_sentences']:,} sentences {src['n_words']:,} words "
             + (f"({src['subset']}) " if src.get("subset") else "")
+            + (f"shuffled={src['shuffle_seed']} " if src.get("shuffle_seed") is not None else "")
             + f"sha256={src['sha256'][:12]}",
         ]
         for src in info["sources"]

@@ -42,6 +42,11 @@ class IngestParams:
     sentences: str | None = option(
         None, metavar="A:B", help="only sentences A..B-1 of each file (0-based; A: or :B too)"
     )
+    shuffle_words: int | None = option(
+        None, metavar="SEED", help="CoNLL-U: shuffle the words of each sentence (sentence i of "
+        "a file by numpy default_rng([SEED, i])), each keeping its annotations and head word; "
+        "rows get shuffle_seed and original_position (NULL for unshuffled rows)"
+    )  # fmt: skip
 
     def subset(self) -> tuple[int, int | None] | None:
         """The sentence range ``--limit``/``--sentences`` ask for (None: whole files).

@@ -21,6 +21,7 @@ from actstore.conllu import ParsedConllu
 from actstore.conllu_files import BLOCK_WORDS, ConlluFile, file_sha256
 from actstore.errors import CorpusError, ParameterError
 from actstore.manifest import SourceInfo, now_utc
+from actstore.shuffle import check_seed, shuffle_words
 from actstore.store import Store
 
 BASE_COLUMNS = (
@@ -28,6 +29,7 @@ BASE_COLUMNS = (
     "deprel", "deps", "misc", "deprel_base", "sentence_length", "depth", "n_children",
     "head_distance", "mwt_start", "mwt_end", "mwt_form", "space_after", "lang", "corpus", "split",
 )  # fmt: skip
+SHUFFLE_COLUMNS = ("original_position", "shuffle_seed")  # only in parts of shuffled words
 _END = 1 << 62  # the end of a file, in sentences, where a subset has none
 _UD_NAME = re.compile(r"^(?P<lang>[a-z]{2,3})_(?P<name>[a-z0-9_]+)-ud-(?P<split>[a-z]+)$")
 _FEATURE = re.compile(r"^[A-Z0-9][A-Za-z0-9]*(\[[a-z0-9]+\])?$")
@@ -80,7 +82,7 @@ def _features(parsed: ParsedConllu) -> dict[str, pa.Array]:
                 parsed.path, parsed.line[i], f"FEATS {feats!r} are not sorted alphabetically"
             )
     out = {}
-    reserved = {c.lower() for c in BASE_COLUMNS}
+    reserved = {c.lower() for c in BASE_COLUMNS + SHUFFLE_COLUMNS}
     for key in sorted(columns):
         name = feature_column(key)
         if name.lower() in reserved or name in out:
@@ -133,6 +135,9 @@ def tokens_table(
         "corpus": _constant(source["corpus"], n),
         "split": _constant(source["split"], n),
     }
+    if parsed.shuffle_seed is not None:
+        columns["original_position"] = np.asarray(parsed.original_position, np.int32)
+        columns["shuffle_seed"] = np.full(n, parsed.shuffle_seed, np.int64)
     columns.update(_features(parsed))
     return pa.table(columns)
 
@@ -143,6 +148,9 @@ def sentences_table(
     """The ``sentences`` rows of one parsed file; ``row`` equals ``sentence_id``."""
     m = parsed.n_sentences
     ids = np.arange(m, dtype=np.int64) + first_sentence
+    shuffled = {} if parsed.shuffle_seed is None else {
+        "shuffle_seed": np.full(m, parsed.shuffle_seed, np.int64)
+    }  # fmt: skip
     return pa.table(
         {
             "row": ids,
@@ -159,6 +167,7 @@ def sentences_table(
             "lang": _constant(source["lang"], m),
             "corpus": _constant(source["corpus"], m),
             "split": _constant(source["split"], m),
+            **shuffled,
         }
     )
 
@@ -172,6 +181,7 @@ def ingest_conllu(
     split: str | None = None,
     sentences: tuple[int, int | None] | None = None,
     block_words: int = BLOCK_WORDS,
+    shuffle_words: int | None = None,
 ) -> list[dict[str, Any]]:
     """Append CoNLL-U files to the store's ``tokens`` and ``sentences`` tables.
 
@@ -190,6 +200,12 @@ def ingest_conllu(
     block_words
         Words read before a block of whole sentences is written as one Parquet part;
         memory is bounded by a block.
+    shuffle_words
+        A seed: ingest each sentence with its words shuffled
+        (:func:`actstore.shuffle.shuffle_words`; sentence ``i`` of a file by
+        ``default_rng([seed, i])``), each keeping its annotations and head word, with
+        the columns ``original_position`` and ``shuffle_seed``. A file may be in the
+        store once per seed, and once unshuffled.
 
     Returns
     -------
@@ -204,32 +220,39 @@ def ingest_conllu(
     >>> with actstore.create(tmp / "part.actstore") as new:
     ...     ingest_conllu(new, [sample_conllu], sentences=(0, 10))[0]["subset"]
     'sentences 0:10'
+    >>> with actstore.open(tmp / "part.actstore", mode="a") as both:
+    ...     added = ingest_conllu(both, [sample_conllu], sentences=(0, 10), shuffle_words=7)
+    >>> added[0]["shuffle_seed"]
+    7
     """
     store.check_writable(exclusive=True)
+    seed = None if shuffle_words is None else check_seed(shuffle_words)
     if not paths:
         raise CorpusError("(no files)", None, "give at least one CoNLL-U file to ingest")
     lo, hi = _check_subset(sentences)
     wanted = (lo, _END if hi is None else hi)
-    known = [(s.sha256, s.path, _span(s.subset)) for s in store.sources]
+    known = [(s.sha256, s.path, _span(s.subset), s.shuffle_seed) for s in store.sources]
     digests = []
     for path in paths:
         digest = file_sha256(path)
-        for sha, other, (a, b) in known:
-            if sha == digest and a < wanted[1] and wanted[0] < b:
+        for sha, other, (a, b), other_seed in known:
+            if sha == digest and a < wanted[1] and wanted[0] < b and other_seed == seed:
                 raise CorpusError(
                     str(path),
                     None,
                     f"already in the store (same content as {other})"
-                    + ("" if (a, b) == (0, _END) else f", sentences {a}:{b}"),
+                    + ("" if (a, b) == (0, _END) else f", sentences {a}:{b}")
+                    + (", unshuffled" if seed is None else f", words shuffled with seed {seed}")
+                    + "; another shuffle seed adds it again",
                 )
-        known.append((digest, str(path), wanted))
+        known.append((digest, str(path), wanted, seed))
         digests.append(digest)
     with store.transaction():
         return [
             vars(
                 _append(
                     store, ConlluFile(p, block_words=block_words, sha256=d), corpus, lang, split,
-                    sentences,
+                    sentences, seed,
                 )
             )
             for p, d in zip(paths, digests, strict=True)
@@ -259,21 +282,21 @@ def _span(subset: str | None) -> tuple[int, int]:
 
 def _blocks(
     source_file: ConlluFile, sentences: tuple[int, int | None] | None
-) -> Iterator[ParsedConllu]:
-    """The file's blocks, cut to sentences ``A..B-1``; the rest of the file is still read
-    and validated (its hash covers the whole file)."""
-    if sentences is None:
-        yield from source_file
-        return
-    lo, hi = sentences
+) -> Iterator[tuple[int, ParsedConllu]]:
+    """The file's blocks, cut to sentences ``A..B-1``, each with the index in the file of
+    its first sentence; the rest of the file is still read and validated (its hash
+    covers the whole file)."""
+    lo, hi = (0, None) if sentences is None else sentences
     seen = 0
     for block in source_file:
         start, stop = max(lo - seen, 0), block.n_sentences
         if hi is not None:
             stop = min(stop, hi - seen)
+        if (start, stop) == (0, block.n_sentences):
+            yield seen, block
+        elif start < stop:
+            yield seen + start, block.sentences(start, stop)
         seen += block.n_sentences
-        if start < stop:
-            yield block.sentences(start, stop)
 
 
 def _append(
@@ -283,6 +306,7 @@ def _append(
     lang: str | None,
     split: str | None,
     sentences: tuple[int, int | None] | None = None,
+    seed: int | None = None,
 ) -> SourceInfo:
     path = Path(source_file.path).resolve()
     guessed = describe_source(path)
@@ -294,17 +318,19 @@ def _append(
     }
     first_row, first_sentence = store.n_rows("tokens"), store.n_rows("sentences")
     counts = np.zeros(4, np.int64)  # sentences, words, multiword tokens, empty nodes
-    for block in _blocks(source_file, sentences):
+    for index, block in _blocks(source_file, sentences):
+        if seed is not None:
+            block = shuffle_words(block, seed, index)
         rows, n_sentences = store.n_rows("tokens"), store.n_rows("sentences")
         store.append_table("tokens", tokens_table(block, rows, n_sentences, source))
         store.append_table("sentences", sentences_table(block, rows, n_sentences, source))
         counts += (block.n_sentences, block.n_words, block.n_multiword, block.n_empty_nodes)
-    if sentences is None:
+    if sentences is None and seed is None:
         counts[:] = (
             source_file.n_sentences, source_file.n_words, source_file.n_multiword,
             source_file.n_empty_nodes,
         )  # fmt: skip
-    elif not counts[0]:
+    elif sentences is not None and not counts[0]:
         raise CorpusError(
             str(path), None, f"has {source_file.n_sentences:,} sentences: none in "
             f"{sentences[0]}:{'' if sentences[1] is None else sentences[1]}"
@@ -323,6 +349,7 @@ def _append(
         first_sentence=first_sentence,
         ingested=now_utc(),
         subset=None if sentences is None else _subset_label(*sentences, source_file.n_sentences),
+        shuffle_seed=seed,
     )
     store.add_source(record)
     return record

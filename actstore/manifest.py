@@ -20,7 +20,7 @@ from typing import Any, Literal
 from actstore.errors import FormatError, StoreNotFoundError
 
 FORMAT_NAME = "actstore"
-FORMAT_VERSION = 3  # 2: covers, subset sources; 3: unit_shape, table provenance
+FORMAT_VERSION = 4  # 2: covers, subset; 3: unit_shape, table provenance; 4: shuffle_seed
 MANIFEST = "manifest.json"
 PARTIAL_SUFFIX = ".partial"
 
@@ -125,6 +125,7 @@ class SourceInfo:
     first_sentence: int
     ingested: str
     subset: str | None = None  # "sentences A:B" when only some of the file was ingested
+    shuffle_seed: int | None = None  # the seed when each sentence's words were shuffled
 
 
 @dataclass
