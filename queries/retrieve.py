@@ -297,37 +297,33 @@ def retrieval_result(
     return TidyResult(RETRIEVAL, frame, provenance(store, "retrieve", sites, parameters))
 
 
-CELLS = ("form", "lemma", "upos", "xpos", "feats", "deprel")  # then deps, misc: "_"
+CELLS = ("form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 
 
-def write_scrambled(store: actstore.Store, path: Path, seed: int = 0) -> int:
-    """Write the store's sentences as CoNLL-U, the words of each shuffled by
-    ``default_rng([seed, sentence_id])``; returns the number of sentences. A word keeps
-    its form, lemma, tags, features and relation, its head renumbered to follow the head
-    word (the same tree in another order); multiword tokens become their words; ``deps``
-    and ``misc`` are left empty (a space after every word).
+def write_conllu(store: actstore.Store, path: Path) -> int:
+    """Write the store's sentences as CoNLL-U, in ``sentence_id`` order (sentence ``i``
+    of the file is sentence ``i`` of the store), each word with its columns as stored
+    (multiword tokens become their words); returns the number of sentences. A sentence
+    without a ``sent_id`` gets its ``sentence_id``.
 
     Examples
     --------
-    >>> write_scrambled(store, tmp / "s.conllu")
+    >>> write_conllu(store, tmp / "s.conllu")
     30
     """
-    words = store.columns(["sentence_id", "head", *CELLS]).to_pandas()
-    sentences = store.sql("SELECT sentence_id, sent_id FROM sentences ORDER BY row")
+    words = store.columns(["sentence_id", "position", *CELLS]).to_pydict()
+    sentences = store.sql("SELECT sentence_id, sent_id, text FROM sentences ORDER BY row")
+    if not np.array_equal(sentences["sentence_id"], np.arange(len(sentences))):
+        raise SchemaError("the sentences table's sentence_id must run 0, 1, 2, ... in row order")
+    cells = [["_" if v is None else str(v) for v in words[c]] for c in ("position", *CELLS)]
     lines: list[str] = []
-    for (sid, group), sent_id in zip(words.groupby("sentence_id", sort=True),
-                                     sentences["sent_id"], strict=True):  # fmt: skip
-        order = np.random.default_rng([seed, int(sid)]).permutation(len(group))
-        new_id = np.empty(len(group), np.int64)
-        new_id[order] = np.arange(1, len(group) + 1)
-        lines += [f"# sent_id = {sent_id or sid}",
-                  f"# text = {' '.join(str(f) for f in group['form'].iloc[order])}"]  # fmt: skip
-        for old in order:
-            word = group.iloc[old]
-            head = 0 if pd.isna(word["head"]) or word["head"] == 0 else new_id[word["head"] - 1]
-            cells = ["_" if pd.isna(word[c]) else str(word[c]) for c in CELLS]
-            cells.insert(5, str(head))
-            lines.append("\t".join([str(new_id[old]), *cells, "_", "_"]))
+    word = 0
+    for sid, sent_id, text in sentences.itertuples(index=False):
+        lines.append(f"# sent_id = {sent_id or sid}")
+        lines += [] if text is None or pd.isna(text) else [f"# text = {text}"]
+        while word < len(words["sentence_id"]) and words["sentence_id"][word] == sid:
+            lines.append("\t".join(column[word] for column in cells))
+            word += 1
         lines.append("")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return len(sentences)
@@ -345,11 +341,14 @@ def scrambled_control(
 ) -> TidyResult:
     """The scrambled-order control of sentence vectors.
 
-    Writes store ``out`` from :func:`write_scrambled` (the CoNLL-U kept beside it),
-    extracts ``sites`` of ``model`` there (the registered ``extract`` verb), and per site
-    retrieves each original sentence among all originals from its scrambled version:
-    recall@k, median rank, MRR, and the mean cosine of a sentence with its scrambled
-    version (``paired_cosine``) beside that of two different original sentences
+    Writes the store's sentences with :func:`write_conllu` (the CoNLL-U kept beside
+    ``out``), ingests them in a new store ``out`` with each sentence's words shuffled
+    (``ingest_conllu(..., shuffle_words=seed)``: sentence ``i`` by
+    ``default_rng([seed, i])``, ``i`` being its ``sentence_id`` here), extracts ``sites``
+    of ``model`` there (the registered ``extract`` verb), and per site retrieves each
+    original sentence among all originals from its scrambled version: recall@k, median
+    rank, MRR, and the mean cosine of a sentence with its scrambled version
+    (``paired_cosine``) beside that of two different original sentences
     (``other_cosine``). Token sites are pooled into sentences by ``pool``.
     """
     from actstore.verbs import verb  # extraction only through the registered verb
@@ -357,10 +356,12 @@ def scrambled_control(
     names = resolve_sites(store, sites)
     cuts = check_k(k)
     conllu = out.with_name(out.name + ".conllu")
-    write_scrambled(store, conllu, seed)
+    write_conllu(store, conllu)
     lang = store.sql("SELECT any_value(lang) AS lang FROM sentences")["lang"][0]
     with actstore.create(out) as scrambled:
-        actstore.ingest_conllu(scrambled, [conllu], corpus="scrambled", lang=lang, split="all")
+        actstore.ingest_conllu(
+            scrambled, [conllu], corpus="scrambled", lang=lang, split="all", shuffle_words=seed
+        )
     short = ",".join(name.split("/", 1)[1] for name in names)
     verb("extract")(store=out, model=model, sites=short, quiet=True)
     records: list[dict[str, Any]] = []

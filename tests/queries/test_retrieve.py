@@ -19,7 +19,7 @@ from queries.retrieve import (
     retrieve,
     scrambled_control,
     sentence_vectors,
-    write_scrambled,
+    write_conllu,
 )
 
 
@@ -129,12 +129,27 @@ def test_token_site_pooled_for_retrieval(sites_store: Path) -> None:
     assert table["n_items"][0] == 120
 
 
-def test_write_scrambled_keeps_the_tree(ewt_small: Path, tmp_path: Path) -> None:
+def test_written_conllu_reads_back_as_the_store(ewt_small: Path, tmp_path: Path) -> None:
+    columns = "sentence_id, position, form, lemma, upos, xpos, feats, head, deprel, deps, misc"
     with actstore.open(ewt_small) as store:
-        assert write_scrambled(store, tmp_path / "s.conllu", seed=1) == 120
+        assert write_conllu(store, tmp_path / "s.conllu") == 120
+        before = store.sql(f"SELECT {columns} FROM tokens ORDER BY row")
+        ids = store.sql("SELECT sent_id, text FROM sentences ORDER BY row")
+    with actstore.create(tmp_path / "s.actstore") as again:
+        actstore.ingest_conllu(again, [tmp_path / "s.conllu"], corpus="s", lang="en", split="x")
+        after = again.sql(f"SELECT {columns} FROM tokens ORDER BY row")
+        assert again.sql("SELECT sent_id, text FROM sentences ORDER BY row").equals(ids)
+    assert after.equals(before)
+
+
+def test_scrambled_store_keeps_the_tree(ewt_small: Path, tmp_path: Path) -> None:
+    """What the scrambled control ingests: the written sentences, words shuffled."""
+    with actstore.open(ewt_small) as store:
+        write_conllu(store, tmp_path / "s.conllu")
         before = store.sql("SELECT sentence_id, form, upos, deprel, head FROM tokens ORDER BY row")
     with actstore.create(tmp_path / "s.actstore") as scrambled:
-        actstore.ingest_conllu(scrambled, [tmp_path / "s.conllu"], corpus="s", lang="en", split="x")
+        actstore.ingest_conllu(scrambled, [tmp_path / "s.conllu"], corpus="s", lang="en",
+                               split="x", shuffle_words=1)  # fmt: skip
         after = scrambled.sql(
             "SELECT sentence_id, form, upos, deprel, head FROM tokens ORDER BY row"
         )
