@@ -4,7 +4,8 @@ the word types it responds to most and least (the LSTM probing paper's Figures 4
 :func:`neuron_view` gathers what a view shows (the words and values of a few whole
 sentences, the colour scale, the top and bottom types over the whole table) into a
 :class:`NeuronView`; :mod:`queries.neuron_render` draws it as HTML or text and
-:mod:`queries.neuron_figure` as a figure.
+:mod:`queries.neuron_figure` as a figure (:func:`view_html` and :func:`write_view`
+here call them).
 
 Examples
 --------
@@ -22,6 +23,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -351,3 +353,25 @@ def unit_type_means(
     low, high = np.percentile(values, [1, 99])
     kept = counts[frequent]
     return [str(types[i]) for i in frequent], sums / kept, kept, (float(low), float(high))
+
+
+def view_html(view: NeuronView) -> str:
+    """The view as an HTML fragment to embed in a page (a ``<figure>``): see
+    :func:`queries.neuron_render.view_html`, which this calls.
+
+    Examples
+    --------
+    >>> view_html(neuron_view(store, "toy/layer.0", 1, [2], top=0))[:31]
+    '<figure class="actstore-neuron"'
+    """
+    from queries.neuron_render import view_html as render
+
+    return render(view)
+
+
+def write_view(view: NeuronView, path: Path) -> None:
+    """Write the view as an HTML page (``.html``, ``.htm``) or a figure (``.svg``,
+    ``.png``): see :func:`queries.neuron_render.write_view`, which this calls."""
+    from queries.neuron_render import write_view as write
+
+    write(view, path)
