@@ -140,9 +140,10 @@ def _rdm(store: actstore.Store, name: str, made: Mapping[str, Any]) -> Figure:
     settings = made.get("parameters") or {}
     site = ", ".join(made.get("sites") or [])
     labels = [str(label) for label in matrix.values["row"].to_numpy()]
-    metric = {"correlation": "1 - Pearson r"}.get(settings.get("metric"), settings.get("metric"))
+    metric = str(settings.get("metric"))
+    metric = {"correlation": "1 - Pearson r"}.get(metric, metric)
     return rdm_figure(
         labels, matrix.values.to_numpy(), "cluster", title=f"RDM of {site}",
         caption=f"conditions: {settings.get('by')}, seen {settings.get('min_count')}+ times"
-        + (f" · where {made['where']}" if made.get("where") else ""), metric=str(metric),
+        + (f" · where {made['where']}" if made.get("where") else ""), metric=metric,
     )  # fmt: skip

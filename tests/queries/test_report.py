@@ -1,0 +1,234 @@
+"""``actstore report``: the page's numbers against the store and the corpus read
+independently, its embedded figures and CSV files, warnings, escaping, size budget, the
+command line; and the page in a real browser (Debian's chromium through Playwright)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import conllu
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+import actstore
+from actstore.verbs import verb
+from queries.report import report_html
+from queries.report_results import Budget
+
+ANALYSED = ("upos_probe", "depth_r", "depth_dynamics", "rsa_layers")
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory: pytest.TempPathFactory, toy_store: Path) -> Path:
+    """The toy store (EWT dev, 1,000 sentences, two sites) with a probe (and control
+    task), unit correlations, dynamics and RSA saved, each through its verb."""
+    path = tmp_path_factory.mktemp("report") / "toy.actstore"
+    shutil.copytree(toy_store, path)
+    common = {"store": path, "sites": "toy/*", "quiet": True}
+    verb("probe")(**common, target="upos", control=True, epochs=3.0, device="cpu",
+                  save="upos_probe")  # fmt: skip
+    verb("correlate")(**common, covariate="depth", save="depth_r")
+    verb("dynamics")(**common, covariate="depth", save="depth_dynamics")
+    verb("rsa")(**common, by="upos", min_count=20, permutations=19, save="rsa_layers")
+    return path
+
+
+class Page(HTMLParser):
+    """What the tests read off a page: images, CSV links, text, table cells by id."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.images: list[dict[str, str | None]] = []
+        self.csv: dict[str, str] = {}
+        self.text: list[str] = []
+        self.skip = 0
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.skip += tag in ("style", "script")
+        if tag not in ("code", "span", "a", "strong", "small", "em", "b"):
+            self.text.append(" ")  # a new cell or block: words apart
+        found = dict(attrs)
+        if tag == "img":
+            self.images.append(found)
+        if tag == "a" and found.get("data-csv"):
+            self.csv[str(found["download"])] = str(found["data-csv"])
+
+    def handle_endtag(self, tag: str) -> None:
+        self.skip -= tag in ("style", "script")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.text.append(data)
+
+    @property
+    def words(self) -> str:
+        return " ".join("".join(self.text).split())
+
+
+@pytest.fixture(scope="module")
+def page(analysed: Path) -> str:
+    with actstore.open(analysed) as store:
+        return report_html(store)
+
+
+def unpack(payload: str) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(gzip.decompress(base64.b64decode(payload))))
+
+
+def parquet(store_path: Path, name: str) -> pd.DataFrame:
+    """A result table read straight from its Parquet files, not through actstore."""
+    parts = sorted((store_path / "results" / name).glob("*.parquet"))
+    assert parts, f"no parts of {name}"
+    return pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
+
+
+def test_corpus_counts_match_the_conllu_file(page: str, ewt_slice: Path) -> None:
+    source = next(ewt_slice.parent.glob("*.conllu"))
+    words = [
+        t
+        for sentence in conllu.parse(source.read_text(encoding="utf-8"))
+        for t in sentence
+        if isinstance(t["id"], int)
+    ]
+    upos = pd.Series([t["upos"] for t in words]).value_counts()
+    number = pd.Series([(t["feats"] or {}).get("Number") for t in words]).dropna()
+    text = Page(page).words
+    for tag in ("NOUN", "VERB", "PUNCT"):
+        share = 100 * upos[tag] / len(words)
+        assert f"{tag} {upos[tag]:,} {share:.2f}" in text
+    sing = 100 * (number == "Sing").mean()
+    assert f"Number {len(number):,} {100 * len(number) / len(words):.1f}" in text
+    assert f"Sing {sing:.0f}%" in text
+    assert f"en_ewt en dev 1,000 {len(words):,}" in text
+
+
+def test_sites_and_results_are_all_there(page: str, analysed: Path) -> None:
+    text = Page(page).words
+    assert "Sites (2)" in text and "Results (" in text
+    for name in ("toy/layer.0", "toy/layer.3"):
+        assert name in text
+    with actstore.open(analysed) as store:
+        for name in store.results:
+            assert f'id="result-{name.replace("_", "-")}"' in page, name
+    assert "Every chunk and table part was checked" in text
+
+
+def test_probe_accuracy_in_the_page_is_the_saved_one(page: str, analysed: Path) -> None:
+    probe = parquet(analysed, "upos_probe")
+    accuracy = probe[(probe["metric"] == "accuracy") & (probe["site"] == "toy/layer.3")]
+    shown = f"{accuracy['value'].iloc[0]:.4g}"
+    assert re.search(rf"<td>toy/layer\.3</td><td>upos</td><td>0</td><td>accuracy</td>"
+                     rf"<td>[^<]*</td><td>{re.escape(shown)}</td>", page)  # fmt: skip
+
+
+def test_every_result_table_is_in_the_page_as_csv(page: str, analysed: Path) -> None:
+    found = Page(page).csv
+    for name in ANALYSED:
+        embedded = unpack(found[f"{name}.csv"])
+        saved = parquet(analysed, name)
+        for column in saved.columns:  # CSV writes NULL and "" alike
+            if not pd.api.types.is_numeric_dtype(saved[column]):
+                saved[column] = saved[column].astype(object).fillna("").astype(str)
+                embedded[column] = embedded[column].astype(object).fillna("").astype(str)
+        pd.testing.assert_frame_equal(
+            embedded, saved, check_dtype=False, check_exact=False, rtol=1e-12
+        )
+
+
+def test_figures_are_png_one_per_result_that_draws(page: str) -> None:
+    images = Page(page).images
+    # probe, correlations, dynamics, the RSA matrix and the two sites' RDMs
+    assert len(images) == 6
+    for image in images:
+        src = str(image["src"])
+        assert src.startswith("data:image/png;base64,")
+        decoded = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        assert decoded.format == "PNG"
+        assert (decoded.width, decoded.height) == (
+            int(str(image["width"])),
+            int(str(image["height"])),
+        )
+        assert image["alt"]
+
+
+def test_top_correlations_are_the_largest(page: str, analysed: Path) -> None:
+    table = parquet(analysed, "depth_r")
+    largest = table.loc[table["value"].abs().idxmax()]
+    assert f"20 of {len(table):,} rows, the largest |value| first" in Page(page).words
+    first = page.index("the largest |value| first")
+    assert f"<td>{largest['value']:.4g}</td>" in page[first : first + 2000]
+
+
+def test_warnings(analysed: Path, tmp_path: Path) -> None:
+    """A result whose site is gone, and a chunk file missing (verify)."""
+    from actstore.chunks import chunk_file
+
+    path = tmp_path / "damaged.actstore"
+    shutil.copytree(analysed, path)
+    with actstore.open(path, mode="a") as store:
+        store.delete_site("toy/layer.0")
+        chunk_file(path / store.site("toy/layer.3").path, 0).unlink()
+    with actstore.open(path) as store:
+        text = Page(report_html(store)).words
+    assert "result upos_probe was made from site toy/layer.0, which is gone" in text
+    assert "verify: site toy/layer.3, chunk 0: chunk 0" in text
+    assert "is missing" in text
+    with actstore.open(path) as store:
+        text = Page(report_html(store, verify=False)).words
+    assert "verify:" not in text and "were not checked (--no-verify)" in text
+
+
+def test_text_from_the_store_is_escaped(analysed: Path, tmp_path: Path) -> None:
+    path = tmp_path / "hostile.actstore"
+    shutil.copytree(analysed, path)
+    hostile = "form = '<script>alert(1)</script>' OR form <> ''"
+    verb("correlate")(store=path, sites="toy/layer.0", covariate="depth", where=hostile,
+                      quiet=True, save="hostile")  # fmt: skip
+    with actstore.open(path) as store:
+        page = report_html(store, verify=False)
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_budget_leaves_out_figures_and_csv_with_a_way_to_get_them(analysed: Path) -> None:
+    with actstore.open(analysed) as store:
+        page = report_html(store, verify=False, budget=Budget(total_figure_bytes=1,
+                                                             total_csv_bytes=1))  # fmt: skip
+    found = Page(page)
+    assert not found.images and not found.csv
+    assert "Figure left out" in found.words
+    assert """actstore sql STORE "SELECT * FROM \"depth_r\"" --format csv""" in found.words
+
+
+def test_cli_writes_the_page_and_refuses_bad_input(analysed: Path, tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "actstore.cli", "report", *args],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+
+    out = tmp_path / "r" / "report.html"
+    done = cli(str(analysed), "-o", str(out), "--no-verify", "--top-rows", "5")
+    assert done.returncode == 0, done.stderr
+    assert f"wrote report {out}" in done.stderr
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    for args, words in [
+        ((str(analysed), "-o", str(analysed / "x.html")), "inside the store"),
+        ((str(analysed), "-o", str(tmp_path / "x.txt")), "name it .html"),
+        ((str(analysed), "-o", str(out), "--neurons", "toy/layer.0"), "expected SITE:UNIT"),
+        ((str(tmp_path / "none.actstore"), "-o", str(out)), "none.actstore"),
+        ((str(analysed), "-o", str(out), "--top-rows", "0"), "at least 1"),
+    ]:
+        refused = cli(*args)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.startswith("actstore: error: ")
+        assert refused.stderr.count("\n") == 1 and words in refused.stderr, refused.stderr
