@@ -40,7 +40,7 @@ class ReportParams:
         None, metavar="SQL", help="SQL over the sentences table choosing the sentences of "
         "the neuron views (default: n_words BETWEEN 8 AND 25)"
     )  # fmt: skip
-    top_rows: int = option(25, metavar="N", help="rows of each result shown in the page")
+    top_rows: int = option(20, metavar="N", help="rows of each result shown in the page")
 
     def neuron_pairs(self) -> list[tuple[str, int]] | None:
         """``--neurons`` as (site, unit) pairs (None: not given)."""

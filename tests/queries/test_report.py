@@ -13,8 +13,10 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import conllu
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -232,3 +234,85 @@ def test_cli_writes_the_page_and_refuses_bad_input(analysed: Path, tmp_path: Pat
         assert refused.returncode == 2, refused.stderr
         assert refused.stderr.startswith("actstore: error: ")
         assert refused.stderr.count("\n") == 1 and words in refused.stderr, refused.stderr
+
+
+def browser() -> str:
+    """Debian's chromium, or skip naming what is missing (``.ci/run`` installs it)."""
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.skip("no chromium on PATH: apt-get install chromium (.ci/run tries to)")
+    return found
+
+
+CHROMIUM_FLAGS = [  # headless in a sandbox-less container, with no network to reach
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def open_in_browser(page_file: Path, screenshot: Path, visit: Any = None) -> dict[str, Any]:
+    """Load the page from a file:// URL in headless chromium; what the tests check of it:
+    console errors, requests for anything but the page itself and data: URIs, images
+    that did not load, the visible text; ``visit(page)`` does more while it is open."""
+    from playwright.sync_api import sync_playwright
+
+    seen: dict[str, Any] = {"errors": [], "requests": []}
+    with sync_playwright() as driver:
+        chromium = driver.chromium.launch(executable_path=browser(), args=CHROMIUM_FLAGS)
+        try:
+            page = chromium.new_page(
+                viewport={"width": 1280, "height": 1000}, accept_downloads=True
+            )
+            page.on(
+                "console", lambda m: seen["errors"].append(m.text) if m.type == "error" else None
+            )
+            page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+            page.on("request", lambda r: seen["requests"].append(r.url))
+            page.goto(page_file.resolve().as_uri(), wait_until="load")
+            seen["images"] = page.evaluate("document.images.length")
+            seen["broken"] = page.evaluate(
+                "[...document.images].filter(i => !i.complete || i.naturalWidth === 0).length"
+            )
+            seen["load_ms"] = page.evaluate(
+                "performance.getEntriesByType('navigation')[0].loadEventEnd"
+            )
+            seen["text"] = " ".join(page.inner_text("body").split())
+            page.screenshot(path=str(screenshot), full_page=True)
+            if visit is not None:
+                visit(page, seen)
+        finally:
+            chromium.close()
+    seen["requests"] = [u for u in seen["requests"] if not u.startswith(("file:", "data:"))]
+    return seen
+
+
+def test_the_page_in_a_real_browser(analysed: Path, tmp_path: Path) -> None:
+    """Every figure loads, nothing is fetched, no console error; the probe's accuracy
+    and the site count are on screen; a header click sorts; the CSV link downloads the
+    saved table."""
+    browser()
+    out = tmp_path / "report.html"
+    verb("report")(store=analysed, output=out)
+    probe = parquet(analysed, "upos_probe")
+    accuracy = probe[(probe["metric"] == "accuracy") & (probe["site"] == "toy/layer.3")]
+    saved = parquet(analysed, "depth_r")
+
+    def visit(page: Any, seen: dict[str, Any]) -> None:
+        article = page.locator("#result-depth-r")
+        article.locator("th button", has_text="value").click()
+        seen["sorted"] = article.locator("tbody tr td:nth-child(5)").all_inner_texts()
+        with page.expect_download() as download:
+            article.locator("a[data-csv]").click()
+        seen["csv"] = pd.read_csv(download.value.path())
+
+    seen = open_in_browser(out, tmp_path / "report.png", visit)
+    assert seen["errors"] == [] and seen["requests"] == []
+    assert seen["images"] == 6 and seen["broken"] == 0
+    assert "Sites (2)" in seen["text"] and f"{accuracy['value'].iloc[0]:.4g}" in seen["text"]
+    shown = [float(v) for v in seen["sorted"]]
+    assert shown == sorted(shown) and len(shown) == 20
+    assert len(seen["csv"]) == len(saved)
+    np.testing.assert_allclose(seen["csv"]["value"], saved["value"], rtol=1e-12)
+    with Image.open(tmp_path / "report.png") as screenshot:
+        assert screenshot.height > 3000  # the whole page was drawn
