@@ -181,7 +181,7 @@ class Store(StoreWriting):
         """
         from actstore import sql  # duckdb loads with the first query
 
-        with sql.connect(self.path, self._views()) as con:
+        with sql.connect(self.path, sql.needed_views(query, self._views())) as con:
             return sql.run_query(con, query, params, arrow=arrow, timeout=timeout)
 
     def rows(
