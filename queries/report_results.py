@@ -62,6 +62,7 @@ FOLDED = ("probe_confusion", "probe_units", "probe_weights", "rdm", "alignment")
 # which rows are "top": SQL, and how the page says it
 ORDER_BY = {"correlate": ("abs(value) DESC NULLS LAST", "the largest |value|")}
 MAX_READ_ROWS = 1_000_000  # larger tables: only their top rows are read (no figure, no CSV)
+MIN_FIGURE_BYTES = 8 << 10  # the smallest figure these plots make, as a data URI
 MAX_MATRIX_CSV = 10_000  # cells of a matrix kept as CSV in the page (an RDM of k > 100: no)
 
 
@@ -79,6 +80,11 @@ class Budget:
     figures: bool = True
     spent: dict[str, int] = field(default_factory=dict, init=False)
 
+    def room(self, what: str) -> int:
+        """Bytes of ``what`` that still fit in the page."""
+        limit = self.total_csv_bytes if what == "csv" else self.total_figure_bytes
+        return limit - self.spent.get(what, 0)
+
     def take(self, what: str, n: int) -> bool:
         """Whether ``n`` more bytes of ``what`` ("csv" or "figure") fit; if so, count them.
 
@@ -88,11 +94,9 @@ class Budget:
         >>> budget.take("figure", 60), budget.take("figure", 60), budget.take("figure", 40)
         (True, False, True)
         """
-        limit = self.total_csv_bytes if what == "csv" else self.total_figure_bytes
-        spent = self.spent.get(what, 0)
-        if (what == "csv" and n > self.csv_bytes) or spent + n > limit:
+        if (what == "csv" and n > self.csv_bytes) or n > self.room(what):
             return False
-        self.spent[what] = spent + n
+        self.spent[what] = self.spent.get(what, 0) + n
         return True
 
 
@@ -174,9 +178,13 @@ def _table(
 ) -> dict[str, Any]:
     order, ordered = ORDER_BY.get(str(made.get("analysis")), ("", ""))
     top = f"SELECT * FROM {quote_ident(name)}" + (f" ORDER BY {order}" if order else "")
-    frame = store.sql(f"{top} LIMIT {budget.top_rows}")
-    found: dict[str, Any] = {"columns": list(frame.columns), "rows": cells(frame),
-                             "n_rows": n_rows, "ordered": ordered}  # fmt: skip
+    whole = store.sql(f"SELECT * FROM {quote_ident(name)}") if n_rows <= MAX_READ_ROWS else None
+    probe = made.get("analysis") == "probe" and whole is not None and "metric" in whole
+    frame = probe_layout(whole) if probe else store.sql(f"{top} LIMIT {budget.top_rows}")
+    found: dict[str, Any] = {"columns": list(frame.columns), "n_rows": n_rows,
+                             "rows": cells(frame.head(budget.top_rows)), "ordered": ordered,
+                             "layout": "one row per site, target and word offset, its metrics "
+                             f"across ({len(frame):,} rows)" if probe else ""}  # fmt: skip
     if "warning" in frame.columns and made.get("analysis") == "probe":
         flagged = store.sql(
             f"SELECT site, target, word_offset, warning FROM {quote_ident(name)} "
@@ -186,10 +194,30 @@ def _table(
             f"{name}: {r.site}, {r.target} at w{r.word_offset:+d}: {r.warning}"
             for r in flagged.itertuples()
         ]
-    if n_rows <= MAX_READ_ROWS:
-        whole = store.sql(f"SELECT * FROM {quote_ident(name)}")
+    if whole is not None:
         found["csv"] = _csv(whole, budget)
     return found
+
+
+def probe_layout(table: pd.DataFrame) -> pd.DataFrame:
+    """A probe table with one row per site, target and word offset and its metrics as
+    columns (accuracy, majority, control task ...; per-class rows left out), then the
+    words scored and the warning.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"site": "m/a", "target": "upos", "word_offset": 0,
+    ...     "metric": ["accuracy", "majority"], "label": "", "value": [0.9, 0.2],
+    ...     "n": 50, "warning": ""})
+    >>> probe_layout(table).columns.tolist()
+    ['site', 'target', 'word_offset', 'accuracy', 'majority', 'n', 'warning']
+    """
+    keys = ["site", "target", "word_offset"]
+    overall = table[table["label"].fillna("") == ""]
+    wide = overall.pivot_table(index=keys, columns="metric", values="value", sort=False)
+    wide = wide[list(dict.fromkeys(overall["metric"]))]
+    first = overall.groupby(keys, sort=False)[["n", "warning"]].first()
+    return wide.join(first).reset_index().rename_axis(columns=None)
 
 
 def _matrix(store: actstore.Store, name: str, budget: Budget) -> dict[str, Any]:
@@ -244,6 +272,8 @@ def _figure(
 ) -> dict[str, Any] | None:
     from queries.figures import saved_figure
 
+    if budget.room("figure") < MIN_FIGURE_BYTES:  # spent: do not draw what cannot fit
+        return {"left_out": f"{budget.total_figure_bytes / 2**20:.0f} MiB"}
     try:
         figure = saved_figure(store, name)
     except (ActStoreError, ValueError, KeyError) as exc:

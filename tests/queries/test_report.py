@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import gzip
 import io
-import re
 import shutil
 import subprocess
 import sys
@@ -127,11 +126,12 @@ def test_sites_and_results_are_all_there(page: str, analysed: Path) -> None:
 
 
 def test_probe_accuracy_in_the_page_is_the_saved_one(page: str, analysed: Path) -> None:
+    """One row per site, its metrics across: accuracy first, as the probe saved it."""
     probe = parquet(analysed, "upos_probe")
-    accuracy = probe[(probe["metric"] == "accuracy") & (probe["site"] == "toy/layer.3")]
-    shown = f"{accuracy['value'].iloc[0]:.4g}"
-    assert re.search(rf"<td>toy/layer\.3</td><td>upos</td><td>0</td><td>accuracy</td>"
-                     rf"<td>[^<]*</td><td>{re.escape(shown)}</td>", page)  # fmt: skip
+    for site in ("toy/layer.0", "toy/layer.3"):
+        mine = probe[probe["site"] == site].set_index("metric")["value"]
+        shown = "".join(f"<td>{mine[m]:.4g}</td>" for m in ("accuracy", "macro_f1", "majority"))
+        assert f"<td>{site}</td><td>upos</td><td>0</td>{shown}" in page
 
 
 def test_every_result_table_is_in_the_page_as_csv(page: str, analysed: Path) -> None:
@@ -316,3 +316,26 @@ def test_the_page_in_a_real_browser(analysed: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(seen["csv"]["value"], saved["value"], rtol=1e-12)
     with Image.open(tmp_path / "report.png") as screenshot:
         assert screenshot.height > 3000  # the whole page was drawn
+
+
+@pytest.mark.slow
+def test_the_demo_report_in_a_real_browser(tmp_path: Path) -> None:
+    """The main job on its default corpus (UD English-EWT dev), then its page in chromium."""
+    browser()
+    done = subprocess.run([sys.executable, "-m", "actstore.cli", "demo",
+                           str(tmp_path / "demo.actstore")],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    page = tmp_path / "report.html"
+    assert f"{page} (open it in a browser)" in done.stdout
+    seen = open_in_browser(page, tmp_path / "demo.png")
+    assert seen["errors"] == [] and seen["requests"] == [] and seen["broken"] == 0
+    assert seen["images"] == 20  # probe, correlations, dynamics, 2 RSA, 15 RDMs
+    probe = parquet(tmp_path / "demo.actstore", "demo_probe_upos")
+    for site in (f"minilm/layer.{i}" for i in range(7)):
+        row = probe[(probe["metric"] == "accuracy") & (probe["site"] == site)]
+        assert f"{site} upos 0 {row['value'].iloc[0]:.4g}" in seen["text"]
+    depth = parquet(tmp_path / "demo.actstore", "demo_correlate_depth")
+    pearson = depth[depth["metric"] == "pearson"]
+    top = pearson.loc[pearson["value"].abs().idxmax()]
+    assert "Sites (8)" in seen["text"] and f"Unit {top['unit']} of {top['site']}" in seen["text"]
