@@ -132,6 +132,14 @@ class Store(StoreWriting):
         """Committed results (tables and matrices) by name."""
         return {n: results.info_of(n, r) for n, r in self._ledger.manifest.results.items()}
 
+    def result(self, name: str) -> ResultInfo:
+        """The committed result ``name`` (without building every result's info, as
+        :attr:`results` does); the error lists the results there are."""
+        record = self._ledger.manifest.results.get(name)
+        if record is None:
+            raise SchemaError(f"no result {name!r}; results: {_names(self.results)}")
+        return results.info_of(name, record)
+
     @property
     def sources(self) -> tuple[SourceInfo, ...]:
         """The ingested corpus files, in order."""

@@ -14,7 +14,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -102,9 +102,16 @@ def draw(
     return None if maker is None else maker(table, context, parameters)
 
 
-def saved_figure(store: actstore.Store, name: str) -> Figure | None:
+def saved_figure(
+    store: actstore.Store,
+    name: str,
+    table: pd.DataFrame | None = None,
+    contexts: MutableMapping[tuple[Any, ...], FigureContext] | None = None,
+) -> Figure | None:
     """The figure of the store's saved result ``name``, drawn from the saved table (or,
     for an RDM, the saved matrix) and its provenance; None when its kind draws none.
+    ``table``: the result's table when the caller has read it already; ``contexts``:
+    captions already counted, by sites and filter (a report reuses them).
 
     Examples
     --------
@@ -118,19 +125,42 @@ def saved_figure(store: actstore.Store, name: str) -> Figure | None:
     """
     from queries.commands import figure_context
 
-    info = store.results[name]
+    info = store.result(name)
     made = info.provenance
     where, sites = made.get("where"), list(made.get("sites") or [])
     if info.kind == "matrix":
         return _rdm(store, name, made) if made.get("analysis") == "rdm" else None
-    schema = schema_of(store.schema(name).names)
+    schema = schema_of(store.schema(name).names if table is None else list(table.columns))
     if schema is None or dict(_registry()).get(schema) is None or not sites:
         return None
     if any(site not in store.sites for site in sites):
         return None  # a site it was made from is gone: no caption to write
-    table = schema.check(store.sql(f"SELECT * FROM {actstore.names.quote_ident(name)}"))
-    context = figure_context(store, figure_sites(schema, table, sites), where)
+    if table is None:
+        table = read_table(store, name)
+    table = schema.check(table)
+    shown = figure_sites(schema, table, sites)
+    key = (tuple(shown), where)
+    context = None if contexts is None else contexts.get(key)
+    if context is None:
+        context = figure_context(store, shown, where)
+        if contexts is not None:
+            contexts[key] = context
     return draw(schema, table, context, made.get("parameters") or {})
+
+
+def read_table(store: actstore.Store, name: str) -> pd.DataFrame:
+    """A table result whole, straight from its Parquet parts (SQL would open a DuckDB
+    connection for it), strings as strings.
+
+    Examples
+    --------
+    >>> read_table(store, "tokens")[["form", "depth"]].head(2).to_dict("records")
+    [{'form': 'From', 'depth': 3}, {'form': 'the', 'depth': 3}]
+    """
+    table: pd.DataFrame = store.columns(store.schema(name).names, table=name).to_pandas()
+    for column in table.select_dtypes("category"):
+        table[column] = table[column].astype(object)
+    return table
 
 
 def _rdm(store: actstore.Store, name: str, made: Mapping[str, Any]) -> Figure:

@@ -33,6 +33,7 @@ import pandas as pd
 import actstore
 from actstore.errors import ActStoreError
 from actstore.names import natural_key, quote_ident
+from queries.figures import read_table, saved_figure
 
 log = logging.getLogger("actstore")
 
@@ -59,8 +60,8 @@ GROUPS = {
     "alignment": "Extractor alignment",
 }
 FOLDED = ("probe_confusion", "probe_units", "probe_weights", "rdm", "alignment")
-# which rows are "top": SQL, and how the page says it
-ORDER_BY = {"correlate": ("abs(value) DESC NULLS LAST", "the largest |value|")}
+# which rows are "top", and how the page says it
+ORDER_BY = {"correlate": ("value", "the largest |value|")}  # by |column|, largest first
 MAX_READ_ROWS = 1_000_000  # larger tables: only their top rows are read (no figure, no CSV)
 MIN_FIGURE_BYTES = 8 << 10  # the smallest figure these plots make, as a data URI
 MAX_MATRIX_CSV = 10_000  # cells of a matrix kept as CSV in the page (an RDM of k > 100: no)
@@ -75,8 +76,8 @@ class Budget:
 
     top_rows: int = 20
     csv_bytes: int = 512 << 10
-    total_csv_bytes: int = 2 << 20
-    total_figure_bytes: int = 3 << 20
+    total_csv_bytes: int = 3 << 19  # 1.5 MiB
+    total_figure_bytes: int = 5 << 19  # 2.5 MiB
     figures: bool = True
     spent: dict[str, int] = field(default_factory=dict, init=False)
 
@@ -91,10 +92,14 @@ class Budget:
         Examples
         --------
         >>> budget = Budget(total_figure_bytes=100)
-        >>> budget.take("figure", 60), budget.take("figure", 60), budget.take("figure", 40)
-        (True, False, True)
+        >>> budget.take("figure", 60), budget.take("figure", 60), budget.take("figure", 10)
+        (True, False, False)
         """
-        if (what == "csv" and n > self.csv_bytes) or n > self.room(what):
+        if what == "csv" and n > self.csv_bytes:
+            return False
+        if n > self.room(what):
+            if what == "figure":  # full: draw no more (each costs a second)
+                self.spent[what] = self.total_figure_bytes
             return False
         self.spent[what] = self.spent.get(what, 0) + n
         return True
@@ -106,16 +111,20 @@ def results_section(store: actstore.Store, budget: Budget) -> dict[str, Any]:
 
     grouped: dict[str, list[dict[str, Any]]] = {}
     warnings: list[str] = []
-    for name in sorted(store.results, key=natural_key):
-        info = store.results[name]
+    saved = store.results
+    digests: dict[tuple[str, ...], str] = {}
+    for name in sorted(saved, key=natural_key):
+        info = saved[name]
         made = info.provenance
         analysis = made.get("analysis") or ("alignment" if made.get("extractor") else "other")
         sites = list(made.get("sites") or [])
         gone = [s for s in sites if s not in store.sites]
         if gone:
             warnings.append(f"result {name} was made from site {gone[0]}, which is gone")
-        elif made.get("site_digest") and made["site_digest"] != site_digest(store, sites):
-            warnings.append(f"result {name} was made before one of its sites changed; run it again")
+        elif made.get("site_digest"):
+            now = digests.setdefault(tuple(sites), site_digest(store, sites))
+            if made["site_digest"] != now:
+                warnings.append(f"result {name} was made before one of its sites changed; rerun it")
         grouped.setdefault(analysis, []).append(_describe(store, name, info, budget, warnings))
     order = {a: i for i, a in enumerate(GROUPS)}
     groups: list[dict[str, Any]] = [
@@ -123,11 +132,13 @@ def results_section(store: actstore.Store, budget: Budget) -> dict[str, Any]:
          "id": f"results-{a}", "results": grouped[a], "folded": a in FOLDED}
         for a in sorted(grouped, key=lambda a: (order.get(a, len(order)), a))
     ]  # fmt: skip
+    contexts: dict[tuple[Any, ...], Any] = {}
     for group in groups:  # figures in page order: the analyses' before what they keep
         for entry in group["results"]:
+            whole = entry.pop("whole")
             if entry.pop("drawn"):
-                entry["figure"] = _figure(store, entry["name"], budget, warnings)
-    return {"groups": groups, "warnings": warnings, "n_results": len(store.results)}
+                entry["figure"] = _figure(store, entry["name"], whole, contexts, budget, warnings)
+    return {"groups": groups, "warnings": warnings, "n_results": len(saved)}
 
 
 def _describe(
@@ -147,6 +158,7 @@ def _describe(
         "csv": None,
         "export": f'actstore sql STORE "SELECT * FROM {quote_ident(name)}" --format csv',
         "drawn": budget.figures and (info.kind == "matrix" or int(info.shape[0]) <= MAX_READ_ROWS),
+        "whole": None,
     }
     if info.kind == "matrix":
         entry.update(_matrix(store, name, budget))
@@ -176,23 +188,29 @@ def _table(
     budget: Budget,
     warnings: list[str],
 ) -> dict[str, Any]:
-    order, ordered = ORDER_BY.get(str(made.get("analysis")), ("", ""))
-    top = f"SELECT * FROM {quote_ident(name)}" + (f" ORDER BY {order}" if order else "")
-    whole = store.sql(f"SELECT * FROM {quote_ident(name)}") if n_rows <= MAX_READ_ROWS else None
+    by, ordered = ORDER_BY.get(str(made.get("analysis")), ("", ""))
+    whole = None
+    if n_rows <= MAX_READ_ROWS:  # straight from Parquet: SQL opens a connection per call
+        whole = read_table(store, name)
     probe = made.get("analysis") == "probe" and whole is not None and "metric" in whole
-    frame = probe_layout(whole) if probe else store.sql(f"{top} LIMIT {budget.top_rows}")
+    if whole is not None and probe:
+        frame = probe_layout(whole)
+    elif whole is None:
+        frame = store.sql(f"SELECT * FROM {quote_ident(name)} LIMIT {budget.top_rows}")
+        by = ordered = ""
+    elif by:
+        frame = whole.iloc[whole[by].abs().sort_values(ascending=False, kind="stable").index]
+    else:
+        frame = whole
+    layout = f"one row per site, target and word offset, its metrics across ({len(frame):,} rows)"
     found: dict[str, Any] = {"columns": list(frame.columns), "n_rows": n_rows,
                              "rows": cells(frame.head(budget.top_rows)), "ordered": ordered,
-                             "layout": "one row per site, target and word offset, its metrics "
-                             f"across ({len(frame):,} rows)" if probe else ""}  # fmt: skip
-    if "warning" in frame.columns and made.get("analysis") == "probe":
-        flagged = store.sql(
-            f"SELECT site, target, word_offset, warning FROM {quote_ident(name)} "
-            "WHERE warning <> '' ORDER BY site, word_offset"
-        )
+                             "layout": layout if probe else "", "whole": whole}  # fmt: skip
+    if probe and whole is not None:
+        flagged = probe_layout(whole)
         warnings += [
             f"{name}: {r.site}, {r.target} at w{r.word_offset:+d}: {r.warning}"
-            for r in flagged.itertuples()
+            for r in flagged[flagged["warning"].fillna("") != ""].itertuples()
         ]
     if whole is not None:
         found["csv"] = _csv(whole, budget)
@@ -216,7 +234,9 @@ def probe_layout(table: pd.DataFrame) -> pd.DataFrame:
     overall = table[table["label"].fillna("") == ""]
     wide = overall.pivot_table(index=keys, columns="metric", values="value", sort=False)
     wide = wide[list(dict.fromkeys(overall["metric"]))]
-    first = overall.groupby(keys, sort=False)[["n", "warning"]].first()
+    first = overall.groupby(keys, sort=False).agg(
+        n=("n", "first"), warning=("warning", lambda w: "; ".join(x for x in w.fillna("") if x))
+    )
     return wide.join(first).reset_index().rename_axis(columns=None)
 
 
@@ -261,21 +281,26 @@ def _cell(value: Any) -> str:
 
 
 def _csv(frame: pd.DataFrame, budget: Budget) -> str | None:
-    """The table as gzip-compressed CSV in base64 (None: over the budget)."""
+    """The table as gzip-compressed CSV in base64 (None: over the budget, which counts
+    these base64 bytes, as the page holds them)."""
     text = frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
-    packed = gzip.compress(text, compresslevel=9, mtime=0)
-    return base64.b64encode(packed).decode("ascii") if budget.take("csv", len(packed)) else None
+    packed = base64.b64encode(gzip.compress(text, compresslevel=9, mtime=0)).decode("ascii")
+    return packed if budget.take("csv", len(packed)) else None
 
 
 def _figure(
-    store: actstore.Store, name: str, budget: Budget, warnings: list[str]
+    store: actstore.Store,
+    name: str,
+    whole: pd.DataFrame | None,
+    contexts: dict[tuple[Any, ...], Any],
+    budget: Budget,
+    warnings: list[str],
 ) -> dict[str, Any] | None:
-    from queries.figures import saved_figure
 
     if budget.room("figure") < MIN_FIGURE_BYTES:  # spent: do not draw what cannot fit
         return {"left_out": f"{budget.total_figure_bytes / 2**20:.0f} MiB"}
     try:
-        figure = saved_figure(store, name)
+        figure = saved_figure(store, name, whole, contexts)
     except (ActStoreError, ValueError, KeyError) as exc:
         warnings.append(f"result {name}: its figure could not be drawn ({exc})")
         log.warning("report: the figure of %s could not be drawn: %s", name, exc)

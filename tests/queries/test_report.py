@@ -173,16 +173,27 @@ def test_top_correlations_are_the_largest(page: str, analysed: Path) -> None:
 
 
 def test_warnings(analysed: Path, tmp_path: Path) -> None:
-    """A result whose site is gone, and a chunk file missing (verify)."""
+    """A probe below its majority baseline, a result whose site is gone, and a chunk
+    file missing (verify)."""
     from actstore.chunks import chunk_file
+    from queries.results import TidyResult, provenance
+    from queries.scores import PROBE
 
     path = tmp_path / "damaged.actstore"
     shutil.copytree(analysed, path)
     with actstore.open(path, mode="a") as store:
+        made = provenance(store, "probe", ["toy/layer.3"], {"target": "upos"})
+        rows = [{"site": "toy/layer.3", "target": "upos", "word_offset": 0, "metric": m,
+                 "label": "", "value": v, "n": 100, "n_train": 900, "n_classes": 17,
+                 "scoring": "feature", "seed": 0, "warning": w}
+                for m, v, w in [("accuracy", 0.3, "not above the majority baseline (0.400)"),
+                                ("majority", 0.4, "")]]  # fmt: skip
+        TidyResult(PROBE, PROBE.frame(rows), made).save(store, "weak_probe")
         store.delete_site("toy/layer.0")
         chunk_file(path / store.site("toy/layer.3").path, 0).unlink()
     with actstore.open(path) as store:
         text = Page(report_html(store)).words
+    assert "weak_probe: toy/layer.3, upos at w+0: not above the majority baseline (0.400)" in text
     assert "result upos_probe was made from site toy/layer.0, which is gone" in text
     assert "verify: site toy/layer.3, chunk 0: chunk 0" in text
     assert "is missing" in text
