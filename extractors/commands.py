@@ -10,28 +10,49 @@ run, over the ``sentences`` table) when asked.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import json
+import os
 import sys
+from pathlib import Path
 
+from actstore.manifest import atomic_write
 from extractors.base import Extractor
 from extractors.driver import ExtractReport, run
 from extractors.verbs import ExtractOptions, ExtractTarget, is_image_model, is_recurrent_model
 
+# where set, `extract` also writes its report there as JSON: how the processes that
+# `--workers` starts (with --quiet) tell it what they did
+REPORT_ENV = "ACTSTORE_EXTRACT_REPORT"
 
-def extractor_for(options: ExtractOptions) -> Extractor:
-    """The extractor that runs ``options.model``: the CNN one for an image model
-    (:func:`~extractors.verbs.is_image_model`), the recurrent one for a checkpoint
-    folder or a factory with a vocabulary, else a transformer's."""
+
+def extractor_class(options: ExtractOptions) -> type[Extractor]:
+    """The class of extractor that runs ``options.model``: the CNN one for an image
+    model (:func:`~extractors.verbs.is_image_model`), the recurrent one for a checkpoint
+    folder or a factory with a vocabulary, else a transformer's. Loads no model.
+
+    Examples
+    --------
+    >>> extractor_class(ExtractOptions(model="minilm")).__name__
+    'TransformerExtractor'
+    """
     if is_image_model(options.model, options.vocab):
         from extractors.cnn import CNNExtractor
 
-        return CNNExtractor(options)
+        return CNNExtractor
     if is_recurrent_model(options.model):
         from extractors.recurrent import RecurrentExtractor
 
-        return RecurrentExtractor(options)
+        return RecurrentExtractor
     from extractors.transformer import TransformerExtractor
 
-    return TransformerExtractor(options)
+    return TransformerExtractor
+
+
+def extractor_for(options: ExtractOptions) -> Extractor:
+    """The extractor that runs ``options.model`` (:func:`extractor_class`), loaded."""
+    # every extractor class takes the options first
+    return extractor_class(options)(options)  # type: ignore[call-arg]
 
 
 def return_large_frees(threshold: int = 1 << 20) -> bool:
@@ -92,6 +113,9 @@ def list_sites(extractor: Extractor) -> str:
 def extract(target: ExtractTarget, options: ExtractOptions) -> ExtractReport | None:
     """Run the extraction ``options`` describe into ``target.store``; print its summary.
 
+    With ``options.workers`` above 1 the shards run as that many processes
+    (:func:`extractors.workers.run_workers`) and the summary is theirs together.
+
     Examples
     --------
     >>> store.close()
@@ -100,6 +124,24 @@ def extract(target: ExtractTarget, options: ExtractOptions) -> ExtractReport | N
     extracted 1 sites (minilm/layer.0 .. minilm/layer.0) over 698 rows, 775 model tokens, ...
     """
     options.check()
+    if options.workers > 1 and not target.list_sites:  # N processes, one shard each
+        from extractors.workers import run_workers
+
+        report = run_workers(target.store, options)
+    else:
+        found = _extract_here(target, options)
+        if found is None:
+            return None
+        report = found
+    if os.environ.get(REPORT_ENV):
+        save_report(report, Path(os.environ[REPORT_ENV]))
+    if not target.quiet:
+        print(report.summary())
+    return report
+
+
+def _extract_here(target: ExtractTarget, options: ExtractOptions) -> ExtractReport | None:
+    """The extraction in this process (None: the sites were listed instead)."""
     return_large_frees()
     from extractors.cnn import CNNExtractor
     from extractors.cnn import extract as images
@@ -111,11 +153,22 @@ def extract(target: ExtractTarget, options: ExtractOptions) -> ExtractReport | N
         print(list_sites(extractor))
         return None
     if isinstance(extractor, TransformerExtractor):  # word and sentence sites
-        report = transformer(target.store, options, loaded=extractor)
-    elif isinstance(extractor, CNNExtractor):  # and the predictions
-        report = images(target.store, options, loaded=extractor)
-    else:
-        report = run(target.store, extractor, options)
-    if not target.quiet:
-        print(report.summary())
-    return report
+        return transformer(target.store, options, loaded=extractor)
+    if isinstance(extractor, CNNExtractor):  # and the predictions
+        return images(target.store, options, loaded=extractor)
+    return run(target.store, extractor, options)
+
+
+def save_report(report: ExtractReport, path: Path) -> None:
+    """Write ``report`` to ``path`` as JSON: ``{"parts": [...]}``, one per driver run
+    (word sites, sentence sites), each the fields of an :class:`ExtractReport`.
+
+    Examples
+    --------
+    >>> save_report(ExtractReport(["m/layer.0"], 698, 1, 1.0, "cpu"), tmp / "r.json")
+    >>> json.loads((tmp / "r.json").read_text())["parts"][0]["rows"]
+    698
+    """
+    parts = getattr(report, "parts", None) or [report]
+    fields = [{f.name: getattr(p, f.name) for f in dataclasses.fields(ExtractReport)} for p in parts]
+    atomic_write(path, json.dumps({"parts": fields}).encode())

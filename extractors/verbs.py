@@ -101,7 +101,9 @@ class ExtractOptions:
     ``batch_tokens`` defaults to 1024 on CPU (cache-sized) and 16384 on CUDA for
     transformers, 4096 and 65536 for recurrent models; ``max_length`` to the model's
     limit; ``chunk_rows`` to chunks of about 8 MiB. ``shard`` is ``"I/N"``: this
-    process fills every N-th pending chunk, starting at I. ``align="auto"`` is ``mean``
+    process fills the I-th of N contiguous ranges of pending chunks; ``workers`` runs N
+    such processes itself (:mod:`extractors.workers`), starting one that dies again up
+    to ``retries`` times. ``align="auto"`` is ``mean``
     for a transformer (set when the options are made) and left for the recurrent
     extractor to resolve (``last`` for a character-level model).
 
@@ -115,6 +117,10 @@ class ExtractOptions:
     Traceback (most recent call last):
     ...
     actstore.errors.ParameterError: align must be one of ['auto', 'mean', ...], got 'max'
+    >>> ExtractOptions(workers=2, shard="1/2").check()
+    Traceback (most recent call last):
+    ...
+    actstore.errors.ParameterError: workers cannot be combined with shard 1/2: it runs every shard
     """
 
     model: str = option(
@@ -135,6 +141,11 @@ class ExtractOptions:
         "transformers; 4096 and 65536 for recurrent models"
     )  # fmt: skip
     shard: str = option("0/1", metavar="I/N", help="fill only shard I of N (run N processes)")
+    workers: int = option(
+        1, help="run N processes at once, one shard each (one GPU each where several are "
+        "visible; on CPU each with its share of the cores)"
+    )  # fmt: skip
+    retries: int = option(1, help="with --workers: start a shard that died again this often")
     max_length: int | None = option(None, help="longest model input; longer sentences are windowed")
     pool: str = option(
         "avg", help="image models: how a site's (C, H, W) maps become its units: avg, max, "
@@ -216,6 +227,19 @@ class ExtractOptions:
             )
         if self.overwrite and count > 1:
             raise ParameterError("overwrite", "cannot be combined with shard; overwrite first")
+        self._check_workers(count)
+
+    def _check_workers(self, count: int) -> None:
+        if self.workers < 1:
+            raise ParameterError("workers", f"must be at least 1, got {self.workers}")
+        if self.retries < 0:
+            raise ParameterError("retries", f"must be 0 or more, got {self.retries}")
+        if self.workers > 1 and count > 1:
+            raise ParameterError(
+                "workers", f"cannot be combined with shard {self.shard}: it runs every shard"
+            )
+        if self.workers > 1 and self.overwrite:
+            raise ParameterError("workers", "cannot be combined with overwrite; overwrite first")
 
 
 EXTRACT = Verb(
