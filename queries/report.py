@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -107,23 +108,50 @@ def _neuron_views(
     sentences: str | None,
     warnings: list[str],
 ) -> list[dict[str, Any]]:
+    """The neuron views of the page; in a store with word-shuffled sentences (``ingest
+    --shuffle-words``), each beside the same sentences shuffled, on one colour scale."""
     chosen = list(neurons) if neurons is not None else picked_neurons(store)
     if not chosen or "sentences" not in store.tables:
         return []
     from queries.neuron import neuron_view
     from queries.neuron_render import view_html
 
+    shuffled = "shuffle_seed" in store.schema("sentences").names
+    query = sentences or DEFAULT_SENTENCES
+    if shuffled and sentences is None:
+        query = f"({query}) AND shuffle_seed IS NULL"
     views = []
     for site, unit in chosen:
         try:
-            view = neuron_view(store, site, unit, sentences or DEFAULT_SENTENCES, limit=N_SENTENCES)
+            view = neuron_view(store, site, unit, query, limit=N_SENTENCES)
+            twin = _shuffled_twin(store, view) if shuffled else None
         except ActStoreError as exc:
             if neurons is not None:
                 raise
             warnings.append(f"neuron view of {site} unit {unit}: {exc}")
             continue
-        views.append({"site": site, "unit": unit, "html": view_html(view)})
+        if twin is not None:
+            scale = max(view.scale, twin.scale)
+            view, twin = replace(view, scale=scale), replace(twin, scale=scale)
+        views.append({"html": view_html(view), "note": ""})
+        if twin is not None:
+            note = "The same sentences with their words shuffled (ingest --shuffle-words):"
+            views.append({"html": view_html(twin), "note": note})
     return views
+
+
+def _shuffled_twin(store: actstore.Store, view: Any) -> Any:
+    """The view's sentences in their word-shuffled versions (same ``sent_id``), or None."""
+    from queries.neuron import neuron_view
+
+    ids = [s.sent_id for s in view.sentences if s.sent_id is not None]
+    if not ids:
+        return None
+    listed = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
+    where = f"shuffle_seed IS NOT NULL AND sent_id IN ({listed})"
+    if not int(store.sql(f"SELECT count(*) AS n FROM sentences WHERE {where}")["n"][0]):
+        return None
+    return neuron_view(store, view.site, view.unit, where, limit=2 * N_SENTENCES, top=0)
 
 
 def picked_neurons(store: actstore.Store) -> list[tuple[str, int]]:

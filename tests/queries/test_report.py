@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import gzip
+import html
 import io
+import re
 import shutil
 import subprocess
 import sys
@@ -350,3 +352,49 @@ def test_the_demo_report_in_a_real_browser(tmp_path: Path) -> None:
     pearson = depth[depth["metric"] == "pearson"]
     top = pearson.loc[pearson["value"].abs().idxmax()]
     assert "Sites (8)" in seen["text"] and f"Unit {top['unit']} of {top['site']}" in seen["text"]
+
+
+def test_neuron_views_beside_their_shuffled_sentences(
+    tmp_path: Path, ewt_small: Path, site_writer: Any
+) -> None:
+    """In a store holding the corpus and its word-shuffled copy, each view of the page
+    comes with the same sentences shuffled, and every word shown carries the value of
+    its own row."""
+    path = tmp_path / "mixed.actstore"
+    shutil.copytree(ewt_small, path)
+    source = next(ewt_small.parent.glob("*.conllu"))
+    with actstore.open(path, mode="a") as store:
+        actstore.ingest_conllu(store, [source], corpus="en_ewt", lang="en", split="dev",
+                               shuffle_words=3)  # fmt: skip
+        depth = store.sql("SELECT depth FROM tokens ORDER BY row")["depth"].to_numpy(float)
+        values = np.random.default_rng(0).normal(size=(len(depth), 8)) + depth[:, None]
+        stored = site_writer(store, "m/layer.1", values.astype(np.float32))
+    verb("correlate")(store=path, sites="m/layer.1", covariate="depth", quiet=True, save="r")
+    with actstore.open(path) as store:
+        page = report_html(store, verify=False)
+    assert "The same sentences with their words shuffled" in page
+    correlations = parquet(path, "r").query("metric == 'pearson'")
+    unit = int(correlations.loc[correlations["value"].abs().idxmax(), "unit"])
+    tokens = pd.concat(
+        [pq.read_table(p, columns=["row", "form", "sentence_id"]).to_pandas()
+         for p in sorted((path / "tables" / "tokens").glob("*.parquet"))]
+    )  # fmt: skip
+    sentences = pd.concat(
+        [pq.read_table(p).to_pandas() for p in sorted((path / "tables" / "sentences").glob("*"))]
+    ).set_index("sentence_id")
+    labels = dict(re.findall(r"sentence (\d+) \(([^)]+)\)", page))
+    shown = [int(i) for i in labels]
+    original = [i for i in shown if pd.isna(sentences.loc[i].get("shuffle_seed"))]
+    twins = [i for i in shown if i not in original]
+    assert len(original) == 4
+    assert sorted(labels[str(i)] for i in twins) == sorted(labels[str(i)] for i in original)
+    spans = re.findall(r'<span style="[^"]*" title="([^"]+)">([^<]*)</span>', page)
+    for i in original + twins:  # every word shown with the value of its own row, in order
+        mine = tokens[tokens["sentence_id"] == i]
+        pairs = zip(mine["row"], mine["form"], strict=True)
+        expected = [(stored[r, unit], html.escape(f)) for r, f in pairs]
+        start = next(k for k, (_, w) in enumerate(spans) if w == expected[0][1]
+                     and abs(float(spans[k][0]) - expected[0][0]) < 1e-5)  # fmt: skip
+        got = spans[start : start + len(expected)]
+        assert [w for _, w in got] == [w for _, w in expected]
+        np.testing.assert_allclose([float(v) for v, _ in got], [v for v, _ in expected], atol=1e-5)
