@@ -124,7 +124,7 @@ def _render_arrow(table: pa.Table, fmt: str) -> str:
         half = MAX_ROWS // 2
         shown = [*records[:half], {n: "..." for n in names}, *records[-half:]]
     cells = [[_cell(r[n]) for n in names] for r in shown]
-    widths = [max(len(n), *(len(row[i]) for row in cells)) for i, n in enumerate(names)]
+    widths = [max([len(n), *(len(row[i]) for row in cells)]) for i, n in enumerate(names)]
     lines = [" ".join(n.rjust(w) for n, w in zip(names, widths, strict=True))]
     lines += [" ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     if len(records) > MAX_ROWS:
