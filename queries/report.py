@@ -26,7 +26,8 @@ from typing import Any
 import actstore
 from actstore.errors import ActStoreError, ParameterError
 from actstore.manifest import atomic_write
-from actstore.names import natural_key
+from actstore.names import natural_key, quote_ident
+from actstore.output import check_output_path
 from queries.report_results import Budget, results_section
 from queries.report_store import corpus_section, site_warnings, sites_section
 
@@ -64,14 +65,15 @@ def report_html(
 
     started = time.perf_counter()
     budget = budget or Budget()
+    view_warnings: list[str] = []  # first: what the user named fails before the long work
+    views = _neuron_views(store, neurons, sentences, view_warnings)
     corpus = corpus_section(store)
     sites = sites_section(store)
     results = results_section(store, budget)
-    warnings = site_warnings(sites["sites"]) + results["warnings"]
+    warnings = site_warnings(sites["sites"]) + results["warnings"] + view_warnings
     problems = _verify(store) if verify else None
     if problems:
         warnings += [f"verify: {p.kind} {p.name}, {p.where}: {p.problem}" for p in problems]
-    views = _neuron_views(store, neurons, sentences, warnings)
     environment = Environment(
         loader=FileSystemLoader(str(files("queries") / "templates")),
         autoescape=select_autoescape(["html", "j2"]),
@@ -102,6 +104,9 @@ def _verify(store: actstore.Store) -> list[Any]:
     return check_store(store)
 
 
+Neuron = tuple[str, int, "str | None"]  # site, unit, the filter over tokens it was found under
+
+
 def _neuron_views(
     store: actstore.Store,
     neurons: Sequence[tuple[str, int]] | None,
@@ -109,24 +114,36 @@ def _neuron_views(
     warnings: list[str],
 ) -> list[dict[str, Any]]:
     """The neuron views of the page; in a store with word-shuffled sentences (``ingest
-    --shuffle-words``), each beside the same sentences shuffled, on one colour scale."""
-    chosen = list(neurons) if neurons is not None else picked_neurons(store)
+    --shuffle-words``), each beside the same sentences in their other word order, on one
+    colour scale. Units and sentences the user named must work; of those picked here, a
+    view that cannot be drawn becomes a warning."""
+    given = neurons is not None or sentences is not None
+    chosen: list[Neuron] = (
+        [(s, u, None) for s, u in neurons] if neurons is not None else picked_neurons(store)
+    )
+    if sentences is not None and not chosen:
+        raise ParameterError(
+            "sentences", "chooses the sentences of the neuron views, and there are none: give "
+            "--neurons SITE:UNIT (the store has no saved correlation to pick a unit from)"
+        )  # fmt: skip
     if not chosen or "sentences" not in store.tables:
         return []
     from queries.neuron import neuron_view
     from queries.neuron_render import view_html
 
     shuffled = "shuffle_seed" in store.schema("sentences").names
-    query = sentences or DEFAULT_SENTENCES
-    if shuffled and sentences is None:
-        query = f"({query}) AND shuffle_seed IS NULL"
     views = []
-    for site, unit in chosen:
+    for site, unit, where in chosen:
+        query = sentences or DEFAULT_SENTENCES
+        if sentences is None and where:  # sentences the unit was correlated over
+            query += f" AND sentence_id IN (SELECT sentence_id FROM tokens WHERE ({where}))"
+        elif sentences is None and shuffled:
+            query += " AND shuffle_seed IS NULL"
         try:
             view = neuron_view(store, site, unit, query, limit=N_SENTENCES)
-            twin = _shuffled_twin(store, view) if shuffled else None
+            twin = _other_order(store, view) if shuffled else None
         except ActStoreError as exc:
-            if neurons is not None:
+            if given:
                 raise
             warnings.append(f"neuron view of {site} unit {unit}: {exc}")
             continue
@@ -135,47 +152,50 @@ def _neuron_views(
             view, twin = replace(view, scale=scale), replace(twin, scale=scale)
         views.append({"html": view_html(view), "note": ""})
         if twin is not None:
-            note = "The same sentences with their words shuffled (ingest --shuffle-words):"
+            note = "The same sentences (same sent_id) in their other word order (--shuffle-words):"
             views.append({"html": view_html(twin), "note": note})
     return views
 
 
-def _shuffled_twin(store: actstore.Store, view: Any) -> Any:
-    """The view's sentences in their word-shuffled versions (same ``sent_id``), or None."""
+def _other_order(store: actstore.Store, view: Any) -> Any:
+    """The view's sentences in their other word orders (the same ``sent_id``: shuffled
+    copies of originals, or originals of shuffled copies), or None when there are none."""
     from queries.neuron import neuron_view
 
     ids = [s.sent_id for s in view.sentences if s.sent_id is not None]
     if not ids:
         return None
     listed = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
-    where = f"shuffle_seed IS NOT NULL AND sent_id IN ({listed})"
+    shown = ", ".join(str(s.sentence_id) for s in view.sentences)
+    where = f"sent_id IN ({listed}) AND sentence_id NOT IN ({shown})"
     if not int(store.sql(f"SELECT count(*) AS n FROM sentences WHERE {where}")["n"][0]):
         return None
     return neuron_view(store, view.site, view.unit, where, limit=2 * N_SENTENCES, top=0)
 
 
-def picked_neurons(store: actstore.Store) -> list[tuple[str, int]]:
+def picked_neurons(store: actstore.Store) -> list[Neuron]:
     """The unit with the largest |Pearson r| of each saved correlation result whose site
-    is still there (at most :data:`N_NEURONS`), for the page's neuron views.
+    is still there (at most :data:`N_NEURONS`), with the filter it was correlated under,
+    for the page's neuron views.
 
     Examples
     --------
     >>> picked_neurons(store)
     []
     """
-    picked: list[tuple[str, int]] = []
+    picked: list[Neuron] = []
     for name in sorted(store.results, key=natural_key):
-        info = store.results[name]
+        info = store.result(name)
         if info.provenance.get("analysis") != "correlate" or info.kind != "table":
             continue
         top = store.sql(
-            f"SELECT site, unit FROM \"{name}\" WHERE metric = 'pearson' "
+            f"SELECT site, unit FROM {quote_ident(name)} WHERE metric = 'pearson' "
             "ORDER BY abs(value) DESC NULLS LAST, site, unit LIMIT 1"
         )
         if len(top) and top["site"][0] in store.sites:
-            pair = (str(top["site"][0]), int(top["unit"][0]))
-            if pair not in picked:
-                picked.append(pair)
+            found = (str(top["site"][0]), int(top["unit"][0]), info.provenance.get("where"))
+            if found[:2] not in [p[:2] for p in picked]:
+                picked.append(found)
     return picked[:N_NEURONS]
 
 
@@ -195,10 +215,17 @@ def human_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def write_report(page: str, output: Path) -> None:
-    """Write the page to ``output`` atomically (a reader never sees half a page)."""
+def check_report_path(output: Path) -> Path:
+    """``output`` if a report may be written there (an .html file outside any store);
+    checked before the work, not after."""
     if output.suffix.lower() not in (".html", ".htm"):
         raise ParameterError("output", f"{output}: a report is HTML; name it .html")
+    return check_output_path(output, "output")
+
+
+def write_report(page: str, output: Path) -> None:
+    """Write the page to ``output`` atomically (a reader never sees half a page)."""
+    check_report_path(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(output, page.encode("utf-8"))

@@ -17,7 +17,6 @@ import webbrowser
 from pathlib import Path
 
 import actstore
-from actstore.output import check_output_path
 from queries.report_results import Budget
 from queries.report_verbs import ReportParams
 
@@ -26,9 +25,9 @@ log = logging.getLogger("actstore")
 
 def report(params: ReportParams) -> Path:
     """Write the report page of ``params.store`` to ``params.output`` and say where."""
-    from queries.report import report_html, write_report
+    from queries.report import check_report_path, report_html, write_report
 
-    output = check_output_path(params.output, "output")
+    output = check_report_path(params.output)
     neurons = params.neuron_pairs()
     if params.top_rows < 1:
         from actstore.errors import ParameterError

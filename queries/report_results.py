@@ -23,6 +23,7 @@ import gzip
 import io
 import logging
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,7 @@ FOLDED = ("probe_confusion", "probe_units", "probe_weights", "rdm", "alignment")
 # which rows are "top", and how the page says it
 ORDER_BY = {"correlate": ("value", "the largest |value|")}  # by |column|, largest first
 MAX_READ_ROWS = 1_000_000  # larger tables: only their top rows are read (no figure, no CSV)
+MIN_CSV_BYTES = 1 << 10
 MIN_FIGURE_BYTES = 8 << 10  # the smallest figure these plots make, as a data URI
 MAX_MATRIX_CSV = 10_000  # cells of a matrix kept as CSV in the page (an RDM of k > 100: no)
 
@@ -206,8 +208,8 @@ def _table(
     found: dict[str, Any] = {"columns": list(frame.columns), "n_rows": n_rows,
                              "rows": cells(frame.head(budget.top_rows)), "ordered": ordered,
                              "layout": layout if probe else "", "whole": whole}  # fmt: skip
-    if probe and whole is not None:
-        flagged = probe_layout(whole)
+    if probe:
+        flagged = frame
         warnings += [
             f"{name}: {r.site}, {r.target} at w{r.word_offset:+d}: {r.warning}"
             for r in flagged[flagged["warning"].fillna("") != ""].itertuples()
@@ -283,6 +285,8 @@ def _cell(value: Any) -> str:
 def _csv(frame: pd.DataFrame, budget: Budget) -> str | None:
     """The table as gzip-compressed CSV in base64 (None: over the budget, which counts
     these base64 bytes, as the page holds them)."""
+    if budget.room("csv") < MIN_CSV_BYTES:  # spent: do not compress what cannot fit
+        return None
     text = frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
     packed = base64.b64encode(gzip.compress(text, compresslevel=9, mtime=0)).decode("ascii")
     return packed if budget.take("csv", len(packed)) else None
@@ -328,7 +332,9 @@ def embed_png(figure: Any, dpi: int = 100, max_width: int = 1000) -> dict[str, A
     from PIL import Image
 
     raw = io.BytesIO()
-    figure.savefig(raw, format="png", dpi=min(dpi, max_width / figure.get_figwidth()))
+    with warnings.catch_warnings():  # a page-sized figure of many ticks: drawn all the same
+        warnings.filterwarnings("ignore", "constrained_layout not applied", UserWarning)
+        figure.savefig(raw, format="png", dpi=min(dpi, max_width / figure.get_figwidth()))
     image = Image.open(raw).convert("RGB")
     packed = io.BytesIO()
     image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(

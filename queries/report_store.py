@@ -33,22 +33,32 @@ def corpus_section(store: actstore.Store) -> dict[str, Any]:
         if name not in store.results
     ]
     section: dict[str, Any] = {"tables": tables, "sources": [vars(s) for s in store.sources]}
+    # word-shuffled copies (ingest --shuffle-words) repeat their originals' annotations:
+    # listed apart, and left out of the distributions
+    originals = ""
     if "sentences" in store.tables:
+        shuffled = "shuffle_seed" in store.schema("sentences").names
+        seed = "shuffle_seed, " if shuffled else "NULL AS shuffle_seed, "
         section["corpora"] = _records(
             store.sql(
-                "SELECT corpus, lang, split, count(*) AS sentences, sum(n_words)::BIGINT AS words "
-                "FROM sentences GROUP BY ALL ORDER BY ALL"
+                f"SELECT corpus, lang, split, {seed}count(*) AS sentences, "
+                "sum(n_words)::BIGINT AS words FROM sentences GROUP BY ALL ORDER BY ALL"
             )
         )
     if "tokens" in store.tables and store.n_rows("tokens"):
+        if "shuffle_seed" in store.schema("tokens").names:
+            originals = " WHERE shuffle_seed IS NULL"
+            section["shuffled_left_out"] = int(
+                store.sql("SELECT count(*) AS n FROM tokens WHERE shuffle_seed IS NOT NULL")["n"][0]
+            )
         section["upos"] = _records(
             store.sql(
                 "SELECT coalesce(upos, '_') AS upos, count(*) AS n, "
-                "100.0 * count(*) / sum(count(*)) OVER () AS pct "
-                "FROM tokens GROUP BY ALL ORDER BY n DESC, upos"
+                f"100.0 * count(*) / sum(count(*)) OVER () AS pct FROM tokens{originals} "
+                "GROUP BY ALL ORDER BY n DESC, upos"
             )
         )
-        section["features"] = _features(store)
+        section["features"] = _features(store, originals)
     if "images" in store.tables and store.n_rows("images"):
         section["labels"] = _records(
             store.sql("SELECT label, count(*) AS n FROM images GROUP BY ALL ORDER BY n DESC, label")
@@ -60,8 +70,9 @@ def _records(frame: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in frame.to_dict("records")]
 
 
-def _features(store: actstore.Store) -> list[dict[str, Any]]:
-    """Each UD feature column: the words that have it, and its most frequent values."""
+def _features(store: actstore.Store, originals: str) -> list[dict[str, Any]]:
+    """Each UD feature column: the words that have it, and its most frequent values
+    (``originals``: the SQL condition leaving out word-shuffled copies, or "")."""
     known = {*BASE_COLUMNS, *EXTRA_COLUMNS}
     names = [n for n in store.schema("tokens").names if n not in known]
     if not names:
@@ -69,11 +80,11 @@ def _features(store: actstore.Store) -> list[dict[str, Any]]:
     counts = store.sql(
         " UNION ALL ".join(
             f"SELECT {i} AS i, {quote_ident(n)}::VARCHAR AS value, count(*) AS n FROM tokens "
-            f"WHERE {quote_ident(n)} IS NOT NULL GROUP BY ALL"
+            f"WHERE {quote_ident(n)} IS NOT NULL{originals.replace('WHERE', 'AND')} GROUP BY ALL"
             for i, n in enumerate(names)
         )
     )
-    total = store.n_rows("tokens")
+    total = int(store.sql(f"SELECT count(*) AS n FROM tokens{originals}")["n"][0])
     features = []
     for i, name in enumerate(names):
         mine = counts[counts["i"] == i].sort_values(["n", "value"], ascending=[False, True])

@@ -113,7 +113,7 @@ def test_corpus_counts_match_the_conllu_file(page: str, ewt_slice: Path) -> None
     sing = 100 * (number == "Sing").mean()
     assert f"Number {len(number):,} {100 * len(number) / len(words):.1f}" in text
     assert f"Sing {sing:.0f}%" in text
-    assert f"en_ewt en dev 1,000 {len(words):,}" in text
+    assert f"en_ewt en dev original 1,000 {len(words):,}" in text
 
 
 def test_sites_and_results_are_all_there(page: str, analysed: Path) -> None:
@@ -242,6 +242,9 @@ def test_cli_writes_the_page_and_refuses_bad_input(analysed: Path, tmp_path: Pat
         ((str(analysed), "-o", str(out), "--neurons", "toy/layer.0"), "expected SITE:UNIT"),
         ((str(tmp_path / "none.actstore"), "-o", str(out)), "none.actstore"),
         ((str(analysed), "-o", str(out), "--top-rows", "0"), "at least 1"),
+        ((str(analysed), "-o", str(out), "--neurons", "toy/none:1"), "toy/none"),
+        ((str(analysed), "-o", str(out), "--neurons", "toy/layer.0:384"), "outside 0..383"),
+        ((str(analysed), "-o", str(out), "--sentences", "nonsense((("), "nonsense((("),
     ]:
         refused = cli(*args)
         assert refused.returncode == 2, refused.stderr
@@ -372,7 +375,13 @@ def test_neuron_views_beside_their_shuffled_sentences(
     verb("correlate")(store=path, sites="m/layer.1", covariate="depth", quiet=True, save="r")
     with actstore.open(path) as store:
         page = report_html(store, verify=False)
-    assert "The same sentences with their words shuffled" in page
+    assert "The same sentences (same sent_id) in their other word order" in page
+    text = Page(page).words
+    assert "en_ewt en dev original 120" in text and "en_ewt en dev shuffled, seed 3 120" in text
+    source_words = [t for s in conllu.parse(source.read_text(encoding="utf-8")) for t in s
+                    if isinstance(t["id"], int)]  # fmt: skip
+    nouns = sum(t["upos"] == "NOUN" for t in source_words)
+    assert f"NOUN {nouns:,} {100 * nouns / len(source_words):.2f}" in text
     correlations = parquet(path, "r").query("metric == 'pearson'")
     unit = int(correlations.loc[correlations["value"].abs().idxmax(), "unit"])
     tokens = pd.concat(
