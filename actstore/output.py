@@ -6,6 +6,7 @@ table shares (``--format``, ``-o``; ``--save``, ``--plot``).
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,9 @@ def _cell(value: object) -> str:
 
 
 def check_output_path(path: Path, parameter: str = "output") -> Path:
-    """``path`` if a file may be written there: not inside a store, not a folder.
+    """``path`` if a file may be written there: not inside a store, not a folder, and
+    its nearest existing folder (where the missing ones will be made) a writable folder,
+    not a file.
 
     Examples
     --------
@@ -149,6 +152,12 @@ def check_output_path(path: Path, parameter: str = "output") -> Path:
     Traceback (most recent call last):
     ...
     actstore.errors.ParameterError: output ... lies inside the store ...; write it elsewhere
+    >>> (tmp / "notes.txt").write_text("x")
+    1
+    >>> check_output_path(tmp / "notes.txt" / "plots" / "u.svg")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.ParameterError: output .../u.svg: .../notes.txt is a file, not a folder
     """
     resolved = path.resolve()
     if resolved.is_dir():
@@ -158,6 +167,13 @@ def check_output_path(path: Path, parameter: str = "output") -> Path:
             raise ParameterError(
                 parameter, f"{path} lies inside the store {folder}; write it elsewhere"
             )
+    # the path as given (relative stays relative), up to the first part that exists
+    ancestor = next((p for p in path.parents if p.exists()), Path.cwd())
+    if not ancestor.is_dir():
+        raise ParameterError(parameter, f"{path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK):
+        shown = "the current folder" if str(ancestor) == "." else f"the folder {ancestor}"
+        raise ParameterError(parameter, f"{path}: {shown} is not writable")
     return path
 
 
