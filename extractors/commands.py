@@ -170,5 +170,7 @@ def save_report(report: ExtractReport, path: Path) -> None:
     698
     """
     parts = getattr(report, "parts", None) or [report]
-    fields = [{f.name: getattr(p, f.name) for f in dataclasses.fields(ExtractReport)} for p in parts]
+    fields = [
+        {f.name: getattr(p, f.name) for f in dataclasses.fields(ExtractReport)} for p in parts
+    ]
     atomic_write(path, json.dumps({"parts": fields}).encode())

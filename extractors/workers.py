@@ -227,7 +227,9 @@ def failure(failed: Sequence[Shard]) -> str:
     """One line for shards that failed for good, naming the first."""
     first = failed[0]
     tries = f", {first.attempts} attempts" if first.attempts > 1 else ""
-    line = f"shard {first.name} failed ({describe_exit(first.code or 0)}{tries}): {first.last_line()}"
+    line = (
+        f"shard {first.name} failed ({describe_exit(first.code or 0)}{tries}): {first.last_line()}"
+    )
     if len(failed) > 1:
         line += f"; shards {', '.join(s.name for s in failed[1:])} failed too"
     return line + "; the chunks written are kept: run the command again to resume"
@@ -241,10 +243,10 @@ def merge(
 
     Examples
     --------
-    >>> a = [ExtractReport(["m/layer.0"], 300, 2, 1.0, "cpu", middle=", 9 tokens")]
-    >>> b = [ExtractReport(["m/layer.0"], 398, 2, 1.2, "cpu", middle=", 9 tokens")]
+    >>> a = [ExtractReport(["m/a"], 300, 2, 1.0, "cpu", middle=", 9 tokens")]
+    >>> b = [ExtractReport(["m/a"], 398, 2, 1.2, "cpu", middle=", 9 tokens")]
     >>> merge([a, b], 1.5, None, "; 2 shards").summary()
-    'extracted 1 sites (m/layer.0 .. m/layer.0) over 698 rows, 9 tokens, 4 chunks on cpu in 1.5 s; 2 shards'
+    'extracted 1 sites (m/a .. m/a) over 698 rows, 9 tokens, 4 chunks on cpu in 1.5 s; 2 shards'
     """
     merged = []
     for parts in zip(*shard_reports, strict=True):

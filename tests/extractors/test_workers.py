@@ -15,14 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import actstore
 from actstore.chunks import CHECKSUMS, chunk_file
+from actstore.verbs import verb
 from actstore.verify import check_store
 from extractors.testing import clone, site_bytes
 from extractors.workers import cpu_threads, run_shard
 
 SITE = "minilm/layer.3"
+ARGUMENTS: dict[str, Any] = {
+    "model": "minilm",
+    "sites": "layer.3",
+    "chunk_rows": 64,
+    "device": "cpu",
+}
 OPTIONS = ["--model", "minilm", "--sites", "layer.3", "--chunk-rows", "64", "--device", "cpu"]
 
 
@@ -41,14 +49,19 @@ def environment(threads: int | None) -> dict[str, str]:
 def reference(
     ewt_small: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[[int], Path]]:
-    """One uninterrupted process with ``threads`` torch threads (the bytes of a matrix
-    product may depend on them): what every sharded run must equal."""
+    """One uninterrupted run in this process with ``threads`` torch threads (the bytes of
+    a matrix product may depend on them): what every sharded run must equal."""
     made: dict[int, Path] = {}
 
     def make(threads: int) -> Path:
         if threads not in made:
             store = clone(ewt_small, tmp_path_factory.mktemp("reference") / "s")
-            subprocess.run(extract_command(store), env=environment(threads), check=True)
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                verb("extract")(store=store, quiet=True, **ARGUMENTS)
+            finally:
+                torch.set_num_threads(before)
             made[threads] = store
         return made[threads]
 
@@ -95,6 +108,8 @@ def test_two_workers_equal_one_process(
         r"[\d.]+ s; .*; 2 shards",
         summary,
     ), summary
+    # declared once: the shard that came second found the site, made no array of its own
+    assert len(list((store / "arrays.zarr" / "minilm").glob("layer.3@*"))) == 1
     assert_same_sites(store, reference(cpu_threads(2)))
 
 
@@ -249,7 +264,8 @@ def test_one_gpu_each_round_robin(monkeypatch: pytest.MonkeyPatch) -> None:
     assert label == "GPUs 2,5,7"
     # a GPU named: every shard on it, as asked
     assert workers.placement(ExtractOptions(device="cuda:1"), TransformerExtractor, 2) == (
-        [{}, {}], None
+        [{}, {}],
+        None,
     )
 
 
@@ -260,7 +276,6 @@ def test_dask_runs_the_shards(
     from distributed import Client, LocalCluster
 
     store = clone(ewt_small, tmp_path / "s")
-    options = {"model": "minilm", "sites": "layer.3", "chunk_rows": 64, "device": "cpu"}
     with (
         # the nanny starts its workers with OMP_NUM_THREADS=1
         LocalCluster(
@@ -268,7 +283,7 @@ def test_dask_runs_the_shards(
         ) as cluster,
         Client(cluster) as client,
     ):
-        futures = [client.submit(run_shard, store, i, 2, **options) for i in range(2)]
+        futures = [client.submit(run_shard, store, i, 2, **ARGUMENTS) for i in range(2)]
         summaries = client.gather(futures)
         workers = {w for ws in client.who_has(futures).values() for w in ws}
     assert len(workers) == 2  # one shard on each worker process
