@@ -38,7 +38,8 @@ def rdm_order(matrix: np.ndarray, labels: Sequence[str], order: str = "label") -
     if order == "label":
         return np.argsort(np.array(list(labels), dtype=object), kind="stable")
     values = np.nan_to_num(np.asarray(matrix, np.float64), nan=np.nanmax(matrix))
-    condensed = squareform((values + values.T) / 2, checks=False)
+    # 1 - r of two identical profiles can round to -1e-15, which linkage refuses
+    condensed = np.clip(squareform((values + values.T) / 2, checks=False), 0.0, None)
     return np.asarray(leaves_list(linkage(condensed, "average")), np.int64)
 
 
