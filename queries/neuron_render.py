@@ -40,6 +40,9 @@ STOPS = (
 )
 VIEW_FORMATS = {".html": "html", ".htm": "html", ".svg": "svg", ".png": "png"}
 _FONT = "font-family:system-ui,sans-serif;font-size:14px"
+# each word and label its own bidi run (a U+202E in a form reverses nothing after it),
+# and a word of 3000 letters wraps rather than widening the page
+_BOX = "unicode-bidi:isolate;overflow-wrap:anywhere"
 
 
 def colour(value: float, scale: float) -> tuple[float, float, float]:
@@ -114,7 +117,7 @@ def types_caption(view: NeuronView) -> str:
 
 def _span(word: str, value: float, scale: float, space: bool) -> str:
     rgb = colour(value, scale)
-    style = f"background:{hex_colour(rgb)};color:{text_colour(rgb)};padding:0.1em 0.15em"
+    style = f"background:{hex_colour(rgb)};color:{text_colour(rgb)};padding:0.1em 0.15em;{_BOX}"
     # a space where the text has one, else a break opportunity: spans alone never wrap
     after = " " if space else "<wbr>"
     style += "" if space else ";margin-right:0.1em"
@@ -127,9 +130,11 @@ def _types_table(view: NeuronView) -> str:
         for rank, t in enumerate(types, 1):
             rgb = colour(t.mean, view.scale)
             style = f"background:{hex_colour(rgb)};color:{text_colour(rgb)};padding:0 0.2em"
+            # an inline block no wider than 20em: a long type wraps inside it
+            style += f";display:inline-block;max-width:20em;{_BOX}"
             out.append(
                 f'<tr><td style="text-align:right">{rank}</td>'
-                f'<td><span style="{style}">{html.escape(t.type)}</span></td>'
+                f'<td style="{_BOX}"><span style="{style}">{html.escape(t.type)}</span></td>'
                 f'<td style="text-align:right">{t.mean:.3f}</td>'
                 f'<td style="text-align:right;color:#555">{t.count:,}</td></tr>'
             )
@@ -167,9 +172,12 @@ def view_html(view: NeuronView) -> str:
             _span(w, v, view.scale, a)
             for w, v, a in zip(s.words, s.values, s.space_after, strict=True)
         )
-        label = html.escape(f"sentence {s.sentence_id}" + (f" ({s.sent_id})" if s.sent_id else ""))
+        label = f"sentence {s.sentence_id}"
+        if s.sent_id:
+            label += f" (<bdi>{html.escape(s.sent_id)}</bdi>)"
         paragraphs.append(
-            f'<p style="margin:0 0 0.6em 0"><small style="color:#555;display:block">{label}</small>'
+            f'<p style="margin:0 0 0.6em 0"><small style="color:#555;display:block;{_BOX}">'
+            f"{label}</small>"
             f"{spans}</p>"
         )
     gradient = ", ".join(hex_colour(tuple(c / 255 for c in rgb)) for _, rgb in STOPS)  # type: ignore[arg-type]
@@ -181,7 +189,8 @@ def view_html(view: NeuronView) -> str:
         f"<span>+{view.scale:.3g}</span></div>{html.escape(legend_text(view))}</div>"
     )
     sentences = (
-        f'<div class="sentences" style="flex:1 1 28em;line-height:2">{"".join(paragraphs)}'
+        f'<div class="sentences" style="flex:1 1 28em;min-width:0;line-height:2;'
+        f'overflow-wrap:anywhere">{"".join(paragraphs)}'
         f"{legend}</div>"
     )
     table = _types_table(view) if view.top or view.bottom else ""
