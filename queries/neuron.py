@@ -234,16 +234,38 @@ def _filtered(
     store: actstore.Store, where: str, limit: int, columns: str
 ) -> tuple[str, int, list[tuple[int, str | None]]]:
     try:
-        query = f"SELECT {columns} WHERE ({condition(where, 'sentences')})"
-        found = store.sql(query + " ORDER BY sentence_id LIMIT ?", [limit])
+        checked = condition(where, "sentences")
+        kind = _filter_type(store, checked)
+        found = None
+        if kind is None:
+            query = f"SELECT {columns} WHERE ({checked}) ORDER BY sentence_id LIMIT ?"
+            found = store.sql(query, [limit])
     except (SQLError, ParameterError) as exc:  # one line, with what the filter may name
         detail = str(exc).splitlines()[0].removeprefix("sentences ")
         names = ", ".join(store.schema("sentences").names)
         detail = f"filter {where!r} fails: {detail}; columns of sentences: {names}"
         raise ParameterError("sentences", detail) from None
+    if found is None:
+        detail = (
+            f"filter {where!r} gives {kind} values, not true or false: it must be a condition "
+            '(e.g. "n_words > 5"), or sentence ids separated by commas (3,17,42)'
+        )
+        raise ParameterError("sentences", detail)
     if not len(found):
         raise ParameterError("sentences", f"filter {where!r} matches no sentence")
     return f"sentences where {' '.join(where.split())}", _matched(found), _pairs(found)
+
+
+def _filter_type(store: actstore.Store, checked: str) -> str | None:
+    """None when the filter is a condition (boolean, or NULL); else the type it gives.
+
+    DuckDB takes a number as a condition (``-1``, ``5-7``, ``sentence_id``: true unless
+    0), which would show the first sentences as if the filter chose them."""
+    import pyarrow as pa
+
+    query = f"SELECT ({checked}) AS keep FROM sentences LIMIT 0"
+    kind = store.sql(query, arrow=True).schema.field("keep").type
+    return None if kind in (pa.bool_(), pa.null()) else str(kind)
 
 
 def _matched(found: pd.DataFrame) -> int:

@@ -16,26 +16,37 @@ import sys
 from collections.abc import Sequence
 
 import actstore
+from actstore.errors import ParameterError
 from queries.neuron import NeuronView, neuron_view
 from queries.neuron_render import view_format, view_text, write_view
 from queries.show_verbs import ShowOptions, ShowParams
 
-_IDS = re.compile(r"\s*\d+\s*(,\s*\d+\s*)*,?\s*")
+_IDS = re.compile(r"\s*[-+]?\d+\s*(,\s*[-+]?\d+\s*)*,?\s*")
 
 
 def parse_sentences(text: str | None) -> str | Sequence[int] | None:
     """``--sentences`` as sentence ids when it is comma-separated integers, else the SQL
-    condition it is (None: the first sentences).
+    condition it is (None: the first sentences). Negative ids are refused, not read as SQL.
 
     Examples
     --------
     >>> parse_sentences("3, 17,42"), parse_sentences("n_words > 5"), parse_sentences(" ")
     ([3, 17, 42], 'n_words > 5', None)
+    >>> parse_sentences("4, -1")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.ParameterError: sentences has a negative id, -1: sentence ids run from 0
     """
     if text is None or not text.strip():
         return None
     if _IDS.fullmatch(text):
-        return [int(v) for v in text.split(",") if v.strip()]
+        ids = [int(v) for v in text.split(",") if v.strip()]
+        negative = [i for i in ids if i < 0]
+        if negative:
+            many = "negative ids" if len(negative) > 1 else "a negative id"
+            shown = ", ".join(map(str, negative))
+            raise ParameterError("sentences", f"has {many}, {shown}: sentence ids run from 0")
+        return ids
     return text
 
 

@@ -219,6 +219,10 @@ def test_refusals(markup_store: Path, tmp_path: Path) -> None:
             neuron_view(store, "toy/layer.0", 0, "1=1) OR (1=1")
         with pytest.raises(ParameterError, match="filter 'n_words > 999' matches no sentence"):
             neuron_view(store, "toy/layer.0", 0, "n_words > 999")
+        with pytest.raises(ParameterError, match="'sent_id' gives string values, not true or"):
+            neuron_view(store, "toy/layer.0", 0, "sent_id")
+        with pytest.raises(ParameterError, match="filter 'NULL' matches no sentence"):
+            neuron_view(store, "toy/layer.0", 0, "NULL")  # a condition, though never true
         with pytest.raises(ParameterError, match=r"has no sentence 11, 99: ids run 0..10"):
             neuron_view(store, "toy/layer.0", 0, [1, 11, 99])
         with pytest.raises(ParameterError, match="names 3 sentences, more than limit 2"):
@@ -268,6 +272,11 @@ def test_cli_end_to_end(toy_store: Path, tmp_path: Path) -> None:
         (["--unit", "1", "-o", "{tmp}/view.txt"], "view.txt: the extension chooses the format"),
         (["--unit", "1", "--site", "toy/layer.9"], "no site 'toy/layer.9' (did you mean"),
         (["--unit", "1", "--sentences", "5000"], "--sentences has no sentence 5000"),
+        (["--unit", "1", "--sentences", "-1"], "--sentences has a negative id, -1: sentence ids"),
+        (["--unit", "1", "--sentences", "3, -1,-7"], "--sentences has negative ids, -1, -7:"),
+        (["--unit", "1", "--sentences", "5-7"], "filter '5-7' gives int32 values, not true or"),
+        (["--unit", "1", "--sentences", "sentence_id"], "'sentence_id' gives int64 values"),
+        (["--unit", "1", "--sentences", "n_words"], "it must be a condition (e.g. "),
     ],
 )
 def test_cli_refusals_are_one_line(
