@@ -142,10 +142,12 @@ class ExtractOptions:
     )  # fmt: skip
     shard: str = option("0/1", metavar="I/N", help="fill only shard I of N (run N processes)")
     workers: int = option(
-        1, help="run N processes at once, one shard each (one GPU each where several are "
-        "visible; on CPU each with its share of the cores)"
+        1, metavar="N", help="run N processes at once, one shard each (one GPU each where "
+        "several are visible; on CPU each with its share of the cores)"
     )  # fmt: skip
-    retries: int = option(1, help="with --workers: start a shard that died again this often")
+    retries: int = option(
+        1, metavar="K", help="with --workers: start a shard that died again up to K times"
+    )
     max_length: int | None = option(None, help="longest model input; longer sentences are windowed")
     pool: str = option(
         "avg", help="image models: how a site's (C, H, W) maps become its units: avg, max, "

@@ -150,9 +150,9 @@ def describe_exit(code: int) -> str:
 class Shard:
     """One child process and its attempts: started, polled, stopped, its report read."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], index: int, folder: Path) -> None:
-        self.argv, self.env, self.index = argv, env, index
-        self.name = argv[-2].partition("=")[2]  # "i/N"
+    def __init__(self, argv: list[str], env: dict[str, str], name: str, folder: Path) -> None:
+        self.argv, self.env, self.name = argv, env, name  # name: "i/N"
+        index = name.partition("/")[0]
         self.report_path = folder / f"report-{index}.json"
         self.stderr_path = folder / f"stderr-{index}.txt"
         self.attempts = 0
@@ -292,7 +292,7 @@ def run_workers(store: str | Path, options: ExtractOptions) -> ExtractReport:
     envs, device = placement(options, kind, count)
     with tempfile.TemporaryDirectory(prefix="actstore-workers-") as folder:
         shards = [
-            Shard(child_argv(store, options, i, count), env, i, Path(folder))
+            Shard(child_argv(store, options, i, count), env, f"{i}/{count}", Path(folder))
             for i, env in enumerate(envs)
         ]
         try:
