@@ -80,11 +80,13 @@ def shuffle_words(parsed: ParsedConllu, seed: int, first_sentence: int) -> Parse
     -------
     ParsedConllu
         The words in their new order. Each keeps its form, lemma, tags, features,
-        relation, ``deps``, ``misc`` and line; ``position`` runs 1..n in the new order
-        and ``head`` points to the same head word at its new position (0 stays 0), so
-        the tree, and each word's depth, is the same. A shuffled word no longer shares a
-        surface token: multiword-token fields are None, ``space_after`` True, and the
-        sentence text is the shuffled forms joined by spaces. ``original_position``
+        relation and line; ``position`` runs 1..n in the new order and ``head`` points
+        to the same head word at its new position (0 stays 0), so the tree, and each
+        word's depth, is the same. The enhanced graph is not carried over: ``deps``,
+        whose IDs are the old positions, is None. A shuffled word no longer shares a
+        surface token: multiword-token fields are None, ``space_after`` True, ``misc``
+        loses its ``SpaceAfter=`` and ``SpacesAfter=`` items (None when nothing else is
+        left), and the sentence text is the shuffled forms joined by spaces. ``original_position``
         holds each word's ID before the shuffle and ``shuffle_seed`` the seed; the
         sentences' ``sent_id``, comments and lines are kept.
 
@@ -101,6 +103,8 @@ def shuffle_words(parsed: ParsedConllu, seed: int, first_sentence: int) -> Parse
     True
     >>> bool((mixed.depth == tree_depths(mixed)).all()), mixed.sent_id == block.sent_id
     (True, True)
+    >>> set(mixed.deps), any("SpaceAfter" in m for m in mixed.misc if m)
+    ({None}, False)
     """
     seed = check_seed(seed)
     n = parsed.n_words
@@ -121,7 +125,7 @@ def shuffle_words(parsed: ParsedConllu, seed: int, first_sentence: int) -> Parse
     picks = take.tolist()
     moved: dict[str, Any] = {
         name: [getattr(parsed, name)[i] for i in picks]
-        for name in ("form", "lemma", "upos", "xpos", "feats", "deprel", "deps", "misc", "line")
+        for name in ("form", "lemma", "upos", "xpos", "feats", "deprel", "line")
     }
     forms: list[str] = moved["form"]
     out = dataclasses.replace(
@@ -132,6 +136,8 @@ def shuffle_words(parsed: ParsedConllu, seed: int, first_sentence: int) -> Parse
         mwt_start=[None] * n,
         mwt_end=[None] * n,
         mwt_form=[None] * n,
+        deps=[None] * n,  # its IDs name the old positions
+        misc=[_without_spacing(parsed.misc[i]) for i in picks],
         space_after=[True] * n,
         sent_first=list(parsed.sent_first),
         sent_length=list(parsed.sent_length),
@@ -147,3 +153,21 @@ def shuffle_words(parsed: ParsedConllu, seed: int, first_sentence: int) -> Parse
     )
     out.depth = parsed.depth[take] if len(parsed.depth) == n else tree_depths(out)
     return out
+
+
+_SPACING = ("SpaceAfter=", "SpacesAfter=")
+
+
+def _without_spacing(misc: str | None) -> str | None:
+    """``misc`` without the items that say what follows the word in the text, which
+    a shuffled sentence no longer keeps (its words are joined by single spaces).
+
+    Examples
+    --------
+    >>> _without_spacing("SpaceAfter=No|Cxn=x"), _without_spacing("SpaceAfter=No")
+    ('Cxn=x', None)
+    """
+    if misc is None:
+        return None
+    kept = [item for item in misc.split("|") if not item.startswith(_SPACING)]
+    return "|".join(kept) or None

@@ -37,7 +37,7 @@ def read_words(path: Path) -> list[list[Word]]:
             blank = [None if c == "_" else c for c in cols]
             words.append({"id": int(cols[0]), "form": cols[1], "lemma": cols[2],
                           "upos": blank[3], "feats": blank[5], "head": int(cols[6]),
-                          "deprel": blank[7]})  # fmt: skip
+                          "deprel": blank[7], "deps": blank[8], "misc": blank[9]})  # fmt: skip
         if words:
             sentences.append(words)
     return sentences
@@ -111,6 +111,27 @@ def test_each_word_keeps_its_head_word_and_depth(both: Path, corpus: Path) -> No
         assert (
             rows["deprel"].eq("root").sum() == 1 and rows.loc[heads == 0, "deprel"].eq("root").all()
         )
+
+
+def test_deps_blank_and_misc_without_spacing(both: Path, corpus: Path) -> None:
+    """The enhanced graph names old IDs: not carried over. MISC keeps all but what said
+    which words were joined, as space_after (true) now says."""
+    n_deps = n_spacing = n_kept = 0
+    for words, rows in zip(read_words(corpus), shuffled_sentences(both), strict=True):
+        assert rows["deps"].isna().all()
+        for original, misc in zip(rows["original_position"], rows["misc"], strict=True):
+            word = words[original - 1]
+            items = (word["misc"] or "").split("|")
+            kept = [i for i in items if i and i.split("=")[0] not in ("SpaceAfter", "SpacesAfter")]
+            assert (None if pd.isna(misc) else misc) == ("|".join(kept) or None)
+            n_deps += word["deps"] is not None
+            n_spacing += len(kept) < len([i for i in items if i])
+            n_kept += bool(kept)
+    assert n_deps > 1000 and n_spacing > 100 and n_kept > 10  # the sample holds each case
+    with actstore.open(both) as store:
+        original = store.sql("SELECT count(deps) AS d, count(misc) AS m FROM tokens "
+                             "WHERE shuffle_seed IS NULL")  # fmt: skip
+    assert original.d[0] == n_deps and original.m[0] >= n_spacing
 
 
 def test_most_sentences_change_order(both: Path) -> None:
