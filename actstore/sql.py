@@ -221,36 +221,6 @@ class _SharedReader:
         self.close()
 
 
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# a query that reads the catalog sees every table, named or not
-_CATALOG = re.compile(
-    r"information_schema|duckdb_|pg_catalog|\b(show|describe|summarize|pragma)\b", re.I
-)
-
-
-def needed_views(query: str, views: Mapping[str, list[str]]) -> dict[str, list[str]]:
-    """The views a query needs: the tables whose names occur in it as words (SQL names
-    ignore case); every table when it names none, or reads the catalog. A store with
-    hundreds of results then opens two views for a query over two tables, not hundreds
-    (each view reads its Parquet footers). Naming a table more than it uses (in a string,
-    as a column) only opens a view too many.
-
-    Examples
-    --------
-    >>> views = {"tokens": ["t.parquet"], "words": ["w.parquet"], "probe": ["p.parquet"]}
-    >>> sorted(needed_views("SELECT upos FROM Tokens WHERE form IN (SELECT word FROM words)",
-    ...                     views))
-    ['tokens', 'words']
-    >>> len(needed_views("SHOW TABLES", views)), len(needed_views("SELECT 1", views))
-    (3, 3)
-    """
-    if _CATALOG.search(query):
-        return dict(views)
-    words = {w.lower() for w in _WORD.findall(query)}
-    named = {n: files for n, files in views.items() if n.lower() in words}
-    return named or dict(views)
-
-
 @contextmanager
 def connect(root: Path, views: Mapping[str, list[str]]) -> Iterator[duckdb.DuckDBPyConnection]:
     """A fresh, locked-down DuckDB connection with one view per table, closed afterwards.

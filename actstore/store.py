@@ -24,7 +24,7 @@ from actstore.commit import Ledger, remove_uncommitted
 from actstore.errors import ParameterError, SchemaError
 from actstore.lock import WriterLock
 from actstore.manifest import ResultRecord, SourceInfo, TableRecord
-from actstore.names import Params, did_you_mean, quote_ident
+from actstore.names import Params, did_you_mean, needed_views, quote_ident
 from actstore.results import MatrixResult, ResultInfo
 from actstore.sites import SiteInfo
 from actstore.writing import StoreWriting
@@ -189,7 +189,7 @@ class Store(StoreWriting):
         """
         from actstore import sql  # duckdb loads with the first query
 
-        with sql.connect(self.path, sql.needed_views(query, self._views())) as con:
+        with sql.connect(self.path, needed_views(query, self._views())) as con:
             return sql.run_query(con, query, params, arrow=arrow, timeout=timeout)
 
     def rows(

@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 
 import actstore
-from actstore import sql
+from actstore import store as store_module
+from actstore.names import needed_views
 
 
 @pytest.fixture
@@ -37,14 +38,14 @@ def test_same_answer_as_with_every_view(
     store: actstore.Store, query: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fewer = store.sql(query)
-    monkeypatch.setattr(sql, "needed_views", lambda query, views: dict(views))
+    monkeypatch.setattr(store_module, "needed_views", lambda query, views: dict(views))
     every = store.sql(query)
     assert fewer.equals(every), (fewer, every)
 
 
 def test_only_named_tables_are_opened(store: actstore.Store) -> None:
     views = store._views()
-    assert set(sql.needed_views("SELECT * FROM r1 JOIN R2 USING (unit)", views)) == {"r1", "r2"}
-    assert set(sql.needed_views("select form from tokens", views)) == {"tokens"}
-    assert len(sql.needed_views("DESCRIBE r1", views)) == len(views)
-    assert len(sql.needed_views("SELECT * FROM duckdb_tables()", views)) == len(views)
+    assert set(needed_views("SELECT * FROM r1 JOIN R2 USING (unit)", views)) == {"r1", "r2"}
+    assert set(needed_views("select form from tokens", views)) == {"tokens"}
+    assert len(needed_views("DESCRIBE r1", views)) == len(views)
+    assert len(needed_views("SELECT * FROM duckdb_tables()", views)) == len(views)

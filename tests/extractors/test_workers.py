@@ -150,6 +150,7 @@ def shard_chunks_written(store: Path) -> bool:
         return any(c * 2 // n_chunks == 1 for c in opened.written_chunks(SITE))
 
 
+@pytest.mark.slow  # 40-80 s on 2 cores; the bytes of two workers are checked by default
 def test_a_killed_worker_is_started_again(
     ewt_small: Path, reference: Callable[[int], Path], tmp_path: Path
 ) -> None:
@@ -269,6 +270,7 @@ def test_one_gpu_each_round_robin(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+@pytest.mark.slow  # a LocalCluster of 2 processes loading MiniLM: 20-50 s on 2 cores
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_dask_runs_the_shards(
     ewt_small: Path, reference: Callable[[int], Path], tmp_path: Path
