@@ -29,7 +29,8 @@ BASE_COLUMNS = (
     "deprel", "deps", "misc", "deprel_base", "sentence_length", "depth", "n_children",
     "head_distance", "mwt_start", "mwt_end", "mwt_form", "space_after", "lang", "corpus", "split",
 )  # fmt: skip
-SHUFFLE_COLUMNS = ("original_position", "shuffle_seed")  # only in parts of shuffled words
+# in every part ingested since they were added (NULL seed, position kept when unshuffled)
+SHUFFLE_COLUMNS = ("original_position", "shuffle_seed")
 _END = 1 << 62  # the end of a file, in sentences, where a subset has none
 _UD_NAME = re.compile(r"^(?P<lang>[a-z]{2,3})_(?P<name>[a-z0-9_]+)-ud-(?P<split>[a-z]+)$")
 _FEATURE = re.compile(r"^[A-Z0-9][A-Za-z0-9]*(\[[a-z0-9]+\])?$")
@@ -135,9 +136,11 @@ def tokens_table(
         "corpus": _constant(source["corpus"], n),
         "split": _constant(source["split"], n),
     }
-    if parsed.shuffle_seed is not None:
-        columns["original_position"] = np.asarray(parsed.original_position, np.int32)
-        columns["shuffle_seed"] = np.full(n, parsed.shuffle_seed, np.int64)
+    shuffled = parsed.shuffle_seed is not None
+    columns["original_position"] = np.asarray(
+        parsed.original_position if shuffled else parsed.position, np.int32
+    )
+    columns["shuffle_seed"] = pa.array([parsed.shuffle_seed] * n, pa.int64())
     columns.update(_features(parsed))
     return pa.table(columns)
 
@@ -148,9 +151,6 @@ def sentences_table(
     """The ``sentences`` rows of one parsed file; ``row`` equals ``sentence_id``."""
     m = parsed.n_sentences
     ids = np.arange(m, dtype=np.int64) + first_sentence
-    shuffled = {} if parsed.shuffle_seed is None else {
-        "shuffle_seed": np.full(m, parsed.shuffle_seed, np.int64)
-    }  # fmt: skip
     return pa.table(
         {
             "row": ids,
@@ -167,7 +167,7 @@ def sentences_table(
             "lang": _constant(source["lang"], m),
             "corpus": _constant(source["corpus"], m),
             "split": _constant(source["split"], m),
-            **shuffled,
+            "shuffle_seed": pa.array([parsed.shuffle_seed] * m, pa.int64()),
         }
     )
 
@@ -203,9 +203,10 @@ def ingest_conllu(
     shuffle_words
         A seed: ingest each sentence with its words shuffled
         (:func:`actstore.shuffle.shuffle_words`; sentence ``i`` of a file by
-        ``default_rng([seed, i])``), each keeping its annotations and head word, with
-        the columns ``original_position`` and ``shuffle_seed``. A file may be in the
-        store once per seed, and once unshuffled.
+        ``default_rng([seed, i])``), each keeping its annotations and head word. Every
+        part has the columns ``original_position`` and ``shuffle_seed`` (the seed, NULL
+        when not shuffled; ``original_position`` equals ``position`` then). A file may
+        be in the store once per seed, and once unshuffled.
 
     Returns
     -------

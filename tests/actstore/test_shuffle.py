@@ -267,3 +267,68 @@ def test_manifest_without_the_field_still_loads(ewt_small: Path, tmp_path: Path)
     (path / "manifest.json").write_text(json.dumps(manifest))
     with actstore.open(path) as store:
         assert [s.shuffle_seed for s in store.sources] == [None]
+
+
+def test_every_new_store_has_the_shuffle_columns(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One filter for every store: ``shuffle_seed IS NULL`` works with no shuffled part."""
+    path = tmp_path / "plain.actstore"
+    assert main(["ingest", str(path), str(corpus)]) == 0
+    capsys.readouterr()
+    query = "SELECT count(*) AS n FROM sentences WHERE shuffle_seed IS NULL"
+    assert main(["sql", str(path), query]) == 0
+    assert capsys.readouterr().out.split() == ["n", str(N_SENTENCES)]
+    n_words = sum(len(words) for words in read_words(corpus))
+    query = "SELECT count(*) AS n FROM tokens WHERE shuffle_seed IS NULL"
+    assert main(["sql", str(path), query]) == 0
+    assert capsys.readouterr().out.split() == ["n", str(n_words)]
+    with actstore.open(path) as store:
+        tokens = store.sql("SELECT position, original_position FROM tokens ORDER BY row")
+        types = {t: store.schema(t) for t in ("tokens", "sentences")}
+    positions = [w["id"] for words in read_words(corpus) for w in words]
+    assert tokens.original_position.tolist() == tokens.position.tolist() == positions
+    assert str(types["tokens"].field("original_position").type) == "int32"
+    assert str(types["tokens"].field("shuffle_seed").type) == "int64"
+    assert str(types["sentences"].field("shuffle_seed").type) == "int64"
+    assert "original_position" not in types["sentences"].names
+    assert main(["info", str(path)]) == 0 and "shuffled=" not in capsys.readouterr().out
+
+
+def test_a_store_ingested_before_the_columns_still_reads(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Parts written without the columns (as before they were added) read as before; a
+    file ingested later brings them, NULL over the old rows."""
+    import actstore.ingest as ingest
+
+    def without_columns(made: Any) -> Any:
+        def make(*args: Any) -> Any:
+            table = made(*args)
+            return table.drop_columns(
+                [c for c in ingest.SHUFFLE_COLUMNS if c in table.schema.names]
+            )
+
+        return make
+
+    path = tmp_path / "old.actstore"
+    with monkeypatch.context() as patch:  # parts as an older actstore wrote them
+        for name in ("tokens_table", "sentences_table"):
+            patch.setattr(ingest, name, without_columns(getattr(ingest, name)))
+        with actstore.create(path) as store:
+            actstore.ingest_conllu(store, [corpus])
+    with actstore.open(path) as store:
+        assert "shuffle_seed" not in store.schema("tokens").names
+        assert "shuffle_seed" not in store.schema("sentences").names
+        n_old = store.n_rows("tokens")
+    assert main(["info", str(path)]) == 0
+    capsys.readouterr()
+    with actstore.open(path, mode="a") as store:
+        actstore.ingest_conllu(store, [corpus], shuffle_words=SEED)
+        seeds = store.sql(
+            "SELECT shuffle_seed IS NULL AS original, count(*) AS n, "
+            "count(original_position) AS known, min(row) AS first FROM tokens "
+            "GROUP BY ALL ORDER BY ALL"
+        )
+    assert seeds.values.tolist() == [[False, n_old, n_old, n_old], [True, n_old, 0, 0]]
