@@ -82,9 +82,9 @@ def _check_name(ledger: Ledger, name: str, replace: bool) -> Path:
     if name in manifest.tables:
         raise SchemaError(f"{name!r} is a corpus table; choose another name for a result")
     if name in manifest.results and not replace:
-        raise SchemaError(
-            f"a result named {name!r} exists already; pass replace=True to replace it "
-            "or choose another name"
+        # "replace is needed: ..." from Python, "--replace is needed: ..." on the command line
+        raise ParameterError(
+            "replace", f"is needed: a result named {name!r} exists already (or choose another name)"
         )
     folder = ledger.root / RESULTS_DIR / name
     folder.mkdir(parents=True, exist_ok=True)

@@ -105,7 +105,10 @@ def test_filters_and_result_names_cannot_hurt_the_store(small: Path) -> None:
     _one_line(_cli(*base, "--where", "1=1) OR (1=1"), "--where is not one SQL expression")
     _one_line(_cli(*base, "--save", "Tokens"), "clashes with 'tokens'")
     assert _cli(*base, "--save", "corr").returncode == 0
-    _one_line(_cli(*base, "--save", "corr"), "exists already", "replace")
+    _one_line(
+        _cli(*base, "--save", "corr"),
+        "actstore: error: --replace is needed: a result named 'corr' exists already (or choose",
+    )
     assert _cli(*base, "--save", "corr", "--replace").returncode == 0
     proc = _cli("sql", str(small), "SELECT count(*) AS n FROM tokens")
     assert proc.returncode == 0, proc.stderr  # the store still works

@@ -26,7 +26,9 @@ def test_table_result_from_pandas_and_arrow(writable_store: actstore.Store) -> N
     )
     info.provenance["k"].append(3)  # a copy: the manifest is not changed through it
     assert writable_store.results["scores"].provenance["k"] == [1, 2]
-    with pytest.raises(actstore.SchemaError, match="exists already; pass replace=True"):
+    with pytest.raises(
+        actstore.ParameterError, match=r"^replace is needed: a result named 'scores' exists alr"
+    ):
         writable_store.write_result("scores", pa.table({"row": [7]}))
     writable_store.write_result("scores", pa.table({"row": [7]}), replace=True)
     assert writable_store.sql("SELECT * FROM scores")["row"].tolist() == [7]
