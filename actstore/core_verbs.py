@@ -45,7 +45,8 @@ class IngestParams:
     shuffle_words: int | None = option(
         None, metavar="SEED", help="CoNLL-U: shuffle the words of each sentence (sentence i of "
         "a file by numpy default_rng([SEED, i])), each keeping its annotations and head word; "
-        "rows get shuffle_seed and original_position (NULL for unshuffled rows)"
+        "the rows' shuffle_seed is SEED (NULL for unshuffled rows), original_position the "
+        "word's place before"
     )  # fmt: skip
 
     def subset(self) -> tuple[int, int | None] | None:

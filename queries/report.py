@@ -131,7 +131,9 @@ def _neuron_views(
     from queries.neuron import neuron_view
     from queries.neuron_render import view_html
 
-    shuffled = "shuffle_seed" in store.schema("sentences").names
+    shuffled = "shuffle_seed" in store.schema("sentences").names and bool(
+        store.sql("SELECT count(*) AS n FROM sentences WHERE shuffle_seed IS NOT NULL")["n"][0]
+    )
     views = []
     for site, unit, where in chosen:
         query = sentences or DEFAULT_SENTENCES
@@ -158,19 +160,30 @@ def _neuron_views(
 
 
 def _other_order(store: actstore.Store, view: Any) -> Any:
-    """The view's sentences in their other word orders (the same ``sent_id``: shuffled
-    copies of originals, or originals of shuffled copies), or None when there are none."""
+    """The view's sentences in their other word orders (the same ``sent_id`` from the
+    same file: shuffled copies of originals, or originals of shuffled copies), or None
+    when there are none."""
     from queries.neuron import neuron_view
 
-    ids = [s.sent_id for s in view.sentences if s.sent_id is not None]
-    if not ids:
-        return None
-    listed = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
     shown = ", ".join(str(s.sentence_id) for s in view.sentences)
-    where = f"sent_id IN ({listed}) AND sentence_id NOT IN ({shown})"
+    pairs = store.sql(  # a sentence's other orders: the same sent_id from the same file
+        f"SELECT sent_id, source FROM sentences WHERE sentence_id IN ({shown}) "
+        "AND sent_id IS NOT NULL"
+    )
+    if not len(pairs):
+        return None
+    same = " OR ".join(
+        f"(sent_id = {_literal(i)} AND source = {_literal(f)})"
+        for i, f in zip(pairs["sent_id"], pairs["source"], strict=True)
+    )
+    where = f"({same}) AND sentence_id NOT IN ({shown})"
     if not int(store.sql(f"SELECT count(*) AS n FROM sentences WHERE {where}")["n"][0]):
         return None
     return neuron_view(store, view.site, view.unit, where, limit=2 * N_SENTENCES, top=0)
+
+
+def _literal(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 def picked_neurons(store: actstore.Store) -> list[Neuron]:
