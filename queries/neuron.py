@@ -35,7 +35,7 @@ from actstore.names import did_you_mean
 from actstore.sql import condition
 from queries.engine import Selection, map_reduce
 from queries.select import categorical_codes, one_site, require_tokens
-from queries.selectivity import _type_sums
+from queries.selectivity import _type_sums, frequent_codes
 
 BY = ("form", "lemma")
 _GLOB = re.compile(r"[*?\[,]")
@@ -356,18 +356,7 @@ def unit_type_means(
     types, merged = np.unique(lowered[:-1], return_inverse=True)
     remap = np.append(merged, -1)
     codes = remap[codes]  # NULL (-1) stays -1
-    counts = np.bincount(codes[codes >= 0], minlength=len(types))
-    frequent = np.flatnonzero(counts >= min_count)
-    if frequent.size == 0:
-        most = int(counts.max()) if counts.size else 0
-        raise ParameterError(
-            "min_count",
-            f"{min_count} is too high: no {by} type occurs that often (the most frequent "
-            f"occurs {most} times)",
-        )
-    keep = np.full(len(types) + 1, -1, np.int64)
-    keep[frequent] = np.arange(frequent.size)
-    codes = keep[codes]
+    codes, frequent, counts = frequent_codes(codes, len(types), min_count, by)
     block_fn = partial(_unit_block, unit=unit, n_types=int(frequent.size))
     sums, values = map_reduce(
         block_fn, _merge, selection, per_row={"codes": codes}, label=f"type means {site}"

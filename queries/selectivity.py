@@ -85,24 +85,39 @@ def type_means(
     check_columns(store, store.site(site).table, [by])
     selection = Selection(store, (site,), where)
     codes, names = categorical_codes(selection.values([by]).column(by))
-    counts = np.bincount(codes[codes >= 0], minlength=len(names))
-    frequent = np.flatnonzero(counts >= min_count)
-    if frequent.size == 0:
-        most = int(counts.max()) if counts.size else 0
-        raise ParameterError(
-            "min_count",
-            f"{min_count} is too high: no {by} type occurs that often in the selection "
-            f"(the most frequent occurs {most} times)",
-        )
-    remap = np.full(len(names) + 1, -1, np.int64)
-    remap[frequent] = np.arange(frequent.size)
-    codes = remap[codes]  # -1 (NULL or rare) maps to the extra slot: -1
+    codes, frequent, counts = frequent_codes(codes, len(names), min_count, by, " in the selection")
     block_fn = partial(_type_sums, n_types=int(frequent.size))
     sums = map_reduce(
         block_fn, np.add, selection, per_row={"codes": codes}, label=f"type means {site}"
     )
     kept = counts[frequent]
     return TypeMeans(site, by, [names[i] for i in frequent], kept, sums / kept[:, None])
+
+
+def frequent_codes(
+    codes: np.ndarray, n_types: int, min_count: int, by: str, scope: str = ""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Type codes renumbered over the types seen at least ``min_count`` times (the rest,
+    and NULL's -1, become -1); with those types' old codes and every type's count.
+
+    Examples
+    --------
+    >>> codes, kept, counts = frequent_codes(np.array([0, 1, 1, -1, 2, 2]), 3, 2, "form")
+    >>> codes.tolist(), kept.tolist(), counts.tolist()
+    ([-1, 0, 0, -1, 1, 1], [1, 2], [1, 2, 2])
+    """
+    counts = np.bincount(codes[codes >= 0], minlength=n_types)
+    frequent = np.flatnonzero(counts >= min_count)
+    if frequent.size == 0:
+        most = int(counts.max()) if counts.size else 0
+        raise ParameterError(
+            "min_count",
+            f"{min_count} is too high: no {by} type occurs that often{scope} "
+            f"(the most frequent occurs {most} times)",
+        )
+    remap = np.full(n_types + 1, -1, np.int64)
+    remap[frequent] = np.arange(frequent.size)
+    return remap[codes], frequent, counts  # -1 (NULL or rare) maps to the extra slot: -1
 
 
 def top_types(means: TypeMeans, k: int = 10) -> pd.DataFrame:
