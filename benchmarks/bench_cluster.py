@@ -99,7 +99,7 @@ from typing import Any
 import dask
 import numpy as np
 import pyarrow as pa
-from bench_read import raw_reader
+from bench_read import fill_site, raw_reader
 from distributed import Client, LocalCluster, get_task_stream
 from timing import peak_rss_mib
 
@@ -144,15 +144,7 @@ def build(path: Path, n_rows: int, n_units: int) -> None:
                 "form": form,
             }
             store.append_table("tokens", pa.table(columns))
-        writer = store.create_site(SITE, n_units=n_units, dtype="float16")
-        base = rng.standard_normal((65536, n_units), dtype=np.float32)
-        for start, stop in writer.pending_ranges():
-            for a in range(start, stop, 65536):
-                b = min(a + 65536, stop)
-                block = base[: b - a] * np.float32(1 + (a // 65536) % 7 / 10)
-                block[:, 0] += depth[a:b]
-                writer.write(a, block.astype(np.float16))
-        writer.commit()
+        fill_site(store.create_site(SITE, n_units=n_units, dtype="float16"), depth, rng)
 
 
 def store_for(n_rows: int, n_units: int) -> Path:

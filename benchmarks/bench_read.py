@@ -40,6 +40,7 @@ from dask.delayed import delayed
 from timing import compare, peak_rss_mib
 
 import actstore
+from actstore.writer import SiteWriter
 from queries.correlate import unit_correlations
 from queries.engine import compute
 
@@ -56,15 +57,20 @@ def build(path: Path, n_rows: int, n_units: int) -> None:
         with store.transaction():
             columns = {"row": np.arange(n_rows), "sentence_id": sentence, "depth": depth}
             store.append_table("tokens", pa.table(columns))
-        writer = store.create_site(SITE, n_units=n_units)
-        base = rng.standard_normal((65536, n_units), dtype=np.float32)
-        for start, stop in writer.pending_ranges():
-            for a in range(start, stop, 65536):
-                b = min(a + 65536, stop)
-                block = base[: b - a] * np.float32(1 + (a // 65536) % 7 / 10)
-                block[:, 0] += depth[a:b]
-                writer.write(a, block)
-        writer.commit()
+        fill_site(store.create_site(SITE, n_units=n_units), depth, rng)
+
+
+def fill_site(writer: SiteWriter, depth: np.ndarray, rng: np.random.Generator) -> None:
+    """Write and commit a synthetic site: blocks of 65,536 rows of one random base,
+    scaled per block (so blocks differ), ``depth`` added to unit 0 (so it correlates)."""
+    base = rng.standard_normal((65536, writer.n_units), dtype=np.float32)
+    for start, stop in writer.pending_ranges():
+        for a in range(start, stop, 65536):
+            b = min(a + 65536, stop)
+            block = base[: b - a] * np.float32(1 + (a // 65536) % 7 / 10)
+            block[:, 0] += depth[a:b]
+            writer.write(a, block)  # the writer stores it in the site's dtype
+    writer.commit()
 
 
 def chunk_files(store: actstore.Store) -> list[Path]:
