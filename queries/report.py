@@ -28,6 +28,7 @@ from actstore.errors import ActStoreError, ParameterError
 from actstore.manifest import atomic_write
 from actstore.names import natural_key, quote_ident
 from actstore.output import check_output_path
+from actstore.verify import check_store
 from queries.report_results import Budget, results_section
 from queries.report_store import corpus_section, site_warnings, sites_section
 
@@ -71,7 +72,7 @@ def report_html(
     sites = sites_section(store)
     results = results_section(store, budget)
     warnings = site_warnings(sites["sites"]) + results["warnings"] + view_warnings
-    problems = _verify(store) if verify else None
+    problems = check_store(store) if verify else None
     if problems:
         warnings += [f"verify: {p.kind} {p.name}, {p.where}: {p.problem}" for p in problems]
     environment = Environment(
@@ -96,12 +97,6 @@ def report_html(
     )
     log.info("report of %s rendered in %.1f s", store.path, time.perf_counter() - started)
     return page
-
-
-def _verify(store: actstore.Store) -> list[Any]:
-    from actstore.verify import check_store
-
-    return check_store(store)
 
 
 Neuron = tuple[str, int, "str | None"]  # site, unit, the filter over tokens it was found under
@@ -166,24 +161,16 @@ def _other_order(store: actstore.Store, view: Any) -> Any:
     from queries.neuron import neuron_view
 
     shown = ", ".join(str(s.sentence_id) for s in view.sentences)
-    pairs = store.sql(  # a sentence's other orders: the same sent_id from the same file
-        f"SELECT sent_id, source FROM sentences WHERE sentence_id IN ({shown}) "
-        "AND sent_id IS NOT NULL"
-    )
-    if not len(pairs):
+    others = store.sql(
+        "SELECT o.sentence_id FROM sentences AS s JOIN sentences AS o "
+        "ON o.sent_id = s.sent_id AND o.source = s.source "
+        f"WHERE s.sentence_id IN ({shown}) AND o.sentence_id NOT IN ({shown}) "
+        f"ORDER BY o.sentence_id LIMIT {2 * N_SENTENCES}"
+    )["sentence_id"]
+    if not len(others):
         return None
-    same = " OR ".join(
-        f"(sent_id = {_literal(i)} AND source = {_literal(f)})"
-        for i, f in zip(pairs["sent_id"], pairs["source"], strict=True)
-    )
-    where = f"({same}) AND sentence_id NOT IN ({shown})"
-    if not int(store.sql(f"SELECT count(*) AS n FROM sentences WHERE {where}")["n"][0]):
-        return None
-    return neuron_view(store, view.site, view.unit, where, limit=2 * N_SENTENCES, top=0)
-
-
-def _literal(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
+    ids = [int(i) for i in others]
+    return neuron_view(store, view.site, view.unit, ids, limit=2 * N_SENTENCES, top=0)
 
 
 def picked_neurons(store: actstore.Store) -> list[Neuron]:

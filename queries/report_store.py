@@ -35,7 +35,7 @@ def corpus_section(store: actstore.Store) -> dict[str, Any]:
     section: dict[str, Any] = {"tables": tables, "sources": [vars(s) for s in store.sources]}
     # word-shuffled copies (ingest --shuffle-words) repeat their originals' annotations:
     # listed apart, and left out of the distributions
-    originals = ""
+    originals = "TRUE"  # the condition picking the rows the distributions count
     if "sentences" in store.tables:
         shuffled = "shuffle_seed" in store.schema("sentences").names
         seed = "shuffle_seed, " if shuffled else "NULL AS shuffle_seed, "
@@ -47,14 +47,14 @@ def corpus_section(store: actstore.Store) -> dict[str, Any]:
         )
     if "tokens" in store.tables and store.n_rows("tokens"):
         if "shuffle_seed" in store.schema("tokens").names:
-            originals = " WHERE shuffle_seed IS NULL"
+            originals = "shuffle_seed IS NULL"
             section["shuffled_left_out"] = int(
                 store.sql("SELECT count(*) AS n FROM tokens WHERE shuffle_seed IS NOT NULL")["n"][0]
             )
         section["upos"] = _records(
             store.sql(
                 "SELECT coalesce(upos, '_') AS upos, count(*) AS n, "
-                f"100.0 * count(*) / sum(count(*)) OVER () AS pct FROM tokens{originals} "
+                f"100.0 * count(*) / sum(count(*)) OVER () AS pct FROM tokens WHERE {originals} "
                 "GROUP BY ALL ORDER BY n DESC, upos"
             )
         )
@@ -72,7 +72,7 @@ def _records(frame: Any) -> list[dict[str, Any]]:
 
 def _features(store: actstore.Store, originals: str) -> list[dict[str, Any]]:
     """Each UD feature column: the words that have it, and its most frequent values
-    (``originals``: the SQL condition leaving out word-shuffled copies, or "")."""
+    (``originals``: the SQL condition leaving out word-shuffled copies, or TRUE)."""
     known = {*BASE_COLUMNS, *EXTRA_COLUMNS}
     names = [n for n in store.schema("tokens").names if n not in known]
     if not names:
@@ -80,11 +80,11 @@ def _features(store: actstore.Store, originals: str) -> list[dict[str, Any]]:
     counts = store.sql(
         " UNION ALL ".join(
             f"SELECT {i} AS i, {quote_ident(n)}::VARCHAR AS value, count(*) AS n FROM tokens "
-            f"WHERE {quote_ident(n)} IS NOT NULL{originals.replace('WHERE', 'AND')} GROUP BY ALL"
+            f"WHERE {quote_ident(n)} IS NOT NULL AND {originals} GROUP BY ALL"
             for i, n in enumerate(names)
         )
     )
-    total = int(store.sql(f"SELECT count(*) AS n FROM tokens{originals}")["n"][0])
+    total = int(store.sql(f"SELECT count(*) AS n FROM tokens WHERE {originals}")["n"][0])
     features = []
     for i, name in enumerate(names):
         mine = counts[counts["i"] == i].sort_values(["n", "value"], ascending=[False, True])
