@@ -23,6 +23,7 @@ import xxhash
 from actstore.commit import PROGRESS_DIR
 from actstore.errors import SiteError
 from actstore.manifest import PARTIAL_SUFFIX, SiteRecord, atomic_write
+from actstore.storage import LocalStorage, Storage
 
 CHECKSUMS = "checksums.json"
 ALGORITHM = "xxh3_64"
@@ -90,20 +91,27 @@ def chunk_bytes(record: SiteRecord) -> int | None:
 
 def check_present(array_dir: Path, site: str, chunks: Iterable[int], size: int | None) -> None:
     """Raise :class:`SiteError` unless each chunk file exists (with ``size`` bytes)."""
+    storage = LocalStorage(array_dir.parent)
     for chunk in chunks:
-        path = chunk_file(array_dir, chunk)
-        try:
-            got = os.stat(path).st_size
-        except FileNotFoundError:
-            raise SiteError(
-                f"site {site}: chunk {chunk} ({path}) is missing; the site was replaced or "
-                "damaged since the store was opened: reopen it, or run `actstore verify`"
-            ) from None
-        if size is not None and got != size:
-            raise SiteError(
-                f"site {site}: chunk {chunk} ({path}) holds {got:,} bytes, expected {size:,}; "
-                "run `actstore verify`"
-            )
+        check_stored(storage, array_dir.name, site, chunk, size)
+
+
+def check_stored(storage: Storage, array: str, site: str, chunk: int, size: int | None) -> None:
+    """Raise :class:`SiteError` unless the file of ``chunk`` of the array at ``array``
+    (relative to ``storage``) exists (with ``size`` bytes)."""
+    rel = f"{array}/c/{chunk}/0"
+    try:
+        got = storage.file_size(rel)
+    except FileNotFoundError:
+        raise SiteError(
+            f"site {site}: chunk {chunk} ({storage.where(rel)}) is missing; the site was "
+            "replaced or damaged since the store was opened: reopen it, or run `actstore verify`"
+        ) from None
+    if size is not None and got != size:
+        raise SiteError(
+            f"site {site}: chunk {chunk} ({storage.where(rel)}) holds {got:,} bytes, expected "
+            f"{size:,}; run `actstore verify`"
+        )
 
 
 # -- checksums while writing (progress markers) and once complete (checksums.json) --------
@@ -123,6 +131,17 @@ def read_markers(folder: Path) -> dict[int, str | None]:
     return out
 
 
+def markers_in(names: Iterable[str]) -> set[int]:
+    """The chunks marked done among the file names of a progress folder.
+
+    Examples
+    --------
+    >>> sorted(markers_in(["3.done", "0.done", "1.done.partial", "x/2.done"]))
+    [0, 3]
+    """
+    return {int(n[:-5]) for n in names if n.endswith(".done") and n[:-5].isdigit()}
+
+
 def write_checksums(array_dir: Path, checksums: dict[int, str | None], n_chunks: int) -> None:
     """Gather the checksums of a complete site into ``checksums.json``."""
     listed = [checksums.get(c) for c in range(n_chunks)]
@@ -130,17 +149,19 @@ def write_checksums(array_dir: Path, checksums: dict[int, str | None], n_chunks:
     atomic_write(array_dir / CHECKSUMS, json.dumps(body).encode("ascii"))
 
 
-def read_checksums(array_dir: Path, n_chunks: int) -> list[str | None]:
-    """The checksum of every chunk of a complete site (None where none was recorded)."""
+def read_checksums(storage: Storage, array: str, n_chunks: int) -> list[str | None]:
+    """The checksum of every chunk of the complete site array at ``array`` (relative to
+    the store; None where none was recorded)."""
+    rel = f"{array}/{CHECKSUMS}"
     try:
-        body = json.loads((array_dir / CHECKSUMS).read_text(encoding="ascii"))
+        body = json.loads(storage.read_bytes(rel).decode("ascii"))
     except FileNotFoundError:
         return [None] * n_chunks
     except (OSError, ValueError) as exc:
-        raise SiteError(f"{array_dir / CHECKSUMS}: unreadable ({exc})") from None
+        raise SiteError(f"{storage.where(rel)}: unreadable ({exc})") from None
     listed = body.get("chunks") if isinstance(body, dict) else None
     if not isinstance(listed, list) or len(listed) != n_chunks:
-        raise SiteError(f"{array_dir / CHECKSUMS}: expected {n_chunks} checksums")
+        raise SiteError(f"{storage.where(rel)}: expected {n_chunks} checksums")
     return [c if isinstance(c, str) else None for c in listed]
 
 
@@ -153,18 +174,17 @@ class Damage:
     problem: str
 
 
-def verify_site(root: Path, name: str, record: SiteRecord) -> list[Damage]:
+def verify_site(storage: Storage, name: str, record: SiteRecord) -> list[Damage]:
     """Every chunk of a complete site: present, of the right size, matching its checksum."""
     import zarr
 
-    array_dir = root / record.path
     size = chunk_bytes(record)
     damaged: list[Damage] = []
     try:
-        array = zarr.open_array(str(array_dir), mode="r")
+        array = zarr.open_array(storage.zarr(record.path), mode="r")
     except (OSError, ValueError, KeyError) as exc:
         return [Damage(name, c, f"array unreadable: {exc}") for c in range(record.n_chunks)]
-    expected = read_checksums(array_dir, record.n_chunks)
+    expected = read_checksums(storage, record.path, record.n_chunks)
     for chunk in range(record.n_chunks):
         start = chunk * record.chunk_rows
         stop = min(start + record.chunk_rows, record.n_rows)
@@ -173,7 +193,7 @@ def verify_site(root: Path, name: str, record: SiteRecord) -> list[Damage]:
                 damaged.append(Damage(name, chunk, "marked absent but holds covered rows"))
             continue
         try:
-            check_present(array_dir, name, [chunk], size)
+            check_stored(storage, record.path, name, chunk, size)
             values = np.asarray(array[start:stop])
         except Exception as exc:  # a codec's own errors too (zstd raises RuntimeError)
             damaged.append(Damage(name, chunk, str(exc).split("; ")[0]))

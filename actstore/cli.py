@@ -14,7 +14,6 @@ import sys
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING
-from pathlib import Path
 from typing import Any
 
 from actstore import progress
@@ -102,7 +101,7 @@ def _with_store(values: dict[str, Any], alias: str | None, verb: Verb) -> dict[s
         if not files:
             raise ParameterError("store", f"given twice ({given} and --store {alias})")
         values[files[0]] = (given, *values[files[0]])
-    values["store"] = Path(alias)
+    values["store"] = converter(fields["store"][2], "store")(alias)
     return values
 
 

@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import actstore
-from actstore.core_verbs import INGEST_KINDS, InfoParams, IngestParams, SQLParams, StoreParam
+from actstore.core_verbs import (
+    INGEST_KINDS,
+    CopyParams,
+    InfoParams,
+    IngestParams,
+    SQLParams,
+    StoreParam,
+)
 from actstore.errors import ActStoreError, ParameterError
 from actstore.output import Output, show
+
+if TYPE_CHECKING:
+    from actstore.transfer import CopyReport
 
 
 def ingest(params: IngestParams) -> Any:
@@ -68,6 +78,17 @@ def sql(where: StoreParam, query: SQLParams, out: Output) -> Any:
         frame = store.sql(query.query, arrow=True, timeout=query.timeout)
     show(frame, out)
     return frame
+
+
+def copy(where: StoreParam, params: CopyParams) -> CopyReport:
+    """Copy a store, verified, and say what was moved."""
+    from actstore.transfer import copy_store
+
+    if params.jobs < 1:
+        raise ParameterError("jobs", f"must be at least 1, got {params.jobs}")
+    report = copy_store(where.store, params.destination, jobs=params.jobs)
+    print(report.line())
+    return report
 
 
 def info(where: StoreParam, params: InfoParams) -> dict[str, Any]:

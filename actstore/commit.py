@@ -21,6 +21,7 @@ from pathlib import Path
 from actstore.errors import ReadOnlyError
 from actstore.lock import WriterLock, commit_lock
 from actstore.manifest import MANIFEST, PARTIAL_SUFFIX, Manifest, read_manifest, write_manifest
+from actstore.storage import LocalStorage, Storage
 
 TABLES_DIR = "tables"
 IMAGES_DIR = "images"  # PNG files of images ingested as arrays
@@ -29,14 +30,27 @@ RESULTS_DIR = "results"
 PROGRESS_DIR = "progress"
 
 
+READ_ONLY_URL = (
+    "{where} is in object storage, which this version of actstore reads but does not "
+    "change: make the change in a local store, then `actstore copy` it there"
+)
+
+
 class Ledger:
     """The manifest of one open store and the rules for changing it."""
 
-    def __init__(self, root: Path, lock: WriterLock | None) -> None:
-        self.root = root
+    def __init__(self, storage: Storage, lock: WriterLock | None) -> None:
+        self.storage = storage
         self.lock = lock
-        self.manifest = read_manifest(root)
+        self.manifest = storage.read_manifest()
         self._open_transactions = 0
+
+    @property
+    def root(self) -> Path:
+        """The store's directory, for writing (object stores are read here, not written)."""
+        if not isinstance(self.storage, LocalStorage):
+            raise ReadOnlyError(READ_ONLY_URL.format(where=self.storage.where()))
+        return self.storage.root
 
     @property
     def writable(self) -> bool:
@@ -48,6 +62,8 @@ class Ledger:
 
     def require_writable(self, *, exclusive: bool = False) -> None:
         """Raise :class:`ReadOnlyError` unless this handle may make the change."""
+        if not isinstance(self.storage, LocalStorage):
+            raise ReadOnlyError(READ_ONLY_URL.format(where=self.storage.where()))
         if not self.writable:
             raise ReadOnlyError(f"{self.root} is open read-only; use actstore.open(path, mode='a')")
         if exclusive and self.shared:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from actstore.errors import ParameterError
 from actstore.output import Output
-from actstore.verbs import Verb, option
+from actstore.verbs import StoreLocation, Verb, option
 
 INGEST_KINDS = "actstore.ingest"  # entry points: a row table's kind -> "module:function"
 
@@ -114,7 +114,17 @@ def _registered() -> list[str]:
 class StoreParam:
     """The store a verb reads."""
 
-    store: Path = option(positional=True, help="store directory")
+    store: StoreLocation = option(positional=True, help="store directory or URL (s3://...)")
+
+
+@dataclass(frozen=True)
+class CopyParams:
+    """Where ``actstore copy`` puts a store."""
+
+    destination: StoreLocation = option(
+        positional=True, help="directory or URL (s3://bucket/prefix) where no store is yet"
+    )
+    jobs: int = option(16, help="files moved at once")
 
 
 @dataclass(frozen=True)
@@ -187,6 +197,13 @@ VERIFY = Verb(
     "actstore verify ewt.actstore --repair",
     (StoreParam, VerifyParams),
     "actstore.verify:verify",
+)
+COPY = Verb(
+    "copy",
+    "copy a store to object storage (or a directory), every byte read back and verified",
+    "actstore copy ewt.actstore s3://corpora/ewt",
+    (StoreParam, CopyParams),
+    "actstore.commands:copy",
 )
 DEMO = Verb(
     "demo",

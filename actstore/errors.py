@@ -28,6 +28,14 @@ class ReadOnlyError(ActStoreError, PermissionError):
     """A write was attempted through a read-only handle or SQL connection."""
 
 
+class StorageError(ActStoreError, OSError):
+    """The object store a store lives in failed a request, or its URL is not one."""
+
+
+class CommitConflictError(ActStoreError, FileExistsError):
+    """Another writer committed the generation this writer meant to commit."""
+
+
 class FormatError(ActStoreError, ValueError):
     """The store on disk does not match the format this version understands."""
 

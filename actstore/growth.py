@@ -9,6 +9,7 @@ from pathlib import Path
 
 from actstore import chunks, coverage
 from actstore.manifest import SiteRecord
+from actstore.storage import LocalStorage
 
 
 def clear_debris(root: Path, path: str) -> None:
@@ -49,6 +50,6 @@ def start(root: Path, record: SiteRecord, old: SiteRecord | None) -> int:
 def written(root: Path, record: SiteRecord) -> dict[int, str | None]:
     """Checksums of the written chunks of ``record`` (complete or partial)."""
     if record.status == "complete":
-        listed = chunks.read_checksums(root / record.path, record.n_chunks)
+        listed = chunks.read_checksums(LocalStorage(root), record.path, record.n_chunks)
         return dict(enumerate(listed))
     return chunks.read_markers(chunks.progress_folder(root, record.path))

@@ -6,10 +6,11 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from actstore.commit import ARRAYS_DIR, RESULTS_DIR, TABLES_DIR
-from actstore.errors import ParameterError, StoreExistsError
+from actstore.commit import ARRAYS_DIR, READ_ONLY_URL, RESULTS_DIR, TABLES_DIR
+from actstore.errors import ParameterError, ReadOnlyError, StoreExistsError
 from actstore.lock import WriterLock
 from actstore.manifest import MANIFEST, Manifest, read_manifest, write_manifest
+from actstore.storage import LocalStorage, is_url, storage_of
 from actstore.store import Store
 from actstore.version import __version__
 
@@ -26,6 +27,8 @@ def create(path: str | Path, *, overwrite: bool = False) -> Store:
     ...     new.n_rows("tokens")
     0
     """
+    if is_url(str(path)):
+        raise ReadOnlyError(READ_ONLY_URL.format(where=path))
     root = Path(path)
     if root.exists():
         if not overwrite or not (root / MANIFEST).is_file():
@@ -45,6 +48,10 @@ def create(path: str | Path, *, overwrite: bool = False) -> Store:
 def open_store(path: str | Path, mode: Literal["r", "a"] = "r", *, shared: bool = False) -> Store:
     """Open the store at ``path``: ``mode="r"`` to read, ``"a"`` to add to it.
 
+    ``path`` may be a URL of object storage (``s3://bucket/prefix``, see
+    :mod:`actstore.storage`), read as a local store is; such a store is not changed
+    here (``actstore copy`` puts one there).
+
     ``shared=True`` (with ``mode="a"``) opens a shard writer: several processes may
     hold the store this way at once to fill disjoint chunks of the same sites; other
     changes need the exclusive writer (``mode="a"`` alone).
@@ -55,16 +62,19 @@ def open_store(path: str | Path, mode: Literal["r", "a"] = "r", *, shared: bool 
     ...     reader.mode, reader.n_rows("sentences")
     ('r', 30)
     """
-    root = Path(path)
     if mode not in ("r", "a"):
         raise ParameterError("mode", f"must be 'r' or 'a', got {mode!r}")
-    read_manifest(root)  # raises the precise error for a missing or foreign path
+    storage = storage_of(path)
     if mode == "r":
-        return Store(root, "r", None)
+        return Store(storage, "r", None)
+    if not isinstance(storage, LocalStorage):
+        raise ReadOnlyError(READ_ONLY_URL.format(where=storage.where()))
+    root = storage.root
+    read_manifest(root)  # raises the precise error for a missing or foreign path
     lock = WriterLock(root, shared=shared)
     lock.acquire()
     try:
-        return Store(root, "a", lock)
+        return Store(storage, "a", lock)
     except BaseException:
         lock.release()
         raise

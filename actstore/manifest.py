@@ -162,7 +162,7 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Any, where: Path) -> Manifest:
+    def from_json(cls, data: Any, where: str | Path) -> Manifest:
         """Records from the JSON of ``manifest.json`` at ``where``; malformed -> FormatError."""
         try:
             body = {k: v for k, v in data.items() if k not in _COLLECTIONS}
@@ -177,7 +177,7 @@ class Manifest:
         manifest.check_covers(where)
         return manifest
 
-    def check_covers(self, where: Path) -> None:
+    def check_covers(self, where: str | Path) -> None:
         """Every site's ``covers``: sorted, disjoint ``[start, stop)`` ranges of its rows."""
         for name, site in self.sites.items():
             if site.covers is None:
@@ -198,7 +198,7 @@ class Manifest:
                     )
                 previous = pair[1]
 
-    def check_paths(self, where: Path) -> None:
+    def check_paths(self, where: str | Path) -> None:
         """Every file the manifest names lies inside the store, in the folder of its kind."""
         named = [("tables", p.path) for t in self.tables.values() for p in t.parts]
         named += [("results", f) for r in self.results.values() for f in r.files()]
@@ -279,28 +279,38 @@ def read_manifest(root: Path) -> Manifest:
             f"{root} is not an actstore store: it has no {MANIFEST} "
             "(create one with actstore.create or `actstore ingest`)"
         )
+    return parse_manifest(path.read_bytes(), str(path))
+
+
+def parse_manifest(raw: bytes, where: str) -> Manifest:
+    """The manifest in ``raw`` (the bytes of ``where``), checked."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path}: not valid JSON ({exc})") from None
+        raise FormatError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-        raise FormatError(f"{path}: expected an actstore manifest (format: {FORMAT_NAME!r})")
+        raise FormatError(f"{where}: expected an actstore manifest (format: {FORMAT_NAME!r})")
     version = data.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise FormatError(f"{path}: format_version must be an integer, got {version!r}")
+        raise FormatError(f"{where}: format_version must be an integer, got {version!r}")
     if version > FORMAT_VERSION:
         raise FormatError(
-            f"{path}: format version {version!r} is newer than this actstore understands "
+            f"{where}: format version {version!r} is newer than this actstore understands "
             f"(up to {FORMAT_VERSION}); upgrade actstore"
         )
-    return Manifest.from_json(data, path)
+    return Manifest.from_json(data, where)
 
 
-def write_manifest(root: Path, manifest: Manifest) -> None:
-    """Commit ``manifest``: bump its generation and replace the file atomically (in this
-    version's format: a store written by an older actstore is read as it is)."""
+def stamp(manifest: Manifest) -> None:
+    """Make ``manifest`` the next commit: its generation bumped, in this version's format
+    (a store written by an older actstore is read as it is), dated now."""
     manifest.generation += 1
     manifest.format_version = FORMAT_VERSION
     manifest.updated = now_utc()
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    """Commit ``manifest``: :func:`stamp` it and replace the file atomically."""
+    stamp(manifest)
     data = json.dumps(manifest.to_json(), indent=1).encode("utf-8")
     atomic_write(root / MANIFEST, data + b"\n")

@@ -155,7 +155,9 @@ class SiteReader:
     read dtype, see :func:`read_dtype`).
     """
 
-    def __init__(self, path: Path, site: str, record: SiteRecord, as_dtype: str | None) -> None:
+    def __init__(
+        self, path: str | Path, site: str, record: SiteRecord, as_dtype: str | None
+    ) -> None:
         self.path = str(path)
         self.site = site
         self.table = record.table
@@ -330,7 +332,7 @@ class SiteReader:
             import zarr.errors
 
             try:
-                self._array = zarr.open_array(self.path, mode="r")
+                self._array = zarr.open_array(self._zarr_store(), mode="r")
             except (OSError, ValueError, KeyError, zarr.errors.BaseZarrError) as exc:
                 raise SiteError(
                     f"site {self.site}: its array {self.path} cannot be opened ({exc!s:.120}); "
@@ -339,10 +341,18 @@ class SiteReader:
                 ) from None
         return self._array
 
+    def _zarr_store(self) -> Any:
+        """What zarr opens for the array."""
+        return self.path
+
+    def _check_chunk(self, chunk: int) -> None:
+        """Raise :class:`SiteError` unless the file of ``chunk`` is there."""
+        check_present(Path(self.path), self.site, [chunk], None)
+
     def _zarr_chunk(self, chunk: int, local: np.ndarray, out: np.ndarray) -> None:
         start = chunk * self.chunk_rows
         first, last = start + int(local[0]), start + int(local[-1])
-        check_present(Path(self.path), self.site, [chunk], None)
+        self._check_chunk(chunk)
         try:
             block = np.asarray(self.array[first : last + 1])
         except (RuntimeError, ValueError, OSError) as exc:  # the codec's (zstd: RuntimeError)
@@ -352,7 +362,7 @@ class SiteReader:
             ) from None
         # zarr reads a chunk file that vanished meanwhile as zeros; paths are never
         # reused, so a file still there after the read was there during it
-        check_present(Path(self.path), self.site, [chunk], None)
+        self._check_chunk(chunk)
         picked = block if block.shape[0] == local.size else block[local - int(local[0])]
         if self.converts:
             decode(np.ascontiguousarray(picked), self.dtype, out)

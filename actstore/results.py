@@ -28,6 +28,7 @@ from actstore.commit import RESULTS_DIR, Ledger
 from actstore.errors import ParameterError, SchemaError
 from actstore.manifest import Part, ResultKind, ResultRecord, now_utc
 from actstore.names import check_table_name
+from actstore.storage import Storage
 from actstore.tables import as_arrow, write_parquet
 
 if TYPE_CHECKING:
@@ -234,7 +235,7 @@ def write_matrix(
     writer.commit()
 
 
-def read_matrix(root: Path, name: str, record: ResultRecord) -> MatrixResult:
+def read_matrix(storage: Storage, name: str, record: ResultRecord) -> MatrixResult:
     """The matrix result ``name``: lazy values (dask, chunk by chunk) and its labels."""
     import dask.array as da
     import xarray as xr
@@ -242,9 +243,9 @@ def read_matrix(root: Path, name: str, record: ResultRecord) -> MatrixResult:
 
     if record.kind != "matrix" or record.path is None:
         raise SchemaError(f"result {name!r} is a table, not a matrix; read it with SQL")
-    array = zarr.open_array(str(root / record.path), mode="r")
-    rows = pq.read_table(root / record.labels["row"])
-    columns = pq.read_table(root / record.labels["column"])
+    array = zarr.open_array(storage.zarr(record.path), mode="r")
+    rows = pq.read_table(storage.parquet(record.labels["row"]))
+    columns = pq.read_table(storage.parquet(record.labels["column"]))
     values = xr.DataArray(
         da.from_zarr(array),  # type: ignore[no-untyped-call]
         dims=("row", "column"),

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from actstore import chunks, coverage, growth, names
-from actstore.commit import ARRAYS_DIR, Ledger
+from actstore.commit import ARRAYS_DIR, PROGRESS_DIR, Ledger
 from actstore.errors import ParameterError, SchemaError, SiteError, SiteNotFoundError
 from actstore.manifest import Manifest, SiteRecord, SiteStatus, now_utc
 from actstore.names import check_site_name
+from actstore.storage import ObjectStorage
 
 if TYPE_CHECKING:  # zarr, dask and xarray load only when a site is written or read
     import xarray as xr
@@ -283,7 +284,8 @@ def written_chunks(ledger: Ledger, name: str) -> frozenset[int]:
     record = record_of(ledger, name)
     if record.status == "complete":
         return frozenset(range(record.n_chunks))
-    return frozenset(chunks.read_markers(chunks.progress_folder(ledger.root, record.path)))
+    folder = f"{PROGRESS_DIR}/{record.path.partition('/')[2]}"
+    return frozenset(chunks.markers_in(ledger.storage.files(folder)))
 
 
 def delete(ledger: Ledger, name: str) -> None:
@@ -312,6 +314,10 @@ def reader(ledger: Ledger, name: str, dtype: str | None) -> SiteReader:
             f"must be None (the site's own), 'float16', 'float32', 'float64' or {raw!r} (its "
             f"stored values) for {record.dtype} site {name}, got {dtype!r}",
         )
+    if isinstance(ledger.storage, ObjectStorage):
+        from actstore.object_reader import ObjectSiteReader
+
+        return ObjectSiteReader(ledger.storage, record.path, name, record, dtype)
     return SiteReader(ledger.root / record.path, name, record, dtype)
 
 
@@ -378,7 +384,7 @@ def reopen(ledger: Ledger, name: str, damaged: list[int]) -> None:
     ledger.require_writable(exclusive=True)
     record = record_of(ledger, name)
     array_dir = ledger.root / record.path
-    checksums = chunks.read_checksums(array_dir, record.n_chunks)
+    checksums = chunks.read_checksums(ledger.storage, record.path, record.n_chunks)
     folder = chunks.progress_folder(ledger.root, record.path)
     folder.mkdir(parents=True, exist_ok=True)
     bad = set(damaged)

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import os
 import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -35,6 +33,7 @@ import fsspec
 
 from actstore.errors import ParameterError, ReadOnlyError, SQLError
 from actstore.names import Params, check_table_name, quote_ident
+from actstore.storage import Storage
 
 __all__ = ["Params", "check_table_name", "condition", "connect", "quote_ident", "run_query"]
 
@@ -117,25 +116,27 @@ class StoreFiles(fsspec.AbstractFileSystem):  # type: ignore[misc]
     root_marker = ""
     cachable = False
 
-    def __init__(self, root: Path, files: Sequence[str]) -> None:
+    def __init__(self, storage: Storage, files: Sequence[str]) -> None:
         super().__init__()
-        self.root = root
+        self.storage = storage
         self.files = frozenset(files)
         self.opened: list[Any] = []
+        self._sizes: dict[str, int] = {}
 
-    def _real(self, path: str) -> str:
+    def _rel(self, path: str) -> str:
         rel = str(self._strip_protocol(path)).lstrip("/")
         if rel not in self.files:
             raise PermissionError(f"{path}: not a table file of this store")
-        real = os.path.join(self.root, rel)
-        if not os.path.isfile(real):  # removed since the store was opened, or damaged
-            raise FileNotFoundError(f"{PROTOCOL}://{rel} is missing")
-        return real
+        return rel
 
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         if mode != "rb":
             raise PermissionError(f"{path}: the store is read-only through SQL")
-        handle = _SharedReader(self._real(path))
+        rel = self._rel(path)
+        try:
+            handle = self.storage.shared_file(rel)
+        except FileNotFoundError:  # removed since the store was opened, or damaged
+            raise FileNotFoundError(f"{PROTOCOL}://{rel} is missing") from None
         self.opened.append(handle)
         return handle
 
@@ -146,14 +147,20 @@ class StoreFiles(fsspec.AbstractFileSystem):  # type: ignore[misc]
         self.opened.clear()
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        real = self._real(path)
-        return {"name": path, "size": os.path.getsize(real), "type": "file"}
+        rel = self._rel(path)
+        if rel not in self._sizes:  # one request per file in object storage
+            try:
+                self._sizes[rel] = self.storage.file_size(rel)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{PROTOCOL}://{rel} is missing") from None
+        return {"name": path, "size": self._sizes[rel], "type": "file"}
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         return [self.info(path)] if detail else [path]
 
     def modified(self, path: str) -> _dt.datetime:
-        return _dt.datetime.fromtimestamp(os.path.getmtime(self._real(path)), _dt.UTC)
+        self._rel(path)  # paths are never reused: a part never changes once written
+        return _dt.datetime.fromtimestamp(0, _dt.UTC)
 
     def rm_file(self, path: str) -> None:
         raise PermissionError(f"{path}: the store is read-only through SQL")
@@ -162,80 +169,23 @@ class StoreFiles(fsspec.AbstractFileSystem):  # type: ignore[misc]
         raise PermissionError(f"{path}: the store is read-only through SQL")
 
 
-class _SharedReader:
-    """A read-only file that several DuckDB threads may seek and read at once: each
-    thread has its own position, and reads are ``os.pread`` at that position."""
-
-    def __init__(self, path: str) -> None:
-        self.name = path
-        try:
-            self._fd: int | None = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{PROTOCOL}:// file {path} is missing") from None
-        self.size = os.fstat(self._fd).st_size
-        self._local = threading.local()
-
-    @property
-    def closed(self) -> bool:
-        return self._fd is None
-
-    def _pos(self) -> int:
-        return int(getattr(self._local, "pos", 0))
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos(), 2: self.size}[whence]
-        self._local.pos = base + offset
-        return self._local.pos  # type: ignore[no-any-return]
-
-    def tell(self) -> int:
-        return self._pos()
-
-    def read(self, n: int = -1) -> bytes:
-        if self._fd is None:
-            raise ValueError(f"{self.name}: read of a closed file")
-        pos = self._pos()
-        if n is None or n < 0:
-            n = self.size - pos
-        data = os.pread(self._fd, n, pos)
-        self._local.pos = pos + len(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> _SharedReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 @contextmanager
-def connect(root: Path, views: Mapping[str, list[str]]) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(
+    storage: Storage, views: Mapping[str, list[str]]
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A fresh, locked-down DuckDB connection with one view per table, closed afterwards.
 
     Parameters
     ----------
-    root
-        The store directory.
+    storage
+        Where the store is.
     views
-        Table name -> Parquet files (relative to ``root``) that make up the table.
+        Table name -> Parquet files (relative to the store) that make up the table.
     """
     spill = tempfile.TemporaryDirectory(prefix="actstore-sql-")
     con = duckdb.connect(":memory:")
     damaged = _DAMAGED.setdefault(id(con), {})
-    served = StoreFiles(root, [f for parts in views.values() for f in parts])
+    served = StoreFiles(storage, [f for parts in views.values() for f in parts])
     try:
         con.register_filesystem(served)
         con.execute("SET python_enable_replacements = false")
@@ -261,7 +211,8 @@ def connect(root: Path, views: Mapping[str, list[str]]) -> Iterator[duckdb.DuckD
         yield con
     except duckdb.Error as exc:
         raise SQLError(
-            f"{root}: cannot open its tables: {_first_line(exc)}; run `actstore verify` on it"
+            f"{storage.where()}: cannot open its tables: {_first_line(exc)}; "
+            "run `actstore verify` on it"
         ) from None
     finally:
         _DAMAGED.pop(id(con), None)

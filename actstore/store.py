@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +26,7 @@ from actstore.manifest import ResultRecord, SourceInfo, TableRecord
 from actstore.names import Params, did_you_mean, needed_views, quote_ident
 from actstore.results import MatrixResult, ResultInfo
 from actstore.sites import SiteInfo
+from actstore.storage import Storage
 from actstore.writing import StoreWriting
 
 if TYPE_CHECKING:  # xarray, dask and zarr load when a site is first read or written
@@ -55,12 +55,17 @@ class Store(StoreWriting):
     (698, ['toy/layer.0', 'toy/layer.1'])
     """
 
-    def __init__(self, path: Path, mode: Literal["r", "a"], lock: WriterLock | None) -> None:
-        self.path = path
+    def __init__(self, storage: Storage, mode: Literal["r", "a"], lock: WriterLock | None) -> None:
+        self.storage = storage
         self.mode = mode
-        self._ledger = Ledger(path, lock)
+        self._ledger = Ledger(storage, lock)
         if mode == "a" and not self._ledger.shared:
-            remove_uncommitted(path, self._ledger.manifest)
+            remove_uncommitted(self.path, self._ledger.manifest)
+
+    @property
+    def location(self) -> str:
+        """Where the store is: its directory, or its URL (``s3://bucket/prefix``)."""
+        return self.storage.where()
 
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
@@ -79,7 +84,7 @@ class Store(StoreWriting):
     def __repr__(self) -> str:
         counts = ", ".join(f"{t.name}={t.n_rows}" for t in self.tables.values())
         sites = len(self._ledger.manifest.sites)
-        return f"<actstore.Store {self.path} mode={self.mode!r} tables[{counts}] sites={sites}>"
+        return f"<actstore.Store {self.location} mode={self.mode!r} tables[{counts}] sites={sites}>"
 
     @property
     def shared(self) -> bool:
@@ -189,7 +194,7 @@ class Store(StoreWriting):
         """
         from actstore import sql  # duckdb loads with the first query
 
-        with sql.connect(self.path, needed_views(query, self._views())) as con:
+        with sql.connect(self.storage, needed_views(query, self._views())) as con:
             return sql.run_query(con, query, params, arrow=arrow, timeout=timeout)
 
     def rows(
@@ -223,7 +228,7 @@ class Store(StoreWriting):
         >>> store.columns(["sentence_id", "upos"]).num_rows
         698
         """
-        return tables.read_columns(self.path, self._table(table), table, names)
+        return tables.read_columns(self.storage, self._table(table), table, names)
 
     def require_columns(self, names: Sequence[str], table: str = "tokens") -> None:
         """Raise :class:`SchemaError` naming the first of ``names`` that ``table`` lacks
@@ -253,7 +258,7 @@ class Store(StoreWriting):
         >>> store.schema().names[:4], str(store.schema().field("depth").type)
         (['row', 'sentence_id', 'position', 'form'], 'int32')
         """
-        return tables.schema(self.path, self._table(table), table)
+        return tables.schema(self.storage, self._table(table), table)
 
     def _table(self, table: str) -> TableRecord | ResultRecord:
         record = self._ledger.manifest.table_like(table)
@@ -303,7 +308,7 @@ class Store(StoreWriting):
         names = list(dict.fromkeys(coords))
         self.require_columns(names, table)
         chosen = pa.array(view.row.values)
-        columns = tables.read_columns(self.path, self._table(table), table, names).take(chosen)
+        columns = tables.read_columns(self.storage, self._table(table), table, names).take(chosen)
         return view.assign_coords(
             {n: ("row", columns.column(n).to_numpy(zero_copy_only=False)) for n in names}
         )
@@ -332,7 +337,7 @@ class Store(StoreWriting):
         record = self._ledger.manifest.results.get(name)
         if record is None:
             raise SchemaError(f"no result {name!r}; results: {_names(self.results)}")
-        return results.read_matrix(self.path, name, record)
+        return results.read_matrix(self.storage, name, record)
 
     def written_chunks(self, site: str) -> frozenset[int]:
         """Chunks of ``site`` whose bytes are durably written (a running writer's too)."""

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from actstore.commit import ARRAYS_DIR, RESULTS_DIR, TABLES_DIR
 
 if TYPE_CHECKING:
+    from actstore.storage import Storage
     from actstore.store import Store
 
 
-def dir_bytes(path: Path) -> int:
-    """Bytes of every file under ``path`` (0 if it does not exist)."""
-    if not path.exists():
-        return 0
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def stored_bytes(storage: Storage, rel: str = "") -> int:
+    """Bytes of every file under folder ``rel`` of a store (0 if it does not exist)."""
+    return sum(storage.files(rel).values())
 
 
 def summarize(store: Store) -> dict[str, Any]:
@@ -27,10 +25,10 @@ def summarize(store: Store) -> dict[str, Any]:
     >>> summarize(store)["tables"]["sentences"]
     {'n_rows': 30, 'n_parts': 1}
     """
-    path = store.path
+    storage = store.storage
     provenance = {n: t.provenance for n, t in store.manifest_records().tables.items()}
     return {
-        "path": str(path),
+        "path": store.location,
         **store.header(),
         "tables": {  # corpus tables; table results are listed with the other results
             n: {"n_rows": t.n_rows, "n_parts": t.n_parts}
@@ -54,7 +52,7 @@ def summarize(store: Store) -> dict[str, Any]:
                 "covers": [list(r) for r in s.covers],
                 "n_covered": s.n_covered,
                 "table_rows": store.n_rows(s.table),
-                "bytes": dir_bytes(path / s.path),
+                "bytes": stored_bytes(storage, s.path),
                 "provenance": s.provenance,
             }
             for n, s in store.sites.items()
@@ -70,9 +68,9 @@ def summarize(store: Store) -> dict[str, Any]:
         },
         "sources": [vars(s) for s in store.sources],
         "bytes": {
-            "tables": dir_bytes(path / TABLES_DIR),
-            "arrays": dir_bytes(path / ARRAYS_DIR),
-            "results": dir_bytes(path / RESULTS_DIR),
-            "total": dir_bytes(path),
+            "tables": stored_bytes(storage, TABLES_DIR),
+            "arrays": stored_bytes(storage, ARRAYS_DIR),
+            "results": stored_bytes(storage, RESULTS_DIR),
+            "total": stored_bytes(storage),
         },
     }

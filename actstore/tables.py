@@ -18,6 +18,7 @@ from actstore.commit import TABLES_DIR
 from actstore.errors import FormatError, SchemaError
 from actstore.manifest import PARTIAL_SUFFIX, Manifest, Part, ResultRecord, TableRecord, fsync_dir
 from actstore.names import check_table_name
+from actstore.storage import Storage
 
 
 def as_arrow(table: Any) -> pa.Table:
@@ -62,36 +63,37 @@ def append_part(root: Path, manifest: Manifest, name: str, table: pa.Table) -> N
     record.n_rows += table.num_rows
 
 
-def schema(root: Path, record: TableRecord | ResultRecord, table: str) -> pa.Schema:
+def schema(storage: Storage, record: TableRecord | ResultRecord, table: str) -> pa.Schema:
     """The columns of a table and their types (the union of its parts', in order), from
     the Parquet footers alone."""
     fields: dict[str, pa.Field] = {}
     for part in record.parts:
-        for field in _part(root, part.path, table).schema_arrow:
+        for field in _part(storage, part.path, table).schema_arrow:
             fields.setdefault(field.name, field)
     return pa.schema(list(fields.values()))
 
 
-def _part(root: Path, rel: str, table: str, **kwargs: Any) -> pq.ParquetFile:
+def _part(storage: Storage, rel: str, table: str, **kwargs: Any) -> pq.ParquetFile:
     """A table's Parquet part, or one line saying it cannot be read and what to do."""
     try:
-        return pq.ParquetFile(root / rel, **kwargs)
+        return pq.ParquetFile(storage.parquet(rel), **kwargs)
     except (OSError, pa.ArrowException) as exc:
         raise FormatError(
-            f"table {table}: its part {root / rel} cannot be read ({str(exc).splitlines()[0]}); "
+            f"table {table}: its part {storage.where(rel)} cannot be read "
+            f"({str(exc).splitlines()[0]}); "
             "if the store changed since it was opened, open it again, else run `actstore verify`"
         ) from None
 
 
 def read_columns(
-    root: Path, record: TableRecord | ResultRecord, table: str, names: Sequence[str]
+    storage: Storage, record: TableRecord | ResultRecord, table: str, names: Sequence[str]
 ) -> pa.Table:
     """Whole columns of a table in row order, read straight from its Parquet parts.
 
     Strings come dictionary-encoded; a column missing from some parts (a UD feature
     absent in one corpus) is NULL there.
     """
-    files = [_part(root, part.path, table) for part in record.parts]
+    files = [_part(storage, part.path, table) for part in record.parts]
     kinds = {f.name: f.type for file in files for f in file.schema_arrow}
     unknown = [n for n in names if n not in kinds]
     if unknown:
@@ -102,7 +104,7 @@ def read_columns(
         have = [n for n in names if n in file.schema_arrow.names]
         # ParquetFile.read, not pq.read_table: that goes through pyarrow.dataset (+0.2 s)
         encoded = [n for n in strings if n in have]
-        piece = _part(root, part.path, table, read_dictionary=encoded).read(columns=have)
+        piece = _part(storage, part.path, table, read_dictionary=encoded).read(columns=have)
         for n in names:
             if n not in have:
                 kind = pa.dictionary(pa.int32(), pa.string()) if n in strings else kinds[n]

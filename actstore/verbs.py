@@ -34,15 +34,27 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import MISSING, dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, NewType
 
 from actstore.errors import ActStoreError, ParameterError
+
+# A store a verb reads: its directory, or its URL in object storage (``s3://bucket/prefix``).
+StoreLocation = NewType("StoreLocation", str)
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
+def _local_path(text: str) -> Path:
+    if _URL.match(text):
+        raise ValueError("a URL")
+    return Path(text)
+
 
 GROUP = "actstore.verbs"
 log = logging.getLogger("actstore")
@@ -186,7 +198,7 @@ def unwrap_optional(kind: Any) -> tuple[Any, bool]:
 def converter(kind: Any, name: str) -> Callable[[str], Any]:
     """A function turning command-line text into a value of ``kind``.
 
-    Supports ``str``, ``int``, ``float``, ``Path`` and ``tuple[int, ...]`` /
+    Supports ``str``, ``int``, ``float``, ``Path``, :data:`StoreLocation` and ``tuple[int, ...]`` /
     ``tuple[str, ...]`` (comma-separated). Bad text raises :class:`ParameterError`.
 
     Examples
@@ -197,6 +209,10 @@ def converter(kind: Any, name: str) -> Callable[[str], Any]:
     Traceback (most recent call last):
     ...
     actstore.errors.ParameterError: top expects an integer, got 'five'
+    >>> converter(Path, "output")("s3://bucket/page.html")
+    Traceback (most recent call last):
+    ...
+    actstore.errors.ParameterError: output expects a local path (...), got 's3://bucket/page.html'
     """
     if typing.get_origin(kind) is tuple:
         item = typing.get_args(kind)[0]
@@ -210,7 +226,8 @@ def converter(kind: Any, name: str) -> Callable[[str], Any]:
         int: (int, "an integer"),
         float: (float, "a number"),
         str: (str, "text"),
-        Path: (Path, "a path"),
+        Path: (_local_path, "a local path (object storage URLs are only read)"),
+        StoreLocation: (str, "a store directory or URL"),
     }
     if kind not in simple:
         raise TypeError(f"parameter {name}: unsupported type {kind!r}")

@@ -24,6 +24,7 @@ from actstore.core_verbs import StoreParam, VerifyParams
 from actstore.errors import ActStoreError
 from actstore.manifest import ResultRecord, TableRecord
 from actstore.output import render
+from actstore.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,11 @@ def check_store(store: actstore.Store, *, hash_external: bool = False) -> list[P
             continue
         problems += [
             Problem("site", name, f"chunk {d.chunk}", d.problem.split(": ", 1)[-1])
-            for d in chunks.verify_site(store.path, name, record)
+            for d in chunks.verify_site(store.storage, name, record)
         ]
     for kind, named in (("table", manifest.tables), ("result", manifest.results)):
         for name, entry in named.items():
-            problems += _check_parts(store.path, kind, name, entry)
+            problems += _check_parts(store.storage, kind, name, entry)
     if IMAGES in manifest.tables and not any(p.name == IMAGES for p in problems):
         problems += _check_images(store, hash_external)
     return problems
@@ -83,12 +84,15 @@ def _check_images(store: actstore.Store, hash_external: bool) -> list[Problem]:
             continue  # duplicates share a file
         checked.add(value)
         inside = not Path(value).is_absolute()
-        path = image_path(store.path, value)
         where = f"row {row}"
         try:
-            if inside or hash_external:
-                got = hashlib.sha256(path.read_bytes()).hexdigest()
-            elif not path.is_file():
+            if inside:  # the store's own PNG, wherever the store is
+                got = hashlib.sha256(
+                    store.storage.read_bytes(image_path(Path(), value).as_posix())
+                ).hexdigest()
+            elif hash_external:
+                got = hashlib.sha256(Path(value).read_bytes()).hexdigest()
+            elif not Path(value).is_file():
                 raise FileNotFoundError(value)
         except FileNotFoundError:
             n_missing += not inside
@@ -112,12 +116,12 @@ def _check_images(store: actstore.Store, hash_external: bool) -> list[Problem]:
 
 
 def _check_parts(
-    root: Path, kind: str, name: str, entry: TableRecord | ResultRecord
+    storage: Storage, kind: str, name: str, entry: TableRecord | ResultRecord
 ) -> list[Problem]:
     out = []
     for part in entry.parts:
         try:
-            rows = pq.ParquetFile(root / part.path).metadata.num_rows
+            rows = pq.ParquetFile(storage.parquet(part.path)).metadata.num_rows
         except (OSError, ValueError) as exc:
             out.append(Problem(kind, name, part.path, f"unreadable ({exc})"))
             continue
@@ -129,7 +133,7 @@ def _check_parts(
         import zarr
 
         try:
-            shape = list(zarr.open_array(str(root / entry.path), mode="r").shape)
+            shape = list(zarr.open_array(storage.zarr(entry.path), mode="r").shape)
         except (OSError, ValueError, KeyError) as exc:
             return [*out, Problem(kind, name, entry.path, f"unreadable ({exc})")]
         if shape != entry.shape:
@@ -143,7 +147,7 @@ def verify(where: StoreParam, params: VerifyParams) -> list[Problem]:
         problems = check_store(store, hash_external=params.hash_images)
         if not problems:
             what = ", table part and image file" if IMAGES in store.tables else " and table part"
-            print(f"{store.path}: every chunk{what} is intact")
+            print(f"{store.location}: every chunk{what} is intact")
             return problems
         import pyarrow as pa
 

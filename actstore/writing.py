@@ -21,8 +21,12 @@ if TYPE_CHECKING:
 class StoreWriting:
     """What a store handle open for writing can do (see :class:`~actstore.store.Store`)."""
 
-    path: Path
     _ledger: Ledger
+
+    @property
+    def path(self) -> Path:
+        """The store's directory (a store in object storage has none: see ``location``)."""
+        return self._ledger.root
 
     # -- writing -----------------------------------------------------------------------
     @contextlib.contextmanager

@@ -52,7 +52,7 @@ log = logging.getLogger("actstore")
 
 @contextlib.contextmanager
 def _open(
-    path: Path, keep: Keep, out: Output, *, write: bool = False
+    path: str | Path, keep: Keep, out: Output, *, write: bool = False
 ) -> Iterator[tuple[actstore.Store, list[str]]]:
     """The store, opened for writing only if the verb saves something, and a list of
     what the verb wrote, said on stderr (unless quiet) once it is committed; everything
@@ -71,7 +71,7 @@ def _open(
 
 
 def _saved(wrote: list[str], result: TidyResult, name: str, store: actstore.Store) -> None:
-    wrote.append(f"saved result {name} ({len(result.frame):,} rows) in {store.path}")
+    wrote.append(f"saved result {name} ({len(result.frame):,} rows) in {store.location}")
 
 
 def _finish(
@@ -192,8 +192,10 @@ def probe(sites: SitesParam, options: ProbeOptions, out: Output, keep: Keep) -> 
             counts.save(store, f"{keep.save}_confusion", replace=keep.replace)
             _saved(wrote, counts, f"{keep.save}_confusion", store)
         if kept:
-            wrote.append(f"saved the probe weights and unit ranking of {len(kept)} site(s) as "
-                         f"{keep.save}_weights*, {keep.save}_units* in {store.path}")  # fmt: skip
+            wrote.append(
+                f"saved the probe weights and unit ranking of {len(kept)} site(s) as "
+                f"{keep.save}_weights*, {keep.save}_units* in {store.location}"
+            )
         return table
 
 

@@ -21,14 +21,14 @@ from typing import Literal
 
 from actstore.errors import ParameterError
 from actstore.output import Keep, Output
-from actstore.verbs import Verb, option
+from actstore.verbs import StoreLocation, Verb, option
 
 
 @dataclass(frozen=True)
 class WordsimParams:
     """The store and the word sites (over ``words``) to score."""
 
-    store: Path = option(positional=True, help="store directory")
+    store: StoreLocation = option(positional=True, help="store directory or URL (s3://...)")
     sites: str = option(
         "glove/vectors", help="glob(s) over sites of the words table, comma-separated"
     )
@@ -51,7 +51,7 @@ class WordsimOptions:
 class RetrieveParams:
     """The store, and the sites whose rows are queries and items."""
 
-    store: Path = option(positional=True, help="store directory")
+    store: StoreLocation = option(positional=True, help="store directory or URL (s3://...)")
     queries: str = option(help="site of the queries (a token site is pooled per sentence)")
     items: str = option(help="site of the items ranked for each query")
 

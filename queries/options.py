@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from actstore.errors import ParameterError
-from actstore.verbs import option
+from actstore.verbs import StoreLocation, option
 
 _WHERE = "SQL condition selecting tokens"
 MAX_OFFSET = 100  # longer than any sentence a probe would sensibly look across
@@ -34,7 +33,7 @@ MAX_OFFSET = 100  # longer than any sentence a probe would sensibly look across
 class SitesParam:
     """The store and the sites an analysis runs on, by glob."""
 
-    store: Path = option(positional=True, help="store directory")
+    store: StoreLocation = option(positional=True, help="store directory or URL (s3://...)")
     sites: str = option(help="glob(s) over site names, comma-separated")
 
 
@@ -104,7 +103,7 @@ class ProbeOptions:
         None, help="label the selected words with this saved probe (from --save NAME: "
         "NAME_weights) instead of training one"
     )  # fmt: skip
-    apply_store: Path | None = option(
+    apply_store: StoreLocation | None = option(
         None, help="the store holding the --apply probe (default: this store)"
     )
     folds: int = option(

@@ -84,8 +84,8 @@ def report_html(
     environment.filters["bytes"] = human_bytes
     environment.filters["number"] = lambda n: f"{n:,}" if isinstance(n, int) else f"{n:.4g}"
     page = environment.get_template("report.html.j2").render(
-        store=store.info() | {"path": str(store.path)},
-        title=f"actstore report: {store.path.name}",
+        store=store.info() | {"path": store.location},
+        title=f"actstore report: {store.location.rstrip('/').rsplit('/', 1)[-1]}",
         corpus=corpus,
         sites=sites,
         results=results,
@@ -95,7 +95,7 @@ def report_html(
         version=actstore.__version__,
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     )
-    log.info("report of %s rendered in %.1f s", store.path, time.perf_counter() - started)
+    log.info("report of %s rendered in %.1f s", store.location, time.perf_counter() - started)
     return page
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import actstore
 from actstore.ingest import BASE_COLUMNS
 from actstore.names import natural_key, quote_ident
-from actstore.summary import dir_bytes
+from actstore.summary import stored_bytes
 
 EXTRA_COLUMNS = ("original_position", "shuffle_seed")  # not features (the shuffled control)
 TOP_VALUES = 6  # values of a feature named with their share; the rest are counted
@@ -125,7 +125,7 @@ def sites_section(store: actstore.Store) -> dict[str, Any]:
                 "codec": info.codec,
                 "status": info.status,
                 "chunks": f"{info.done_chunks:,}/{info.n_chunks:,}",
-                "bytes": dir_bytes(store.path / info.path),
+                "bytes": stored_bytes(store.storage, info.path),
                 "covered": info.n_covered,
                 "table_rows": table_rows,
                 "covers_table": info.n_covered == table_rows,

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actstore.errors import ParameterError
-from actstore.verbs import Verb, option
+from actstore.verbs import StoreLocation, Verb, option
 
 
 @dataclass(frozen=True)
 class ReportParams:
     """The store, the page, and what goes in it."""
 
-    store: Path = option(positional=True, help="store directory")
+    store: StoreLocation = option(positional=True, help="store directory or URL (s3://...)")
     output: Path = option(
         Path("report.html"), short="-o", metavar="FILE.html", help="the page to write"
     )

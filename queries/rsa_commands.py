@@ -48,7 +48,7 @@ def rsa(chosen: SitesParam, options: RSAOptions, out: Output, keep: Keep) -> pd.
         made = provenance(store, "rsa", names, options, options.where)
         result = TidyResult(RSA_TABLE, table, made)
         if keep.save:
-            wrote.append(f"saved the RDMs of {len(names)} site(s) as rdm_* in {store.path}")
+            wrote.append(f"saved the RDMs of {len(names)} site(s) as rdm_* in {store.location}")
 
         def figure() -> Any:
             context = figure_context(store, sorted(set(table["site_a"])), options.where)

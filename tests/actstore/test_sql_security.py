@@ -14,6 +14,7 @@ import pytest
 
 import actstore
 from actstore import sql
+from actstore.storage import LocalStorage
 
 
 def _digest(store: Path) -> dict[str, str]:
@@ -124,7 +125,7 @@ def test_construction_holds_without_the_statement_check(small: Path) -> None:
     """The statement check only explains refusals: skip it, and writes still cannot happen."""
     before = _digest(small)
     views = {"tokens": ["tables/tokens/part-00000.parquet"]}
-    with sql.connect(small, views) as con:
+    with sql.connect(LocalStorage(small), views) as con:
         for statement in (
             "COPY (SELECT 1 AS x) TO 'actstore://tables/tokens/part-00000.parquet' (FORMAT csv)",
             f"COPY (SELECT 1 AS x) TO '{small / 'manifest.json'}' (FORMAT csv)",
@@ -136,7 +137,9 @@ def test_construction_holds_without_the_statement_check(small: Path) -> None:
                 con.execute(statement)
         con.execute("CREATE OR REPLACE VIEW tokens AS SELECT 1 AS row")  # lives and dies here
     rows = pq.read_table(small / views["tokens"][0]).num_rows
-    with sql.connect(small, views) as con:  # a new connection sees the store, not the view
+    with sql.connect(
+        LocalStorage(small), views
+    ) as con:  # a new connection sees the store, not the view
         assert con.execute("SELECT count(*) FROM tokens").fetchall() == [(rows,)]
     assert _digest(small) == before
 
