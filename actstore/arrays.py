@@ -14,7 +14,6 @@ selects.
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -74,7 +73,7 @@ def to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
 
 
 def create_array(
-    path: Path,
+    store: Any,
     n_rows: int,
     n_units: int,
     dtype: str,
@@ -82,13 +81,15 @@ def create_array(
     codec: str,
     unit_shape: list[int] | None = None,
 ) -> None:
-    """Create an empty site array (metadata only; no chunk is written). A site with a
+    """Create an empty site array in ``store`` (what
+    :meth:`~actstore.storage.Storage.writable_zarr` gives; metadata only, no chunk is
+    written). A site with a
     ``unit_shape`` is stored flat, ``(n_rows, n_units)``, and says its shape in the
     array's attributes (``unit_shape``), for readers of the Zarr array alone."""
     check_codec(codec)
     compressors: Any = ZstdCodec(level=3) if codec == "zstd" else None
     zarr.create_array(
-        str(path),
+        store,
         shape=(n_rows, n_units),
         chunks=(chunk_rows, n_units),
         dtype=STORAGE_DTYPES[dtype],

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from actstore.commit import PROGRESS_DIR
 from actstore.errors import SiteError
-from actstore.manifest import PARTIAL_SUFFIX, SiteRecord, atomic_write
+from actstore.manifest import PARTIAL_SUFFIX, SiteRecord
 from actstore.storage import LocalStorage, Storage
 
 CHECKSUMS = "checksums.json"
@@ -46,33 +45,9 @@ def digest(values: np.ndarray) -> str:
     return xxhash.xxh3_64_hexdigest(flat.data)
 
 
-def progress_folder(root: Path, path: str) -> Path:
-    """Where the chunk markers of the site array at ``path`` live while it is written."""
-    return root / PROGRESS_DIR / path.partition("/")[2]
-
-
 def chunk_file(array_dir: Path, chunk: int) -> Path:
     """The file of row chunk ``chunk`` (zarr v3's default ``c/<row>/<unit>`` keys)."""
     return array_dir / "c" / str(chunk) / "0"
-
-
-def link_chunk(source_dir: Path, target_dir: Path, chunk: int) -> bool:
-    """Give array ``target_dir`` the file of ``chunk`` from ``source_dir``: a hard link
-    (chunk files are never changed once written), a copy where links are not possible.
-    False if the source file is gone."""
-    source, target = chunk_file(source_dir, chunk), chunk_file(target_dir, chunk)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except FileNotFoundError:
-        return False
-    except OSError:  # another file system, or one without hard links
-        tmp = target.with_name(target.name + PARTIAL_SUFFIX)
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            while block := src.read(1 << 24):
-                dst.write(block)
-        os.replace(tmp, target)
-    return True
 
 
 def holds_covered_rows(record: SiteRecord, chunk: int) -> bool:
@@ -131,22 +106,13 @@ def read_markers(folder: Path) -> dict[int, str | None]:
     return out
 
 
-def markers_in(names: Iterable[str]) -> set[int]:
-    """The chunks marked done among the file names of a progress folder.
-
-    Examples
-    --------
-    >>> sorted(markers_in(["3.done", "0.done", "1.done.partial", "x/2.done"]))
-    [0, 3]
-    """
-    return {int(n[:-5]) for n in names if n.endswith(".done") and n[:-5].isdigit()}
-
-
-def write_checksums(array_dir: Path, checksums: dict[int, str | None], n_chunks: int) -> None:
-    """Gather the checksums of a complete site into ``checksums.json``."""
+def write_checksums(
+    storage: Storage, array: str, checksums: dict[int, str | None], n_chunks: int
+) -> None:
+    """Gather the checksums of the complete site array at ``array`` into ``checksums.json``."""
     listed = [checksums.get(c) for c in range(n_chunks)]
     body = {"algorithm": ALGORITHM, "chunks": listed}
-    atomic_write(array_dir / CHECKSUMS, json.dumps(body).encode("ascii"))
+    storage.put_file(f"{array}/{CHECKSUMS}", json.dumps(body).encode("ascii"))
 
 
 def read_checksums(storage: Storage, array: str, n_chunks: int) -> list[str | None]:

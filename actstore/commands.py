@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from actstore.core_verbs import (
 )
 from actstore.errors import ActStoreError, ParameterError
 from actstore.output import Output, show
+from actstore.storage import storage_of
 
 if TYPE_CHECKING:
     from actstore.transfer import CopyReport
@@ -30,7 +30,8 @@ def ingest(params: IngestParams) -> Any:
     if kind is not None and params.shuffle_words is not None:
         raise ParameterError("shuffle_words", f"is for CoNLL-U files, not {kind}")
     subset = None if kind else params.subset()
-    fresh = not (path / "manifest.json").is_file()
+    storage = storage_of(path)
+    fresh = not storage.holds_store()
     store = actstore.create(path) if fresh else actstore.open(path, mode="a")
     try:
         with store:
@@ -42,7 +43,7 @@ def ingest(params: IngestParams) -> Any:
             )  # fmt: skip
     except (ActStoreError, OSError):
         if fresh:  # leave no empty store behind for a failed first ingest
-            shutil.rmtree(path, ignore_errors=True)
+            storage.remove_all()
         raise
     for r in records:
         seed = r["shuffle_seed"]

@@ -12,14 +12,18 @@ exclusive writer opens the store.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import random
 import re
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
-from actstore.errors import ReadOnlyError
-from actstore.lock import WriterLock, commit_lock
+from actstore.errors import CommitConflictError, ReadOnlyError
+from actstore.lock import ObjectClaim, WriterLock, commit_lock
 from actstore.manifest import MANIFEST, PARTIAL_SUFFIX, Manifest, read_manifest, write_manifest
 from actstore.storage import LocalStorage, Storage
 
@@ -30,27 +34,33 @@ RESULTS_DIR = "results"
 PROGRESS_DIR = "progress"
 
 
-READ_ONLY_URL = (
-    "{where} is in object storage, which this version of actstore reads but does not "
-    "change: make the change in a local store, then `actstore copy` it there"
+LOCAL_ONLY = (
+    "{where} is in object storage; {what} needs a local store: do it there, then "
+    "`actstore copy` the store"
 )
+COMMIT_RETRIES = 50  # a shard writer's tries at a commit other shards keep preceding
+_T = TypeVar("_T")
 
 
 class Ledger:
     """The manifest of one open store and the rules for changing it."""
 
-    def __init__(self, storage: Storage, lock: WriterLock | None) -> None:
+    def __init__(self, storage: Storage, lock: WriterLock | ObjectClaim | None) -> None:
         self.storage = storage
         self.lock = lock
         self.manifest = storage.read_manifest()
         self._open_transactions = 0
 
+    def local_root(self, what: str) -> Path:
+        """The store's directory, for ``what`` (an operation only a local store has)."""
+        if not isinstance(self.storage, LocalStorage):
+            raise ReadOnlyError(LOCAL_ONLY.format(where=self.storage.where(), what=what))
+        return self.storage.root
+
     @property
     def root(self) -> Path:
-        """The store's directory, for writing (object stores are read here, not written)."""
-        if not isinstance(self.storage, LocalStorage):
-            raise ReadOnlyError(READ_ONLY_URL.format(where=self.storage.where()))
-        return self.storage.root
+        """The store's directory (an error for a store in object storage)."""
+        return self.local_root("this")
 
     @property
     def writable(self) -> bool:
@@ -62,36 +72,67 @@ class Ledger:
 
     def require_writable(self, *, exclusive: bool = False) -> None:
         """Raise :class:`ReadOnlyError` unless this handle may make the change."""
-        if not isinstance(self.storage, LocalStorage):
-            raise ReadOnlyError(READ_ONLY_URL.format(where=self.storage.where()))
         if not self.writable:
-            raise ReadOnlyError(f"{self.root} is open read-only; use actstore.open(path, mode='a')")
+            raise ReadOnlyError(
+                f"{self.storage.where()} is open read-only; use actstore.open(path, mode='a')"
+            )
         if exclusive and self.shared:
             raise ReadOnlyError(
-                f"{self.root} is open as a shared (shard) writer, which may only fill sites; "
-                "open it with mode='a' alone for this change"
+                f"{self.storage.where()} is open as a shared (shard) writer, which may only "
+                "fill sites; open it with mode='a' alone for this change"
             )
 
     @contextlib.contextmanager
     def update(self) -> Iterator[Manifest]:
-        """Read-modify-write the manifest under the commit lock; written when the block ends.
+        """Read-modify-write the manifest; committed when the block ends.
 
-        An exception inside the block writes nothing. Inside a :meth:`transaction` the
-        change joins it and is written (or undone) when the transaction ends.
+        On disk under the commit lock (a shard writer first reloads the manifest); in
+        object storage by a conditional create of the next generation, which raises
+        :class:`~actstore.errors.CommitConflictError` if another writer committed it
+        first (then this handle keeps the manifest it had). An exception inside the
+        block writes nothing. Inside a :meth:`transaction` the change joins it and is
+        written (or undone) when the transaction ends.
         """
         self.require_writable()
         if self._open_transactions:
             yield self.manifest
             return
-        with commit_lock(self.root):
-            if self.shared:
-                self.manifest = read_manifest(self.root)
-            yield self.manifest
-            write_manifest(self.root, self.manifest)
+        if isinstance(self.storage, LocalStorage):
+            root = self.storage.root
+            with commit_lock(root):
+                if self.shared:
+                    self.manifest = read_manifest(root)
+                yield self.manifest
+                write_manifest(root, self.manifest)
+            return
+        if self.shared:
+            self.manifest = self.storage.read_manifest()
+        before = self.manifest.copy()
+        yield self.manifest
+        try:
+            self.storage.commit(self.manifest)
+        except BaseException:
+            self.manifest = before
+            raise
+
+    def change(self, apply: Callable[[Manifest], _T]) -> _T:
+        """``apply`` the change to the manifest and commit it, as :meth:`update`. A shard
+        writer in object storage, whose commit another shard's may precede, reads the
+        newest manifest and applies the change again (``apply`` must be repeatable)."""
+        for attempt in itertools.count():
+            try:
+                with self.update() as manifest:
+                    return apply(manifest)
+            except CommitConflictError:
+                if not self.shared or attempt >= COMMIT_RETRIES:
+                    raise
+                time.sleep(random.uniform(0.0, 0.01 * 2 ** min(attempt, 7)))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Manifest]:
-        """Group changes into one commit; on an exception the manifest is left as it was.
+        """Group changes into one commit; on an exception (a failed commit too) the
+        manifest is left as it was and the files the changes wrote are removed.
 
         Every :meth:`update` made inside joins it; a nested transaction joins the outer one.
         """
@@ -101,15 +142,22 @@ class Ledger:
         try:
             yield self.manifest
         except BaseException:
-            failed, self.manifest = self.manifest, snapshot
-            if self._open_transactions == 1:
-                remove_added(self.root, snapshot, failed)
+            self._undo(snapshot)
             raise
         finally:
             self._open_transactions -= 1
         if not self._open_transactions:
-            with self.update():
-                pass
+            try:
+                with self.update():
+                    pass
+            except BaseException:
+                self._undo(snapshot)
+                raise
+
+    def _undo(self, snapshot: Manifest) -> None:
+        failed, self.manifest = self.manifest, snapshot
+        if self._open_transactions <= 1:
+            remove_added(self.storage, snapshot, failed)
 
 
 def named_files(manifest: Manifest) -> set[str]:
@@ -128,17 +176,24 @@ _OWN = re.compile(
 )
 
 
-def remove_added(root: Path, before: Manifest, after: Manifest) -> None:
+def remove_added(storage: Storage, before: Manifest, after: Manifest) -> None:
     """Delete what a failed transaction wrote: the files and site arrays ``after`` (its
     uncommitted manifest) names and ``before`` (the committed one) does not, and the
     folders this leaves empty. Best effort: what an OS error leaves is removed by
     :func:`remove_uncommitted` when the store is next opened for writing."""
-    files = [root / rel for rel in sorted(named_files(after) - named_files(before))]
+    rels = sorted(named_files(after) - named_files(before))
     added = sorted({s.path for s in after.sites.values()} - {s.path for s in before.sites.values()})
-    folders = [root / rel for rel in added]
-    folders += [root / PROGRESS_DIR / rel.partition("/")[2] for rel in added]
+    added += [f"{PROGRESS_DIR}/{rel.partition('/')[2]}" for rel in added]
+    if not isinstance(storage, LocalStorage):
+        with contextlib.suppress(OSError):  # unnamed objects are invisible to readers
+            storage.delete_files(rels)
+            for rel in rels + added:  # matrices, site arrays and their progress: folders
+                storage.delete_tree(rel)
+        return
+    root = storage.root
+    files = [root / rel for rel in rels]
     try:
-        for path in files + folders:
+        for path in files + [root / rel for rel in added]:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)  # a matrix result, a site's array or its progress
             elif path in files:

@@ -32,7 +32,9 @@ class IngestParams:
     True
     """
 
-    store: Path = option(positional=True, help="store directory (created if missing)")
+    store: StoreLocation = option(
+        positional=True, help="store directory or URL (s3://...), created if missing"
+    )
     files: tuple[Path, ...] = option(
         (), positional=True, metavar="FILE", help="CoNLL-U files; or `images` with a folder "
         "(CLASS/file.jpg) or a CSV/Parquet list (path, label[, split]); or `vectors` with a "
@@ -59,7 +61,8 @@ class IngestParams:
         >>> IngestParams(Path("s"), (Path("f"),), limit=5).subset()
         (0, 5)
         """
-        if self.store.is_file() or self.store.suffix == ".conllu":
+        store = Path(self.store)  # a URL is never a CoNLL-U file here
+        if store.is_file() or store.suffix == ".conllu":
             raise ParameterError(
                 "store", f"{self.store} is a CoNLL-U file: the store comes first "
                 "(actstore ingest STORE FILE...)"

@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from actstore.commit import ARRAYS_DIR, READ_ONLY_URL, RESULTS_DIR, TABLES_DIR
-from actstore.errors import ParameterError, ReadOnlyError, StoreExistsError
-from actstore.lock import WriterLock
+from actstore.commit import ARRAYS_DIR, RESULTS_DIR, TABLES_DIR
+from actstore.errors import ParameterError, StoreExistsError
+from actstore.lock import ObjectClaim, WriterLock
 from actstore.manifest import MANIFEST, Manifest, read_manifest, write_manifest
 from actstore.storage import LocalStorage, is_url, storage_of
 from actstore.store import Store
@@ -28,7 +28,7 @@ def create(path: str | Path, *, overwrite: bool = False) -> Store:
     0
     """
     if is_url(str(path)):
-        raise ReadOnlyError(READ_ONLY_URL.format(where=path))
+        return _create_object_store(str(path), overwrite)
     root = Path(path)
     if root.exists():
         if not overwrite or not (root / MANIFEST).is_file():
@@ -49,8 +49,9 @@ def open_store(path: str | Path, mode: Literal["r", "a"] = "r", *, shared: bool 
     """Open the store at ``path``: ``mode="r"`` to read, ``"a"`` to add to it.
 
     ``path`` may be a URL of object storage (``s3://bucket/prefix``, see
-    :mod:`actstore.storage`), read as a local store is; such a store is not changed
-    here (``actstore copy`` puts one there).
+    :mod:`actstore.objects`). There no lock keeps a second writer out: writers work
+    side by side, and when two commit the same generation one gets
+    :class:`~actstore.errors.CommitConflictError` and its change is not visible.
 
     ``shared=True`` (with ``mode="a"``) opens a shard writer: several processes may
     hold the store this way at once to fill disjoint chunks of the same sites; other
@@ -68,7 +69,9 @@ def open_store(path: str | Path, mode: Literal["r", "a"] = "r", *, shared: bool 
     if mode == "r":
         return Store(storage, "r", None)
     if not isinstance(storage, LocalStorage):
-        raise ReadOnlyError(READ_ONLY_URL.format(where=storage.where()))
+        claim = ObjectClaim(shared=shared)
+        claim.acquire()
+        return Store(storage, "a", claim)
     root = storage.root
     read_manifest(root)  # raises the precise error for a missing or foreign path
     lock = WriterLock(root, shared=shared)
@@ -78,3 +81,22 @@ def open_store(path: str | Path, mode: Literal["r", "a"] = "r", *, shared: bool 
     except BaseException:
         lock.release()
         raise
+
+
+def _create_object_store(url: str, overwrite: bool) -> Store:
+    """An empty store under ``url``: its first manifest, created where none is
+    (``overwrite``: every object under ``url`` deleted first, as a local store's
+    directory is)."""
+    from actstore.objects import ObjectStorage
+
+    storage = ObjectStorage(url)
+    committed = storage.generations()
+    if committed and not overwrite:
+        raise StoreExistsError(
+            f"{url} already holds a store (generation {committed[-1]}); pass "
+            "overwrite=True to replace it"
+        )
+    if committed:
+        storage.delete(sorted(storage.files("")))
+    storage.commit(Manifest.new(__version__))
+    return open_store(url, mode="a")

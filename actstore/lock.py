@@ -77,6 +77,27 @@ class WriterLock:
         return self._fd is not None
 
 
+class ObjectClaim:
+    """A writer's claim on a store in object storage, which has no lock to take: any
+    number of writers may hold one, and of those that commit the same generation one
+    wins (the conditional create of :mod:`actstore.objects`) and the others get
+    :class:`~actstore.errors.CommitConflictError`, their changes invisible."""
+
+    def __init__(self, *, shared: bool = False) -> None:
+        self.shared = shared
+        self._held = False
+
+    def acquire(self) -> None:
+        self._held = True
+
+    def release(self) -> None:
+        self._held = False
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+
 @contextlib.contextmanager
 def commit_lock(root: Path) -> Iterator[None]:
     """Hold ``.commit.lock`` exclusively (blocking) around one manifest update."""

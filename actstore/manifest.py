@@ -20,7 +20,8 @@ from typing import Any, Literal
 from actstore.errors import FormatError, StoreNotFoundError
 
 FORMAT_NAME = "actstore"
-FORMAT_VERSION = 4  # 2: covers, subset; 3: unit_shape, table provenance; 4: shuffle_seed
+FORMAT_VERSION = 5  # 2: covers, subset; 3: unit_shape, table provenance; 4: shuffle_seed;
+# 5: a site's progress (object storage)
 MANIFEST = "manifest.json"
 PARTIAL_SUFFIX = ".partial"
 
@@ -96,6 +97,8 @@ class SiteRecord:
     created: str = ""
     covers: list[list[int]] | None = None  # [start, stop) row ranges; None: all n_rows
     unit_shape: list[int] | None = None  # e.g. [C, H, W] for spatial maps; n_units = product
+    # object storage, while incomplete: the progress objects of the writers that published
+    progress: list[str] | None = None
 
     @property
     def n_chunks(self) -> int:
@@ -203,6 +206,7 @@ class Manifest:
         named = [("tables", p.path) for t in self.tables.values() for p in t.parts]
         named += [("results", f) for r in self.results.values() for f in r.files()]
         named += [("arrays.zarr", s.path) for s in self.sites.values()]
+        named += [("progress", p) for s in self.sites.values() for p in s.progress or []]
         for folder, rel in named:
             parts = rel.split("/") if isinstance(rel, str) else []
             if len(parts) < 2 or parts[0] != folder or any(p in ("", ".", "..") for p in parts):

@@ -16,8 +16,8 @@ import numpy as np
 from actstore.chunks import check_stored
 from actstore.errors import SiteError
 from actstore.manifest import SiteRecord
+from actstore.objects import ObjectStorage
 from actstore.reader import SiteReader, decode
-from actstore.storage import ObjectStorage
 
 GAP_BYTES = 1 << 20  # a gap shorter than this is read through: one request costs as much
 

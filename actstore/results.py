@@ -17,7 +17,6 @@ import copy
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -66,8 +65,8 @@ def info_of(name: str, record: ResultRecord) -> ResultInfo:
     return ResultInfo(name, record.kind, shape, copy.deepcopy(record.provenance), record.created)
 
 
-def _check_name(ledger: Ledger, name: str, replace: bool) -> Path:
-    """The folder of result ``name``, after checking the name is free (or may be replaced).
+def _check_name(ledger: Ledger, name: str, replace: bool) -> None:
+    """Check the name of result ``name`` is free (or may be replaced).
 
     Names are compared ignoring case, as SQL compares them: ``Tokens`` would clash with
     the view ``tokens``.
@@ -87,9 +86,6 @@ def _check_name(ledger: Ledger, name: str, replace: bool) -> Path:
         raise ParameterError(
             "replace", f"is needed: a result named {name!r} exists already (or choose another name)"
         )
-    folder = ledger.root / RESULTS_DIR / name
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def _provenance(provenance: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -115,7 +111,7 @@ def write_table(
     data = as_arrow(table)
     _check_name(ledger, name, replace)
     rel = f"{RESULTS_DIR}/{name}/part-{uuid.uuid4().hex[:16]}.parquet"
-    write_parquet(ledger.root, rel, data)
+    write_parquet(ledger.storage, rel, data)
     record = ResultRecord(
         kind="table",
         n_rows=data.num_rows,
@@ -123,8 +119,7 @@ def write_table(
         provenance=_provenance(provenance),
         created=now_utc(),
     )
-    with ledger.update() as manifest:
-        manifest.results[name] = record
+    ledger.change(lambda manifest: manifest.results.__setitem__(name, record))
 
 
 def label_table(labels: Any, n: int, axis: str) -> pa.Table:
@@ -165,7 +160,7 @@ class MatrixWriter:
             raise SchemaError(f"matrix dtype must be one of {list(MATRIX_DTYPES)}, got {dtype!r}")
         if len(shape) != 2 or min(shape) < 1:
             raise SchemaError(f"a matrix needs a 2-D shape of positive sizes, got {shape}")
-        folder = _check_name(ledger, name, replace)
+        _check_name(ledger, name, replace)
         self.ledger, self.name, self.shape = ledger, name, (int(shape[0]), int(shape[1]))
         tag = uuid.uuid4().hex[:16]
         self.labels = {
@@ -173,11 +168,11 @@ class MatrixWriter:
             "column": f"{RESULTS_DIR}/{name}/columns-{tag}.parquet",
         }
         for (axis, rel), labels, n in zip(self.labels.items(), (rows, columns), shape, strict=True):
-            write_parquet(ledger.root, rel, label_table(labels, n, axis))
+            write_parquet(ledger.storage, rel, label_table(labels, n, axis))
         self.path = f"{RESULTS_DIR}/{name}/matrix-{tag}.zarr"
         side = max(1, int(np.sqrt(_BLOCK_BYTES / np.dtype(dtype).itemsize)))
         self.array: Any = zarr.create_array(
-            str(folder / f"matrix-{tag}.zarr"),
+            ledger.storage.writable_zarr(self.path),
             shape=self.shape,
             chunks=(min(side, self.shape[0]), min(side, self.shape[1])),
             dtype=dtype,
@@ -208,8 +203,7 @@ class MatrixWriter:
             provenance=self.provenance,
             created=now_utc(),
         )
-        with self.ledger.update() as manifest:
-            manifest.results[self.name] = record
+        self.ledger.change(lambda manifest: manifest.results.__setitem__(self.name, record))
 
 
 def write_matrix(

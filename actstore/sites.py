@@ -10,6 +10,7 @@ read with :func:`view`.
 from __future__ import annotations
 
 import copy
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from actstore import chunks, coverage, growth, names
-from actstore.commit import ARRAYS_DIR, PROGRESS_DIR, Ledger
+from actstore.commit import ARRAYS_DIR, Ledger
 from actstore.errors import ParameterError, SchemaError, SiteError, SiteNotFoundError
 from actstore.manifest import Manifest, SiteRecord, SiteStatus, now_utc
+from actstore.marks import marks_for, publish
 from actstore.names import check_site_name
-from actstore.storage import ObjectStorage
+from actstore.objects import ObjectStorage
+from actstore.storage import LocalStorage
 
 if TYPE_CHECKING:  # zarr, dask and xarray load only when a site is written or read
     import xarray as xr
@@ -112,8 +115,11 @@ def declare(
     overwrite: bool,
     covers: Sequence[tuple[int, int]] | None = None,
     unit_shape: Sequence[int] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> SiteWriter:
-    """Declare a site, resume it, or grow it to more rows, and return its writer.
+    """Declare a site, resume it, or grow it to more rows, and return its writer
+    (``shard``: which of how many writers fill it, so a resumed shard finds its own
+    record of the chunks it wrote, in object storage).
 
     A site declared before with the same settings (provenance apart from
     :data:`EXTENT_KEYS`) grows to the table's rows and to ``covers`` (row ranges; None:
@@ -149,16 +155,18 @@ def declare(
     shape = _unit_shape(name, n_units, unit_shape)
     n_rows = ledger.manifest.tables[table].n_rows
     requested = _requested(covers, n_rows)
-    with ledger.update() as manifest:  # shards declare the same site at once: decide here
+
+    def decide(manifest: Manifest) -> SiteWriter:  # shards declare one site at once
         old = manifest.sites.get(name)
-        if chunk_rows is None:
-            chunk_rows = old.chunk_rows if old is not None and not overwrite else None
+        rows = chunk_rows
+        if rows is None:
+            rows = old.chunk_rows if old is not None and not overwrite else None
         declared: dict[str, Any] = {
             "table": table,
             "n_rows": n_rows,
             "n_units": n_units,
             "dtype": dtype,
-            "chunk_rows": int(chunk_rows or arrays.default_chunk_rows(n_rows, n_units, dtype)),
+            "chunk_rows": int(rows or arrays.default_chunk_rows(n_rows, n_units, dtype)),
             "codec": codec,
             "provenance": copy.deepcopy(dict(provenance or {})),
             "unit_shape": shape,
@@ -187,11 +195,12 @@ def declare(
         else:
             # a new array goes beside the old one: readers of the old manifest keep
             # reading it, and it is deleted only when the next exclusive writer opens
-            path = _new_path(manifest, name)
-            growth.clear_debris(ledger.root, path)
+            path = _new_path(manifest, name, unique=not isinstance(ledger.storage, LocalStorage))
+            growth.clear_debris(ledger.storage, path)
             arrays.create_array(
-                ledger.root / path, n_rows, n_units, dtype, declared["chunk_rows"], codec, shape
-            )
+                ledger.storage.writable_zarr(path), n_rows, n_units, dtype,
+                declared["chunk_rows"], codec, shape,
+            )  # fmt: skip
             whole = wanted == ([(0, n_rows)] if n_rows else [])
             record = SiteRecord(
                 **declared,
@@ -199,14 +208,19 @@ def declare(
                 created=now_utc(),
                 covers=None if whole else [list(r) for r in wanted],
             )
-            record.done_chunks = growth.start(ledger.root, record, None if changed else old)
+            record.done_chunks = growth.start(ledger.storage, record, None if changed else old)
             manifest.sites[name] = record
         # built before the declaration commits: its check of the chunks marked done may
         # fail (an undecodable chunk is unmarked, not fatal, but an unreadable array is)
-        writer = SiteWriter(
-            ledger.root, name, copy.deepcopy(record), lambda n, p, d: publish(ledger, n, p, d)
+        return SiteWriter(
+            ledger.storage,
+            name,
+            copy.deepcopy(record),
+            lambda n, p, m: publish(ledger, n, p, m),
+            marks_for(ledger.storage, record, f"shard-{shard[0]}-of-{shard[1]}"),
         )
-    return writer
+
+    return ledger.change(decide)
 
 
 def _unit_shape(name: str, n_units: int, unit_shape: Sequence[int] | None) -> list[int] | None:
@@ -230,11 +244,16 @@ def _requested(covers: Sequence[tuple[int, int]] | None, n_rows: int) -> coverag
     return ranges
 
 
-def _new_path(manifest: Manifest, name: str) -> str:
+def _new_path(manifest: Manifest, name: str, *, unique: bool = False) -> str:
     """A path no array of this store has had: ``arrays.zarr/<name>@<generation>``, the
     generation of the commit that declares it. Never reusing a path is what keeps a
-    reader of an older manifest from reading a newer array under the same name."""
-    return f"{ARRAYS_DIR}/{name}@{manifest.generation + 1}"
+    reader of an older manifest from reading a newer array under the same name.
+
+    ``unique`` (object storage, where no lock serialises declarations) adds a random
+    tag: writers declaring at once each build their own array, so the ones whose commit
+    loses never touch the array the winner's writers are filling."""
+    tag = f".{uuid.uuid4().hex[:8]}" if unique else ""
+    return f"{ARRAYS_DIR}/{name}@{manifest.generation + 1}{tag}"
 
 
 def _differences(old: SiteRecord, declared: Mapping[str, Any]) -> list[str]:
@@ -263,29 +282,12 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def publish(ledger: Ledger, name: str, path: str, done: set[int]) -> bool:
-    """Record the chunks done of site ``name`` in its array at ``path``; True once the
-    site is complete. A writer of an array the site no longer names is refused."""
-    with ledger.update() as manifest:
-        record = manifest.sites.get(name)
-        if record is None or record.path != path:
-            raise SiteError(
-                f"site {name} was declared again (grown, replaced or deleted) while this "
-                "writer filled it; its work is not published: run the extraction again"
-            )
-        record.done_chunks = len(done)
-        if len(done) == record.n_chunks:
-            record.status = "complete"
-        return record.status == "complete"
-
-
 def written_chunks(ledger: Ledger, name: str) -> frozenset[int]:
     """Chunks of site ``name`` whose bytes are durably written, a running writer's too."""
     record = record_of(ledger, name)
     if record.status == "complete":
         return frozenset(range(record.n_chunks))
-    folder = f"{PROGRESS_DIR}/{record.path.partition('/')[2]}"
-    return frozenset(chunks.markers_in(ledger.storage.files(folder)))
+    return frozenset(growth.written(ledger.storage, record))
 
 
 def delete(ledger: Ledger, name: str) -> None:
@@ -383,16 +385,14 @@ def reopen(ledger: Ledger, name: str, damaged: list[int]) -> None:
     the damaged chunks."""
     ledger.require_writable(exclusive=True)
     record = record_of(ledger, name)
-    array_dir = ledger.root / record.path
     checksums = chunks.read_checksums(ledger.storage, record.path, record.n_chunks)
-    folder = chunks.progress_folder(ledger.root, record.path)
-    folder.mkdir(parents=True, exist_ok=True)
+    marks = marks_for(ledger.storage, record, growth.DECLARED)
     bad = set(damaged)
+    ledger.storage.delete_files(f"{record.path}/c/{chunk}/0" for chunk in sorted(bad))
     for chunk in range(record.n_chunks):
-        if chunk in bad:
-            chunks.chunk_file(array_dir, chunk).unlink(missing_ok=True)
-        else:
-            chunks.write_marker(folder, chunk, checksums[chunk] or "")
+        if chunk not in bad:
+            marks.mark(chunk, checksums[chunk] or "")
     with ledger.update() as manifest:
         manifest.sites[name].status = "partial"
         manifest.sites[name].done_chunks = record.n_chunks - len(bad)
+        manifest.sites[name].progress = [marks.name] if marks.name else None

@@ -21,12 +21,12 @@ import pyarrow as pa
 from actstore import results, sites, tables
 from actstore.commit import Ledger, remove_uncommitted
 from actstore.errors import ParameterError, SchemaError
-from actstore.lock import WriterLock
+from actstore.lock import ObjectClaim, WriterLock
 from actstore.manifest import ResultRecord, SourceInfo, TableRecord
 from actstore.names import Params, did_you_mean, needed_views, quote_ident
 from actstore.results import MatrixResult, ResultInfo
 from actstore.sites import SiteInfo
-from actstore.storage import Storage
+from actstore.storage import LocalStorage, Storage
 from actstore.writing import StoreWriting
 
 if TYPE_CHECKING:  # xarray, dask and zarr load when a site is first read or written
@@ -55,12 +55,14 @@ class Store(StoreWriting):
     (698, ['toy/layer.0', 'toy/layer.1'])
     """
 
-    def __init__(self, storage: Storage, mode: Literal["r", "a"], lock: WriterLock | None) -> None:
+    def __init__(
+        self, storage: Storage, mode: Literal["r", "a"], lock: WriterLock | ObjectClaim | None
+    ) -> None:
         self.storage = storage
         self.mode = mode
         self._ledger = Ledger(storage, lock)
-        if mode == "a" and not self._ledger.shared:
-            remove_uncommitted(self.path, self._ledger.manifest)
+        if mode == "a" and not self._ledger.shared and isinstance(storage, LocalStorage):
+            remove_uncommitted(storage.root, self._ledger.manifest)
 
     @property
     def location(self) -> str:

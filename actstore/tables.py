@@ -8,7 +8,6 @@ manifest. Reading whole columns goes straight to the parts (no query engine).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -16,7 +15,7 @@ import pyarrow.parquet as pq
 
 from actstore.commit import TABLES_DIR
 from actstore.errors import FormatError, SchemaError
-from actstore.manifest import PARTIAL_SUFFIX, Manifest, Part, ResultRecord, TableRecord, fsync_dir
+from actstore.manifest import Manifest, Part, ResultRecord, TableRecord
 from actstore.names import check_table_name
 from actstore.storage import Storage
 
@@ -39,15 +38,15 @@ def as_arrow(table: Any) -> pa.Table:
     raise SchemaError(f"expected a pyarrow.Table or a pandas.DataFrame, got {type(table).__name__}")
 
 
-def write_parquet(root: Path, rel: str, table: pa.Table) -> None:
-    """Write ``table`` to ``root / rel`` atomically (``*.partial`` then rename)."""
-    tmp = root / (rel + PARTIAL_SUFFIX)
-    pq.write_table(table, tmp, compression="zstd", row_group_size=128 * 1024)
-    tmp.replace(root / rel)
-    fsync_dir(tmp.parent)
+def write_parquet(storage: Storage, rel: str, table: pa.Table) -> None:
+    """Write ``table`` as the Parquet file ``rel`` of a store, whole (see
+    :meth:`~actstore.storage.Storage.put_file`)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", row_group_size=128 * 1024)
+    storage.put_file(rel, sink.getvalue().to_pybytes())
 
 
-def append_part(root: Path, manifest: Manifest, name: str, table: pa.Table) -> None:
+def append_part(storage: Storage, manifest: Manifest, name: str, table: pa.Table) -> None:
     """Write ``table`` as the next part of corpus table ``name`` and name it in ``manifest``
     (published when the manifest is committed)."""
     check_table_name(name)
@@ -55,10 +54,8 @@ def append_part(root: Path, manifest: Manifest, name: str, table: pa.Table) -> N
         if other.lower() == name.lower() and (other != name or other in manifest.results):
             raise SchemaError(f"table name {name!r} clashes with {other!r} (SQL names ignore case)")
     record = manifest.tables.setdefault(name, TableRecord())
-    folder = root / TABLES_DIR / name
-    folder.mkdir(parents=True, exist_ok=True)
     rel = f"{TABLES_DIR}/{name}/part-{len(record.parts):05d}.parquet"
-    write_parquet(root, rel, table)
+    write_parquet(storage, rel, table)
     record.parts.append(Part(rel, table.num_rows, record.n_rows))
     record.n_rows += table.num_rows
 

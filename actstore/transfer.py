@@ -38,8 +38,9 @@ from actstore.chunks import ABSENT, chunk_bytes, read_checksums
 from actstore.commit import ARRAYS_DIR, PROGRESS_DIR, RESULTS_DIR, TABLES_DIR
 from actstore.errors import ActStoreError, StoreExistsError
 from actstore.manifest import MANIFEST, Manifest, atomic_write
+from actstore.objects import ObjectStorage, manifest_name
 from actstore.progress import bar
-from actstore.storage import LocalStorage, ObjectStorage, Storage, manifest_name, storage_of
+from actstore.storage import LocalStorage, Storage, storage_of
 
 JOBS = 16  # concurrent transfers: object stores answer many requests at once
 

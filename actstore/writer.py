@@ -2,9 +2,9 @@
 
 A :class:`SiteWriter` accepts row blocks in any order, buffers them until a chunk
 is complete and then writes that chunk whole (partial-chunk writes are many times
-slower in Zarr). After a chunk's bytes are written, a marker file
-``progress/<site>/<chunk>.done`` holding its checksum records it (see
-:mod:`actstore.chunks`). A writer killed at any point therefore
+slower in Zarr). After a chunk's bytes are written, its checksum is recorded among
+the site's marks (:mod:`actstore.marks`: a marker file per chunk on disk, one object
+per writer in object storage). A writer killed at any point therefore
 leaves finished chunks marked and unfinished ones unmarked; declaring the same site
 again resumes with the unmarked chunks, and rows written into finished chunks are
 ignored. :meth:`SiteWriter.commit` hands the chunks done to the store, which
@@ -16,9 +16,7 @@ order (or a chunk's worth of sentences at a time) to keep that small.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,13 +24,14 @@ import zarr
 
 from actstore import chunks, coverage
 from actstore.arrays import to_bfloat16_bits
-from actstore.commit import prune_empty
 from actstore.errors import SiteError
 from actstore.manifest import SiteRecord
+from actstore.marks import Marks
 from actstore.reader import STORAGE_DTYPES
+from actstore.storage import Storage
 
-# (site name, its array's path, chunks done) -> whether the site is now complete
-Publish = Callable[[str, str, set[int]], bool]
+# (site name, its array's path, its marks) -> whether the site is now complete
+Publish = Callable[[str, str, Marks], bool]
 
 
 class SiteWriter:
@@ -48,8 +47,10 @@ class SiteWriter:
     'complete'
     """
 
-    def __init__(self, root: Path, name: str, record: SiteRecord, publish: Publish) -> None:
-        self.root = root
+    def __init__(
+        self, storage: Storage, name: str, record: SiteRecord, publish: Publish, marks: Marks
+    ) -> None:
+        self.storage = storage
         self.name = name
         self.n_rows: int = record.n_rows
         self.n_units: int = record.n_units
@@ -59,20 +60,16 @@ class SiteWriter:
         self.covered = record.covered()
         self._publish = publish
         self.path = record.path
-        self._dir = root / record.path
         # every chunk is a file, zeros too (zarr skips all-zero chunks by default, which a
         # reader could not tell from a deleted one)
-        array = zarr.open_array(str(self._dir), mode="r+")
+        array = zarr.open_array(storage.writable_zarr(record.path), mode="r+")
         self._array: Any = array.with_config({"write_empty_chunks": True})
         self._chunk_size = chunks.chunk_bytes(record)
-        self._progress = chunks.progress_folder(root, record.path)
-        self._progress.mkdir(parents=True, exist_ok=True)
-        self._checksums: dict[int, str | None] = {}
+        self.marks = marks
         if record.status == "complete":
             self.done: set[int] = set(range(self.n_chunks))
         else:
-            self._checksums = self._intact(chunks.read_markers(self._progress))
-            self.done = set(self._checksums)
+            self.done = set(self._intact(marks.all(record.progress)))
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _intact(self, marked: dict[int, str | None]) -> dict[int, str | None]:
@@ -85,7 +82,7 @@ class SiteWriter:
                 ok = not self.needed(chunk)
             else:
                 try:
-                    chunks.check_present(self._dir, self.name, [chunk], self._chunk_size)
+                    chunks.check_stored(self.storage, self.path, self.name, chunk, self._chunk_size)
                     ok = (
                         checksum is None
                         or chunks.digest(np.asarray(self._array[start:stop])) == checksum
@@ -95,7 +92,7 @@ class SiteWriter:
             if ok:
                 intact[chunk] = checksum
             else:
-                (self._progress / f"{chunk}.done").unlink(missing_ok=True)
+                self.marks.unmark(chunk)
         return intact
 
     # -- what is left ---------------------------------------------------------------
@@ -195,11 +192,9 @@ class SiteWriter:
         start, stop = self.chunk_range(chunk)
         # a new file, never a rewrite in place: a chunk file may be a hard link shared with
         # the array this site grew from, which readers of an older manifest still read
-        chunks.chunk_file(self._dir, chunk).unlink(missing_ok=True)
+        self.storage.delete_files([f"{self.path}/c/{chunk}/0"])
         self._array[start:stop] = data
-        checksum = chunks.digest(data)
-        chunks.write_marker(self._progress, chunk, checksum)
-        self._checksums[chunk] = checksum
+        self.marks.mark(chunk, chunks.digest(data))
         self.done.add(chunk)
 
     # -- commit ------------------------------------------------------------------------
@@ -209,16 +204,11 @@ class SiteWriter:
         Rows buffered in partly filled chunks are not written: a commit with pending
         chunks records the site as partial, and declaring it again resumes.
         """
-        marked = chunks.read_markers(self._progress) if self._progress.is_dir() else {}
-        self._checksums = {**marked, **self._checksums}
-        self.done |= set(marked)
-        if self.complete and self._progress.is_dir():  # before the manifest says complete
-            chunks.write_checksums(self._dir, self._checksums, self.n_chunks)
-        if self._publish(self.name, self.path, self.done):  # nobody writes this site any more
-            for debris in self._dir.rglob("*.partial"):  # a killed run's chunk debris
-                debris.unlink(missing_ok=True)
-            shutil.rmtree(self._progress, ignore_errors=True)
-            prune_empty(self._progress.parent, self.root)
+        named = self.marks.all()  # what this writer (on disk: every writer) has marked
+        self.done |= set(named)
+        if self._publish(self.name, self.path, self.marks):  # nobody writes this site any more
+            self.done = set(range(self.n_chunks))
+            self.marks.clear()
 
     @property
     def buffered_rows(self) -> int:

@@ -43,7 +43,8 @@ class StoreWriting:
         """Write ``table`` (Arrow or pandas) as the next Parquet part of corpus table
         ``name``; published by the enclosing :meth:`transaction`."""
         self._ledger.require_writable(exclusive=True)
-        tables.append_part(self.path, self._ledger.manifest, name, tables.as_arrow(table))
+        ledger = self._ledger
+        tables.append_part(ledger.storage, ledger.manifest, name, tables.as_arrow(table))
 
     def add_source(self, source: SourceInfo) -> None:
         """Record an ingested corpus file (inside the :meth:`transaction` that adds its rows)."""
@@ -128,6 +129,7 @@ class StoreWriting:
         overwrite: bool = False,
         covers: Sequence[tuple[int, int]] | None = None,
         unit_shape: Sequence[int] | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> SiteWriter:
         """Declare a site (or resume or grow it) and return its writer.
 
@@ -144,7 +146,8 @@ class StoreWriting:
         for rows it lacks, it grows: it keeps the chunks that stay the same and its
         writer asks for the new rows only (:meth:`SiteWriter.pending_ranges`). Other
         settings under the same name are refused, naming what differs, unless
-        ``overwrite`` (which replaces the site).
+        ``overwrite`` (which replaces the site). ``shard`` ``(i, n)``: this writer fills
+        shard *i* of *n* (what its record of chunks done is named by, in object storage).
 
         Examples
         --------
@@ -160,7 +163,7 @@ class StoreWriting:
         return sites.declare(
             self._ledger, name, table=table, n_units=n_units, dtype=dtype,
             chunk_rows=chunk_rows, codec=codec, provenance=provenance, overwrite=overwrite,
-            covers=covers, unit_shape=unit_shape,
+            covers=covers, unit_shape=unit_shape, shard=shard,
         )  # fmt: skip
 
     def reopen_chunks(self, site: str, damaged: list[int]) -> None:

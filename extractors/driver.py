@@ -190,7 +190,7 @@ def run(
         n_rows = store.n_rows(extractor.table)
         if not n_rows and not extractor.allows_zero_rows:
             raise SchemaError(
-                f"{store.path} has no {extractor.table} yet: run `actstore ingest` first"
+                f"{store.location} has no {extractor.table} yet: run `actstore ingest` first"
             )
         # what prepare() saves (an alignment, say) commits with the sites or not at all;
         # shards commit apart, as each one declares the sites the first one made
@@ -294,6 +294,7 @@ def _declare(
             overwrite=options.overwrite,
             covers=covers,
             unit_shape=spec.unit_shape,
+            shard=options.shard_index,
         )
         chunk_rows = writers[i].chunk_rows
     return [writers[i] for i in range(len(chosen))]

@@ -55,6 +55,7 @@ import numpy as np
 import pytest
 
 import actstore
+from actstore.chunks import CHECKSUMS
 from actstore.manifest import SourceInfo
 from actstore.sites import EXTENT_KEYS
 from extractors.base import Extractor
@@ -77,7 +78,7 @@ def clone(template: Path, dst: Path) -> Path:
     return dst
 
 
-def site_bytes(path: Path) -> dict[str, tuple[Any, bytes]]:
+def site_bytes(path: str | Path) -> dict[str, tuple[Any, bytes]]:
     """Per site: its declaration (everything :meth:`Store.site` says) and stored bytes.
 
     Examples
@@ -97,7 +98,32 @@ def site_bytes(path: Path) -> dict[str, tuple[Any, bytes]]:
         }
 
 
-def chunks_written(path: Path) -> int:
+def stored_files(where: str | Path) -> dict[str, Any]:
+    """Per site: its manifest record without timestamp and path (which names the commit
+    that declared it), and the bytes of its array's metadata, checksums and every chunk,
+    wherever the store is (a directory or a URL).
+
+    Examples
+    --------
+    >>> store.close()
+    >>> record, files = stored_files(store_path)["toy/layer.0"]
+    >>> record["n_units"], sorted(files)
+    (16, ['c/0', 'checksums.json', 'zarr.json'])
+    """
+    with actstore.open(where) as store:
+        storage, sites = store.storage, store.manifest_records().sites
+    out: dict[str, Any] = {}
+    for name, record in sites.items():
+        files = {f: storage.read_bytes(f"{record.path}/{f}") for f in ("zarr.json", CHECKSUMS)}
+        files.update(
+            {f"c/{c}": storage.read_bytes(f"{record.path}/c/{c}/0") for c in range(record.n_chunks)}
+        )
+        kept = {k: v for k, v in dataclasses.asdict(record).items() if k not in ("created", "path")}
+        out[name] = (kept, files)
+    return out
+
+
+def chunks_written(path: str | Path) -> int:
     """Chunks durably written so far, summed over sites (a running writer's too)."""
     with actstore.open(path) as store:
         return sum(len(store.written_chunks(name)) for name in store.sites)

@@ -24,7 +24,7 @@ from typing import Literal
 
 from actstore.errors import ParameterError
 from actstore.names import DTYPES, Dtype
-from actstore.verbs import Verb, option
+from actstore.verbs import StoreLocation, Verb, option
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 AlignRule = Literal["mean", "first", "last"]
@@ -87,7 +87,9 @@ def is_recurrent_model(model: str) -> bool:
 class ExtractTarget:
     """Which store ``actstore extract`` fills, and whether it prints its summary."""
 
-    store: Path = option(positional=True, help="store directory (with its corpus ingested)")
+    store: StoreLocation = option(
+        positional=True, help="store directory or URL (s3://...), with its corpus ingested"
+    )
     quiet: bool = option(False, short="-q", help="print no summary line")
     list_sites: bool = option(
         False, help="list the sites the model offers (with their shapes) and extract nothing"

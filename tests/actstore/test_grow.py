@@ -10,6 +10,7 @@ import pytest
 
 import actstore
 from actstore import chunks
+from actstore.marks import progress_folder
 from actstore.verify import check_store
 
 N_UNITS = 3
@@ -130,7 +131,7 @@ def test_a_writer_of_a_redeclared_site_publishes_nothing(halves: tuple[Path, Pat
 def test_an_interrupted_declaration_leaves_nothing_to_inherit(halves: tuple[Path, Path]) -> None:
     path, _ = halves
     with actstore.open(path, mode="a") as store:
-        debris = chunks.progress_folder(store.path, f"arrays.zarr/t/e@{store.generation + 1}")
+        debris = store.path / progress_folder(f"arrays.zarr/t/e@{store.generation + 1}")
         debris.mkdir(parents=True)
         for chunk in range(3):  # markers an uncommitted declaration left at the next path
             chunks.write_marker(debris, chunk, chunks.ABSENT)

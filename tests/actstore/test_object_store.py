@@ -28,8 +28,9 @@ from actstore.errors import (
     StoreNotFoundError,
 )
 from actstore.manifest import read_manifest
+from actstore.objects import ObjectStorage, manifest_name
 from actstore.s3server import LocalS3
-from actstore.storage import ObjectStorage, is_url, manifest_name
+from actstore.storage import is_url
 from actstore.transfer import copy_store
 
 N_UNITS = 24

@@ -3,7 +3,6 @@ the same bytes as one process, against real MiniLM over 120 sentences of EWT dev
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -18,10 +17,9 @@ import pytest
 import torch
 
 import actstore
-from actstore.chunks import CHECKSUMS, chunk_file
 from actstore.verbs import verb
 from actstore.verify import check_store
-from extractors.testing import clone, site_bytes
+from extractors.testing import clone, site_bytes, stored_files
 from extractors.workers import cpu_threads, run_shard
 
 SITE = "minilm/layer.3"
@@ -66,22 +64,6 @@ def reference(
         return made[threads]
 
     yield make
-
-
-def stored_files(store: Path) -> dict[str, Any]:
-    """Per site: its manifest record without timestamp and path (which names the commit
-    that declared it), and the bytes of its array's metadata, checksums and every chunk."""
-    manifest = json.loads((store / "manifest.json").read_text(encoding="utf-8"))
-    out: dict[str, Any] = {}
-    for name, record in manifest["sites"].items():
-        array = store / record["path"]
-        n_chunks = -(-record["n_rows"] // record["chunk_rows"])
-        files = {"zarr.json": (array / "zarr.json").read_bytes()}
-        files[CHECKSUMS] = (array / CHECKSUMS).read_bytes()
-        files.update({f"c/{c}": chunk_file(array, c).read_bytes() for c in range(n_chunks)})
-        kept = {k: v for k, v in record.items() if k not in ("created", "path")}
-        out[name] = (kept, files)
-    return out
 
 
 def assert_same_sites(store: Path, expected: Path) -> None:

@@ -1,0 +1,151 @@
+"""Writing to a store in object storage (a real S3 server, SeaweedFS): ingest, sites,
+results and their commits, checked against the CoNLL-U file, the values written, and
+what the same steps leave in a local store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import conllu
+import numpy as np
+import pytest
+
+import actstore
+from actstore.errors import CommitConflictError, StoreExistsError, StoreNotFoundError
+from actstore.objects import ObjectStorage
+from actstore.s3server import LocalS3
+
+N_UNITS = 8
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "actstore.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_ingest_into_s3_holds_the_file(s3: LocalS3, ewt_dev: Path, tmp_path: Path) -> None:
+    sample = tmp_path / "en_ewt-ud-dev.conllu"
+    blocks = ewt_dev.read_text(encoding="utf-8").split("\n\n")
+    sample.write_text("\n\n".join(blocks[:80]) + "\n\n", encoding="utf-8")
+    url = s3.bucket() + "/ingested"
+    words = [
+        t for s in conllu.parse(sample.read_text(encoding="utf-8")) for t in s
+        if isinstance(t["id"], int)
+    ]  # fmt: skip
+    done = cli("ingest", url, str(sample))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith(f"{url}: {len(words):,} tokens, 80 sentences")
+    with actstore.open(url) as store:
+        assert store.n_rows("tokens") == len(words)
+        got = store.sql("SELECT form, upos, head FROM tokens ORDER BY row")
+        assert got["form"].tolist() == [t["form"] for t in words]
+        assert got["upos"].tolist() == [t["upos"] for t in words]
+        assert got["head"].tolist() == [t["head"] for t in words]
+    again = cli("ingest", url, str(sample))  # the same file twice is refused, as on disk
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    with actstore.open(url) as store:
+        assert store.n_rows("tokens") == len(words)
+
+
+def test_a_failed_first_ingest_leaves_nothing(s3: LocalS3, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.conllu"
+    bad.write_text("1\tA\ta\tX\t_\t_\t7\troot\t_\t_\n\n", encoding="utf-8")
+    url = s3.bucket() + "/never"
+    done = cli("ingest", url, str(bad))
+    assert done.returncode == 2 and "bad.conllu:1" in done.stderr, done.stderr
+    assert ObjectStorage(url).files("") == {}
+
+
+@pytest.fixture
+def small_s3(s3: LocalS3, ewt_small: Path) -> str:
+    from actstore.transfer import copy_store
+
+    url = s3.bucket() + "/small"
+    copy_store(ewt_small, url)
+    return url
+
+
+def test_a_site_written_to_s3_reads_back_and_resumes(small_s3: str) -> None:
+    rng = np.random.default_rng(4)
+    with actstore.open(small_s3, mode="a") as store:
+        n = store.n_rows("tokens")
+        values = rng.standard_normal((n, N_UNITS)).astype(np.float32)
+        writer = store.create_site("t/x", n_units=N_UNITS, dtype="float32", chunk_rows=256)
+        writer.write(0, values[:700])  # chunks 0 and 1 whole; the writer dies here
+        assert sorted(writer.done) == [0, 1]
+    with actstore.open(small_s3, mode="a") as store:  # a new writer resumes after them
+        writer = store.create_site("t/x", n_units=N_UNITS, dtype="float32", chunk_rows=256)
+        assert sorted(writer.done) == [0, 1] and writer.pending_ranges() == [(512, n)]
+        writer.write(512, values[512:])
+        writer.commit()
+    with actstore.open(small_s3) as store:
+        assert store.site("t/x").status == "complete"
+        np.testing.assert_array_equal(store.acts("t/x").values, values)
+        from actstore.verify import check_store
+
+        assert check_store(store) == []
+
+
+def test_two_writers_of_one_store_never_both_commit(small_s3: str) -> None:
+    """Object storage has no lock: two writers open at once, the second to commit is
+    refused and nothing of its change stays, not even its file."""
+    with actstore.open(small_s3, mode="a") as first, actstore.open(small_s3, mode="a") as second:
+        first.write_result("mine", first.sql("SELECT 1 AS one"))
+        with (
+            pytest.raises(CommitConflictError, match="another writer committed generation"),
+            second.transaction(),
+        ):
+            second.write_result("theirs", second.sql("SELECT 2 AS two"))
+    with actstore.open(small_s3) as store:
+        assert "mine" in store.results and "theirs" not in store.results
+    left = ObjectStorage(small_s3).files("results")
+    assert left and all(name.startswith("mine/") for name in left), left
+
+
+def test_shard_writers_racing_to_publish_all_land(small_s3: str) -> None:
+    """Four shard writers fill disjoint chunks and publish at once; commits that lose
+    a race are retried on the newer manifest, so every chunk is published."""
+    with actstore.open(small_s3) as store:
+        n = store.n_rows("tokens")
+    values = np.random.default_rng(9).standard_normal((n, N_UNITS)).astype(np.float32)
+    barrier = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def shard(index: int) -> None:
+        try:
+            with actstore.open(small_s3, mode="a", shared=True) as store:
+                writer = store.create_site(
+                    "t/s", n_units=N_UNITS, dtype="float32", chunk_rows=128, shard=(index, 4)
+                )
+                for chunk in writer.pending_chunks():
+                    if chunk % 4 == index:
+                        lo, hi = writer.chunk_range(chunk)
+                        writer.write(lo, values[lo:hi])
+                barrier.wait()
+                writer.commit()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=shard, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    with actstore.open(small_s3) as store:
+        assert store.site("t/s").status == "complete"
+        np.testing.assert_array_equal(store.acts("t/s").values, values)
+
+
+def test_create_over_a_store_needs_overwrite(s3: LocalS3) -> None:
+    url = s3.bucket() + "/fresh"
+    with pytest.raises(StoreNotFoundError, match="holds no actstore store"):
+        actstore.open(url)
+    actstore.create(url).close()
+    with pytest.raises(StoreExistsError, match="already holds a store"):
+        actstore.create(url)
+    actstore.create(url, overwrite=True).close()
+    assert ObjectStorage(url).generations() == [1]
