@@ -35,7 +35,7 @@ PROGRESS_DIR = "progress"
 
 
 LOCAL_ONLY = (
-    "{where} is in object storage; {what} needs a local store: do it there, then "
+    "{where} is in object storage, and {what} needs a local store: do it there, then "
     "`actstore copy` the store"
 )
 COMMIT_RETRIES = 50  # a shard writer's tries at a commit other shards keep preceding
@@ -60,7 +60,7 @@ class Ledger:
     @property
     def root(self) -> Path:
         """The store's directory (an error for a store in object storage)."""
-        return self.local_root("this")
+        return self.local_root("this operation")
 
     @property
     def writable(self) -> bool:

@@ -124,6 +124,7 @@ def ingest_images(
     2  black      5       4             0
     """
     store.check_writable(exclusive=True)
+    store.local_path("ingesting images")  # PNG files and image paths are local files
     if block_rows < 1:
         raise ParameterError("block_rows", f"must be at least 1, got {block_rows}")
     kind, name, items = _open_source(source, labels)

@@ -29,7 +29,7 @@ from typing import Any, Literal, TypeVar
 
 from actstore.errors import StorageError, StoreNotFoundError
 from actstore.manifest import Manifest, parse_manifest
-from actstore.storage import Storage, url_parts
+from actstore.storage import PositionedReader, Storage, url_parts
 
 SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "http", "https")
 MANIFESTS = "manifests"  # manifests/<generation, 20 digits>.json
@@ -224,47 +224,22 @@ def manifest_name(generation: int) -> str:
     return f"{MANIFESTS}/{generation:020d}.json"
 
 
-class RangeReader:
-    """A read-only object that several DuckDB threads may seek and read at once, each
-    read one ranged GET at that thread's own position."""
+class RangeReader(PositionedReader):
+    """An object as a :class:`~actstore.storage.PositionedReader`: each read one ranged
+    GET."""
 
     def __init__(self, storage: ObjectStorage, rel: str, size: int) -> None:
+        super().__init__()
         self.storage, self.rel, self.size = storage, rel, size
         self.name = storage.where(rel)
-        self._local = threading.local()
-        self.closed = False
+        self._closed = False
 
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self.tell(), 2: self.size}[whence]
-        self._local.pos = base + offset
-        return int(self._local.pos)
+    def read_at(self, position: int, n: int) -> bytes:
+        return bytes(self.storage.read_ranges(self.rel, [position], [position + n])[0])
 
-    def tell(self) -> int:
-        return int(getattr(self._local, "pos", 0))
-
-    def read(self, n: int = -1) -> bytes:
-        pos = self.tell()
-        end = self.size if n is None or n < 0 else min(self.size, pos + n)
-        if end <= pos:
-            return b""
-        data = bytes(self.storage.read_ranges(self.rel, [pos], [end])[0])
-        self._local.pos = pos + len(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return False
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
-        self.closed = True
-
-    def __enter__(self) -> RangeReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._closed = True

@@ -204,42 +204,43 @@ class LocalStorage(Storage):
         return str(self.root / rel)
 
 
-class SharedReader:
+class PositionedReader:
     """A read-only file that several DuckDB threads may seek and read at once: each
-    thread has its own position, and reads are ``os.pread`` at that position."""
+    thread has its own position, and each read is one positioned read there
+    (:meth:`read_at`)."""
 
-    def __init__(self, path: str) -> None:
-        self.name = path
-        try:
-            self._fd: int | None = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path} is missing") from None
-        self.size = os.fstat(self._fd).st_size
+    name: str
+    size: int
+
+    def __init__(self) -> None:
         self._local = threading.local()
+
+    def read_at(self, position: int, n: int) -> bytes:
+        """``n`` bytes (fewer at the end) from ``position``."""
+        raise NotImplementedError
 
     @property
     def closed(self) -> bool:
-        return self._fd is None
+        raise NotImplementedError
 
-    def _pos(self) -> int:
-        return int(getattr(self._local, "pos", 0))
+    def close(self) -> None:
+        raise NotImplementedError
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos(), 2: self.size}[whence]
+        base = {0: 0, 1: self.tell(), 2: self.size}[whence]
         self._local.pos = base + offset
-        return self._local.pos  # type: ignore[no-any-return]
+        return self.tell()
 
     def tell(self) -> int:
-        return self._pos()
+        return int(getattr(self._local, "pos", 0))
 
     def read(self, n: int = -1) -> bytes:
-        if self._fd is None:
+        if self.closed:
             raise ValueError(f"{self.name}: read of a closed file")
-        pos = self._pos()
-        if n is None or n < 0:
-            n = self.size - pos
-        data = os.pread(self._fd, n, pos)
-        self._local.pos = pos + len(data)
+        position = self.tell()
+        n = self.size - position if n is None or n < 0 else min(n, self.size - position)
+        data = self.read_at(position, n) if n > 0 else b""
+        self._local.pos = position + len(data)
         return data
 
     def readable(self) -> bool:
@@ -251,16 +252,37 @@ class SharedReader:
     def writable(self) -> bool:
         return False
 
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> SharedReader:
+    def __enter__(self) -> PositionedReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SharedReader(PositionedReader):
+    """A local file as a :class:`PositionedReader`: ``os.pread``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.name = path
+        try:
+            self._fd: int | None = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} is missing") from None
+        self.size = os.fstat(self._fd).st_size
+
+    def read_at(self, position: int, n: int) -> bytes:
+        assert self._fd is not None
+        return os.pread(self._fd, n, position)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 __all__ = ["LocalStorage", "Storage", "is_url", "storage_of"]

@@ -226,7 +226,7 @@ def converter(kind: Any, name: str) -> Callable[[str], Any]:
         int: (int, "an integer"),
         float: (float, "a number"),
         str: (str, "text"),
-        Path: (_local_path, "a local path (object storage URLs are only read)"),
+        Path: (_local_path, "a local path (a URL names a store, not this)"),
         StoreLocation: (str, "a store directory or URL"),
     }
     if kind not in simple:

@@ -26,7 +26,12 @@ class StoreWriting:
     @property
     def path(self) -> Path:
         """The store's directory (a store in object storage has none: see ``location``)."""
-        return self._ledger.root
+        return self._ledger.local_root("this operation")
+
+    def local_path(self, what: str) -> Path:
+        """The store's directory, which ``what`` needs: one line saying so for a store
+        in object storage."""
+        return self._ledger.local_root(what)
 
     # -- writing -----------------------------------------------------------------------
     @contextlib.contextmanager

@@ -150,7 +150,8 @@ class CNNExtractor(Extractor):
 
         store.require_columns(["path", "sha256"], "images")
         columns = store.columns(["path", "sha256"], "images")
-        self._paths = [image_path(store.path, p) for p in columns.column("path").to_pylist()]
+        root = store.local_path("extraction from images")  # images are local files
+        self._paths = [image_path(root, p) for p in columns.column("path").to_pylist()]
         self._hashes = columns.column("sha256").to_pylist()
         self._chosen = list(sites)
         self.device = device
