@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from actstore.errors import CommitConflictError, ReadOnlyError
-from actstore.lock import ObjectClaim, WriterLock, commit_lock
-from actstore.manifest import MANIFEST, PARTIAL_SUFFIX, Manifest, read_manifest, write_manifest
+from actstore.lock import ObjectClaim, WriterLock
+from actstore.manifest import MANIFEST, PARTIAL_SUFFIX, Manifest
 from actstore.storage import LocalStorage, Storage
 
 TABLES_DIR = "tables"
@@ -32,6 +32,17 @@ IMAGES_DIR = "images"  # PNG files of images ingested as arrays
 ARRAYS_DIR = "arrays.zarr"
 RESULTS_DIR = "results"
 PROGRESS_DIR = "progress"
+
+
+def progress_folder(path: str) -> str:
+    """Where the progress of the site array at ``path`` (relative to the store) lies.
+
+    Examples
+    --------
+    >>> progress_folder("arrays.zarr/minilm/layer.3@4")
+    'progress/minilm/layer.3@4'
+    """
+    return f"{PROGRESS_DIR}/{path.partition('/')[2]}"
 
 
 LOCAL_ONLY = (
@@ -61,6 +72,11 @@ class Ledger:
     def root(self) -> Path:
         """The store's directory (an error for a store in object storage)."""
         return self.local_root("this operation")
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether changes join an open :meth:`transaction` rather than commit now."""
+        return self._open_transactions > 0
 
     @property
     def writable(self) -> bool:
@@ -97,33 +113,29 @@ class Ledger:
         if self._open_transactions:
             yield self.manifest
             return
-        if isinstance(self.storage, LocalStorage):
-            root = self.storage.root
-            with commit_lock(root):
-                if self.shared:
-                    self.manifest = read_manifest(root)
+        with self.storage.commit_lock():
+            if self.shared:
+                self.manifest = self.storage.read_manifest()
+            before = self.manifest.copy()
+            try:
                 yield self.manifest
-                write_manifest(root, self.manifest)
-            return
-        if self.shared:
-            self.manifest = self.storage.read_manifest()
-        before = self.manifest.copy()
-        yield self.manifest
-        try:
-            self.storage.commit(self.manifest)
-        except BaseException:
-            self.manifest = before
-            raise
+                self.storage.commit(self.manifest)
+            except BaseException:  # the change stays out of memory as out of the store
+                self.manifest = before
+                raise
 
-    def change(self, apply: Callable[[Manifest], _T]) -> _T:
+    def change(self, apply: Callable[[Manifest], _T], undo: Callable[[], None] | None = None) -> _T:
         """``apply`` the change to the manifest and commit it, as :meth:`update`. A shard
-        writer in object storage, whose commit another shard's may precede, reads the
-        newest manifest and applies the change again (``apply`` must be repeatable)."""
+        writer in object storage, whose commit another shard's may precede, calls
+        ``undo`` (to delete what ``apply`` wrote), reads the newest manifest and applies
+        the change again (``apply`` must be repeatable)."""
         for attempt in itertools.count():
             try:
                 with self.update() as manifest:
                     return apply(manifest)
             except CommitConflictError:
+                if undo is not None:
+                    undo()
                 if not self.shared or attempt >= COMMIT_RETRIES:
                     raise
                 time.sleep(random.uniform(0.0, 0.01 * 2 ** min(attempt, 7)))
@@ -183,7 +195,7 @@ def remove_added(storage: Storage, before: Manifest, after: Manifest) -> None:
     :func:`remove_uncommitted` when the store is next opened for writing."""
     rels = sorted(named_files(after) - named_files(before))
     added = sorted({s.path for s in after.sites.values()} - {s.path for s in before.sites.values()})
-    added += [f"{PROGRESS_DIR}/{rel.partition('/')[2]}" for rel in added]
+    added += [progress_folder(rel) for rel in added]
     if not isinstance(storage, LocalStorage):
         with contextlib.suppress(OSError):  # unnamed objects are invisible to readers
             storage.delete_files(rels)

@@ -5,8 +5,9 @@ site grows, those it keeps from its old array, linked or copied server-side)."""
 from __future__ import annotations
 
 from actstore import chunks, coverage
+from actstore.commit import progress_folder
 from actstore.manifest import SiteRecord
-from actstore.marks import marks_for, progress_folder
+from actstore.marks import marks_for
 from actstore.storage import Storage
 
 DECLARED = "declared"  # the writer whose marks a declaration records (object storage)
@@ -27,13 +28,12 @@ def start(storage: Storage, record: SiteRecord, old: SiteRecord | None) -> int:
     marks = marks_for(storage, record, DECLARED)
     wanted = record.covered()
     known = written(storage, old) if old is not None else {}
-    marked = 0
+    marked: dict[int, str] = {}
     for chunk in range(record.n_chunks):
         lo, hi = chunk * record.chunk_rows, min((chunk + 1) * record.chunk_rows, record.n_rows)
         mine = coverage.clip(wanted, lo, hi)
         if not mine:
-            marks.mark(chunk, chunks.ABSENT)
-            marked += 1
+            marked[chunk] = chunks.ABSENT
         elif (
             old is not None
             and known.get(chunk) not in (None, chunks.ABSENT)
@@ -42,11 +42,11 @@ def start(storage: Storage, record: SiteRecord, old: SiteRecord | None) -> int:
             and coverage.clip(old.covered(), lo, hi) == mine
             and _link(storage, old, record, chunk)
         ):
-            marks.mark(chunk, str(known[chunk]))
-            marked += 1
-    if marked and marks.name is not None:
-        record.progress = [marks.name]
-    return marked
+            marked[chunk] = str(known[chunk])
+    if marked:
+        marks.mark_many(marked)
+        record.progress = None if marks.name is None else [marks.name]
+    return len(marked)
 
 
 def _link(storage: Storage, old: SiteRecord, new: SiteRecord, chunk: int) -> bool:

@@ -84,10 +84,12 @@ def open_store(path: str | Path, mode: Literal["r", "a"] = "r", *, shared: bool 
 
 
 def _create_object_store(url: str, overwrite: bool) -> Store:
-    """An empty store under ``url``: its first manifest, created where none is
-    (``overwrite``: every object under ``url`` deleted first, as a local store's
-    directory is)."""
-    from actstore.objects import ObjectStorage
+    """An empty store under ``url``: its first manifest, created where none is.
+
+    ``overwrite`` replaces a store: an empty manifest is committed as its next
+    generation (so a writer still holding the old store loses its commit), then every
+    other object under ``url`` is deleted, as a local store's directory is."""
+    from actstore.objects import MANIFESTS, ObjectStorage
 
     storage = ObjectStorage(url)
     committed = storage.generations()
@@ -96,7 +98,10 @@ def _create_object_store(url: str, overwrite: bool) -> Store:
             f"{url} already holds a store (generation {committed[-1]}); pass "
             "overwrite=True to replace it"
         )
-    if committed:
-        storage.delete(sorted(storage.files("")))
-    storage.commit(Manifest.new(__version__))
+    fresh = Manifest.new(__version__)
+    if committed:  # the numbering goes on, so a writer of the old store cannot commit
+        fresh.generation = committed[-1]
+    storage.commit(fresh)
+    if committed:  # what the old generations named (their manifests stay, naming gone files)
+        storage.delete([n for n in storage.files("") if not n.startswith(f"{MANIFESTS}/")])
     return open_store(url, mode="a")

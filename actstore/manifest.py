@@ -313,8 +313,12 @@ def stamp(manifest: Manifest) -> None:
     manifest.updated = now_utc()
 
 
+def manifest_bytes(manifest: Manifest) -> bytes:
+    """The JSON of ``manifest`` as it is committed."""
+    return json.dumps(manifest.to_json(), indent=1).encode("utf-8") + b"\n"
+
+
 def write_manifest(root: Path, manifest: Manifest) -> None:
     """Commit ``manifest``: :func:`stamp` it and replace the file atomically."""
     stamp(manifest)
-    data = json.dumps(manifest.to_json(), indent=1).encode("utf-8")
-    atomic_write(root / MANIFEST, data + b"\n")
+    atomic_write(root / MANIFEST, manifest_bytes(manifest))

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from actstore import chunks
-from actstore.commit import PROGRESS_DIR, Ledger, prune_empty
+from actstore.commit import Ledger, progress_folder, prune_empty
 from actstore.errors import SiteError
 from actstore.storage import LocalStorage, Storage
 
@@ -51,9 +52,19 @@ class Marks:
         """Record ``chunk`` as written, with its checksum (or ``chunks.ABSENT``)."""
         raise NotImplementedError
 
+    def mark_many(self, checksums: dict[int, str]) -> None:
+        """:meth:`mark` each chunk, in one write where the record is one object."""
+        for chunk, checksum in checksums.items():
+            self.mark(chunk, checksum)
+
     def unmark(self, chunk: int) -> None:
         """Record ``chunk`` as to be written again (its bytes were found damaged)."""
         raise NotImplementedError
+
+    def own_chunks(self) -> set[int] | None:
+        """The chunks this writer marked itself (None: every writer's marks are one
+        record, as on disk)."""
+        return None
 
     def all(self, named: list[str] | None = None) -> Checksums:
         """Every writer's marked chunks; ``named``: the progress objects the site's
@@ -71,11 +82,6 @@ def marks_for(storage: Storage, record: SiteRecord, writer: str) -> Marks:
     if isinstance(storage, LocalStorage):
         return FolderMarks(storage.root, record.path)
     return ObjectMarks(storage, record.path, writer)
-
-
-def progress_folder(path: str) -> str:
-    """Where the marks of the array at ``path`` (relative to the store) lie."""
-    return f"{PROGRESS_DIR}/{path.partition('/')[2]}"
 
 
 class FolderMarks(Marks):
@@ -104,54 +110,63 @@ class FolderMarks(Marks):
 
 
 class ObjectMarks(Marks):
-    """One object per writer in ``progress/<site>/`` of a store in object storage."""
+    """One object per writer in ``progress/<site>/`` of a store in object storage.
+
+    Each object records, per chunk, the last thing its writer found: written (with the
+    checksum) or damaged (to write again), and when. Merged, the latest event of any
+    writer decides, so a chunk one shard found damaged and its own shard wrote again
+    is done.
+    """
 
     def __init__(self, storage: Storage, path: str, writer: str) -> None:
         self.storage = storage
         self.folder = progress_folder(path)
         self.own = f"{self.folder}/{writer}.json"
         self.name = self.own
-        self.done, self.redo = self._read(self.own)  # a resumed writer's own record
+        self.events = self._read(self.own)  # a resumed writer's own record
 
-    def _read(self, rel: str) -> tuple[Checksums, set[int]]:
+    def _read(self, rel: str) -> dict[int, tuple[float, str | None]]:
+        """Chunk -> (when, checksum; None: found damaged) as the writer of ``rel`` saw it."""
         try:
             body = json.loads(self.storage.read_bytes(rel))
+            return {int(c): (float(t), v) for c, (t, v) in body.items()}
         except FileNotFoundError:
-            return {}, set()
-        except ValueError as exc:
+            return {}
+        except (ValueError, TypeError, AttributeError) as exc:
             raise SiteError(f"{self.storage.where(rel)}: unreadable ({exc})") from None
-        return {int(c): v for c, v in body["done"].items()}, set(body["redo"])
 
     def _save(self) -> None:
-        done = {str(c): v for c, v in sorted(self.done.items())}
-        body = json.dumps({"done": done, "redo": sorted(self.redo)}).encode("ascii")
-        self.storage.put_file(self.own, body)
+        body = {str(c): [t, v] for c, (t, v) in sorted(self.events.items())}
+        self.storage.put_file(self.own, json.dumps(body).encode("ascii"))
 
     def mark(self, chunk: int, checksum: str) -> None:
-        self.done[chunk] = checksum
-        self.redo.discard(chunk)
+        self.mark_many({chunk: checksum})
+
+    def mark_many(self, checksums: dict[int, str]) -> None:
+        now = time.time()
+        self.events.update({c: (now, v) for c, v in checksums.items()})
         self._save()
 
     def unmark(self, chunk: int) -> None:
-        self.done.pop(chunk, None)
-        self.redo.add(chunk)
+        self.events[chunk] = (time.time(), None)
         self._save()
 
+    def own_chunks(self) -> set[int] | None:
+        return {c for c, (_, v) in self.events.items() if v is not None}
+
     def all(self, named: list[str] | None = None) -> Checksums:
-        """The union of every named writer's chunks and this writer's, less those any
-        of them found damaged and has not written again."""
-        merged: Checksums = {}
-        redo: set[int] = set()
+        """Every chunk whose latest event, among the named writers' and this one's,
+        is a write."""
+        latest = dict(self.events)
         for rel in named or []:
             if rel != self.own:
-                done, again = self._read(rel)
-                merged.update(done)
-                redo |= again
-        merged.update(self.done)
-        redo |= self.redo
-        return {c: v for c, v in sorted(merged.items()) if c not in redo or c in self.done}
+                for chunk, event in self._read(rel).items():
+                    seen = latest.get(chunk)
+                    if seen is None or event[0] > seen[0] or (event[0] == seen[0] and event[1]):
+                        latest[chunk] = event  # at the same instant a write wins
+        return {c: v for c, (_, v) in sorted(latest.items()) if v is not None}
 
-    def clear(self) -> None:
+    def clear(self) -> None:  # a listing to delete, never to trust
         self.storage.delete_tree(self.folder)
 
 

@@ -4,7 +4,9 @@ The same chunk objects as on disk (``<array>/c/<chunk>/0``), read with ranged GE
 instead of positioned reads. A request costs about a millisecond before its first
 byte, which buys a megabyte of transfer, so selected rows closer than
 :data:`GAP_BYTES` are fetched as one range and picked out of it; the ranges of one
-chunk go out concurrently (obstore's ``get_ranges``).
+chunk go out concurrently (obstore's ``get_ranges``). Each chunk object's size is
+checked once per process (a HEAD; paths are never reused), as the local reader checks
+a chunk file's size on every open: a missing or cut chunk is an error, never zeros.
 """
 
 from __future__ import annotations
@@ -50,14 +52,19 @@ class ObjectSiteReader(SiteReader):
         super().__init__(storage.where(rel), site, record, dtype)
         self.storage = storage
         self.rel = rel
+        self._sized: set[int] = set()  # chunks whose object has the size it must have
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_sized": set()}
 
     def _direct_chunk(self, chunk: int, local: np.ndarray, out: np.ndarray) -> None:
         rel = f"{self.rel}/c/{chunk}/0"
         runs = spans(local, self.row_bytes)
         starts = [a * self.row_bytes for a, _ in runs]
         ends = [b * self.row_bytes for _, b in runs]
-        if ends[-1] > (self.size or 0):
-            raise SiteError(f"site {self.site}: rows past the end of chunk {chunk}")
+        if chunk not in self._sized:  # once per chunk and process: paths are never reused
+            check_stored(self.storage, self.rel, self.site, chunk, self.size)
+            self._sized.add(chunk)
         try:
             buffers = self.storage.read_ranges(rel, starts, ends)
         except FileNotFoundError:

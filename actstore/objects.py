@@ -21,14 +21,13 @@ Examples
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar
 
 from actstore.errors import StorageError, StoreNotFoundError
-from actstore.manifest import Manifest, parse_manifest
+from actstore.manifest import Manifest, manifest_bytes, parse_manifest, stamp
 from actstore.storage import PositionedReader, Storage, url_parts
 
 SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "http", "https")
@@ -90,7 +89,9 @@ class ObjectStorage(Storage):
             raise FileExistsError(f"{self.where(rel)} exists") from None
         except (oe.BaseError, ValueError) as exc:  # bad config raises ValueError
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if "169.254.169.254" in first or "credential" in first.lower():  # no credentials
+            if "NoSuchBucket" in str(exc):
+                first = f"the bucket {self.bucket} does not exist"
+            elif "169.254.169.254" in first or "credential" in first.lower():  # no credentials
                 first += (
                     " (no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                     "or AWS_SKIP_SIGNATURE=true for anonymous access, and AWS_ENDPOINT_URL "
@@ -205,18 +206,33 @@ class ObjectStorage(Storage):
         writers that read the same generation, one wins and the other gets
         :class:`~actstore.errors.CommitConflictError`."""
         from actstore.errors import CommitConflictError
-        from actstore.manifest import stamp
 
         stamp(manifest)
-        rel = manifest_name(manifest.generation)
-        body = json.dumps(manifest.to_json(), indent=1).encode("utf-8") + b"\n"
         try:
-            self.put(rel, body, create=True)
+            self.create_manifest(manifest)
         except FileExistsError:
             raise CommitConflictError(
                 f"{self.url}: another writer committed generation {manifest.generation} "
                 "first; nothing of this change is visible: reopen the store and run it again"
             ) from None
+
+    def create_manifest(self, manifest: Manifest) -> None:
+        rel = manifest_name(manifest.generation)
+        body = manifest_bytes(manifest)
+        try:
+            self.put(rel, body, create=True)
+        except FileExistsError:
+            if not self._holds(rel, body):  # else a retried PUT whose first try went through
+                raise
+
+    def _holds(self, rel: str, body: bytes) -> bool:
+        """Whether object ``rel`` holds ``body``: another writer's commit of the same
+        generation is another change (the files it adds have random names; and two
+        writers making the very same change in the same second leave the same store)."""
+        try:
+            return self.read_bytes(rel) == body
+        except FileNotFoundError:
+            return False
 
 
 def manifest_name(generation: int) -> str:

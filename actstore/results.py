@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from actstore.commit import RESULTS_DIR, Ledger
 from actstore.errors import ParameterError, SchemaError
-from actstore.manifest import Part, ResultKind, ResultRecord, now_utc
+from actstore.manifest import Manifest, Part, ResultKind, ResultRecord, now_utc
 from actstore.names import check_table_name
 from actstore.storage import Storage
 from actstore.tables import as_arrow, write_parquet
@@ -65,14 +65,13 @@ def info_of(name: str, record: ResultRecord) -> ResultInfo:
     return ResultInfo(name, record.kind, shape, copy.deepcopy(record.provenance), record.created)
 
 
-def _check_name(ledger: Ledger, name: str, replace: bool) -> None:
-    """Check the name of result ``name`` is free (or may be replaced).
+def _check_name(manifest: Manifest, name: str, replace: bool) -> None:
+    """Check the name of result ``name`` is free in ``manifest`` (or may be replaced).
 
     Names are compared ignoring case, as SQL compares them: ``Tokens`` would clash with
     the view ``tokens``.
     """
     check_table_name(name)
-    manifest = ledger.manifest
     for other in [*manifest.tables, *manifest.results]:
         if other.lower() == name.lower() and other != name:
             raise SchemaError(
@@ -109,7 +108,7 @@ def write_table(
     """Write table result ``name`` (``replace``: over an existing one) and commit it."""
     ledger.require_writable()
     data = as_arrow(table)
-    _check_name(ledger, name, replace)
+    _check_name(ledger.manifest, name, replace)
     rel = f"{RESULTS_DIR}/{name}/part-{uuid.uuid4().hex[:16]}.parquet"
     write_parquet(ledger.storage, rel, data)
     record = ResultRecord(
@@ -119,7 +118,27 @@ def write_table(
         provenance=_provenance(provenance),
         created=now_utc(),
     )
-    ledger.change(lambda manifest: manifest.results.__setitem__(name, record))
+    _publish(ledger, name, record, replace)
+
+
+def _publish(ledger: Ledger, name: str, record: ResultRecord, replace: bool) -> None:
+    """Name ``record`` in the manifest as result ``name`` and commit it. The name is
+    checked again in the manifest committed to (a shard writer's may be newer); if the
+    commit fails outside a transaction (which cleans up itself), its files are deleted:
+    nothing names them."""
+
+    def add(manifest: Manifest) -> None:
+        _check_name(manifest, name, replace)
+        manifest.results[name] = record
+
+    try:
+        ledger.change(add)
+    except BaseException:
+        if not ledger.in_transaction:
+            ledger.storage.delete_files(record.files())
+            for rel in record.files():  # a matrix is a folder
+                ledger.storage.delete_tree(rel)
+        raise
 
 
 def label_table(labels: Any, n: int, axis: str) -> pa.Table:
@@ -160,8 +179,9 @@ class MatrixWriter:
             raise SchemaError(f"matrix dtype must be one of {list(MATRIX_DTYPES)}, got {dtype!r}")
         if len(shape) != 2 or min(shape) < 1:
             raise SchemaError(f"a matrix needs a 2-D shape of positive sizes, got {shape}")
-        _check_name(ledger, name, replace)
+        _check_name(ledger.manifest, name, replace)
         self.ledger, self.name, self.shape = ledger, name, (int(shape[0]), int(shape[1]))
+        self.replace = replace
         tag = uuid.uuid4().hex[:16]
         self.labels = {
             "row": f"{RESULTS_DIR}/{name}/rows-{tag}.parquet",
@@ -203,7 +223,7 @@ class MatrixWriter:
             provenance=self.provenance,
             created=now_utc(),
         )
-        self.ledger.change(lambda manifest: manifest.results.__setitem__(self.name, record))
+        _publish(self.ledger, self.name, record, self.replace)
 
 
 def write_matrix(

@@ -24,7 +24,6 @@ from actstore.manifest import Manifest, SiteRecord, SiteStatus, now_utc
 from actstore.marks import marks_for, publish
 from actstore.names import check_site_name
 from actstore.objects import ObjectStorage
-from actstore.storage import LocalStorage
 
 if TYPE_CHECKING:  # zarr, dask and xarray load only when a site is written or read
     import xarray as xr
@@ -90,7 +89,8 @@ def record_of(ledger: Ledger, name: str) -> SiteRecord:
     sites = ledger.manifest.sites
     if name not in sites:
         raise SiteNotFoundError(
-            f"no site {name!r} in {ledger.root}; sites: {', '.join(sorted(sites)) or 'none'}"
+            f"no site {name!r} in {ledger.storage.where()}; sites: "
+            f"{', '.join(sorted(sites)) or 'none'}"
         )
     return sites[name]
 
@@ -195,8 +195,9 @@ def declare(
         else:
             # a new array goes beside the old one: readers of the old manifest keep
             # reading it, and it is deleted only when the next exclusive writer opens
-            path = _new_path(manifest, name, unique=not isinstance(ledger.storage, LocalStorage))
+            path = _new_path(manifest, name, unique=not ledger.storage.exclusive)
             growth.clear_debris(ledger.storage, path)
+            built.append(path)
             arrays.create_array(
                 ledger.storage.writable_zarr(path), n_rows, n_units, dtype,
                 declared["chunk_rows"], codec, shape,
@@ -209,18 +210,26 @@ def declare(
                 covers=None if whole else [list(r) for r in wanted],
             )
             record.done_chunks = growth.start(ledger.storage, record, None if changed else old)
-            manifest.sites[name] = record
         # built before the declaration commits: its check of the chunks marked done may
-        # fail (an undecodable chunk is unmarked, not fatal, but an unreadable array is)
-        return SiteWriter(
+        # fail (an undecodable chunk is unmarked, not fatal, but an unreadable array is),
+        # and then the manifest is as it was
+        writer = SiteWriter(
             ledger.storage,
             name,
             copy.deepcopy(record),
             lambda n, p, m: publish(ledger, n, p, m),
             marks_for(ledger.storage, record, f"shard-{shard[0]}-of-{shard[1]}"),
         )
+        manifest.sites[name] = record
+        return writer
 
-    return ledger.change(decide)
+    built: list[str] = []  # arrays a declaration that lost its commit made: nobody's
+
+    def forget() -> None:
+        while built:
+            growth.clear_debris(ledger.storage, built.pop())
+
+    return ledger.change(decide, forget)
 
 
 def _unit_shape(name: str, n_units: int, unit_shape: Sequence[int] | None) -> list[int] | None:
@@ -389,9 +398,7 @@ def reopen(ledger: Ledger, name: str, damaged: list[int]) -> None:
     marks = marks_for(ledger.storage, record, growth.DECLARED)
     bad = set(damaged)
     ledger.storage.delete_files(f"{record.path}/c/{chunk}/0" for chunk in sorted(bad))
-    for chunk in range(record.n_chunks):
-        if chunk not in bad:
-            marks.mark(chunk, checksums[chunk] or "")
+    marks.mark_many({c: checksums[c] or "" for c in range(record.n_chunks) if c not in bad})
     with ledger.update() as manifest:
         manifest.sites[name].status = "partial"
         manifest.sites[name].done_chunks = record.n_chunks - len(bad)

@@ -14,22 +14,32 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import threading
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from actstore.manifest import MANIFEST, Manifest, atomic_write
+from actstore.manifest import MANIFEST, Manifest, atomic_write, manifest_bytes
 
-_URL = re.compile(r"^([a-z][a-z0-9+.-]*)://([^/]+)(/.*)?$")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # "s3:/x", "S3://x": URLs, if bad ones
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://([^/]+)(/.*)?$")
 
 
 def is_url(text: str | Path) -> bool:
-    """Whether ``text`` names a store by URL (``scheme://...``) rather than by path."""
-    return isinstance(text, str) and _URL.match(text) is not None
+    """Whether ``text`` names a store by URL (``scheme:/...``) rather than by path; a
+    mistyped URL is one too, to be refused, not taken for a folder named ``s3:``.
+
+    Examples
+    --------
+    >>> is_url("S3://bucket/x"), is_url("s3:/bucket/x"), is_url("runs/s3/x")
+    (True, True, False)
+    """
+    return isinstance(text, str) and _SCHEME.match(text) is not None
 
 
 def url_parts(url: str) -> tuple[str, str, str] | None:
@@ -37,13 +47,13 @@ def url_parts(url: str) -> tuple[str, str, str] | None:
 
     Examples
     --------
-    >>> url_parts("s3://bucket/corpora/ewt/")
+    >>> url_parts("S3://bucket/corpora/ewt/")
     ('s3', 'bucket', 'corpora/ewt')
     """
     match = _URL.match(url)
     if match is None:
         return None
-    return match.group(1), match.group(2), (match.group(3) or "").strip("/")
+    return match.group(1).lower(), match.group(2), (match.group(3) or "").strip("/")
 
 
 def storage_of(where: str | Path) -> Storage:
@@ -77,6 +87,21 @@ class Storage:
     def commit(self, manifest: Manifest) -> None:
         """Commit ``manifest`` as the next generation (see :func:`~actstore.manifest.stamp`)."""
         raise NotImplementedError
+
+    def commit_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held around one read-modify-write of the manifest (object storage has none:
+        its commits are conditional instead)."""
+        return contextlib.nullcontext()
+
+    def create_manifest(self, manifest: Manifest) -> None:
+        """Commit ``manifest`` as it is (a copied store's, at its own generation), only
+        where no store is: FileExistsError if one is, even one committed meanwhile."""
+        raise NotImplementedError
+
+    # Whether writers take turns under a lock (else names they make must never collide)
+    # and whether a file may be a hard link shared with another array's.
+    exclusive = False
+    hard_links = False
 
     def read_bytes(self, rel: str) -> bytes:
         """The whole file ``rel`` (FileNotFoundError when there is none)."""
@@ -138,8 +163,26 @@ class LocalStorage(Storage):
 
         return read_manifest(self.root)
 
+    exclusive = True
+    hard_links = True
+
+    def commit_lock(self) -> contextlib.AbstractContextManager[None]:
+        from actstore.lock import commit_lock
+
+        return commit_lock(self.root)
+
     def holds_store(self) -> bool:
         return (self.root / MANIFEST).is_file()
+
+    def create_manifest(self, manifest: Manifest) -> None:
+        for folder in ("tables", "arrays.zarr", "results"):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f"{MANIFEST}.{uuid.uuid4().hex[:8]}.partial"
+        atomic_write(tmp, manifest_bytes(manifest))
+        try:
+            os.link(tmp, self.root / MANIFEST)  # fails if a manifest is there: no overwrite
+        finally:
+            tmp.unlink()
 
     def remove_all(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -7,6 +7,7 @@ manifest. Reading whole columns goes straight to the parts (no query engine).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,7 +55,10 @@ def append_part(storage: Storage, manifest: Manifest, name: str, table: pa.Table
         if other.lower() == name.lower() and (other != name or other in manifest.results):
             raise SchemaError(f"table name {name!r} clashes with {other!r} (SQL names ignore case)")
     record = manifest.tables.setdefault(name, TableRecord())
-    rel = f"{TABLES_DIR}/{name}/part-{len(record.parts):05d}.parquet"
+    # without a lock another writer may be writing the same part: a random tag keeps
+    # the loser of the commit from overwriting (and then deleting) the winner's file
+    tag = "" if storage.exclusive else f"-{uuid.uuid4().hex[:16]}"
+    rel = f"{TABLES_DIR}/{name}/part-{len(record.parts):05d}{tag}.parquet"
     write_parquet(storage, rel, table)
     record.parts.append(Part(rel, table.num_rows, record.n_rows))
     record.n_rows += table.num_rows

@@ -18,15 +18,17 @@ and of two copies racing to one destination exactly one commits.
 
 Examples
 --------
->>> report = copy_store(store_path, tmp / "copied.actstore")
->>> report.files, actstore.open(tmp / "copied.actstore").n_rows("tokens")
-(9, 698)
+>>> report = copy_store(store_path, tmp / "copied.actstore")  # 2 table parts, 2 sites
+>>> report.files, actstore.open(tmp / "copied.actstore").n_rows("tokens")  # of 3 files
+(8, 698)
 """
 
 from __future__ import annotations
 
-import json
+import re
 import time
+import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +37,9 @@ import xxhash
 
 import actstore
 from actstore.chunks import ABSENT, chunk_bytes, read_checksums
-from actstore.commit import ARRAYS_DIR, PROGRESS_DIR, RESULTS_DIR, TABLES_DIR
-from actstore.errors import ActStoreError, StoreExistsError
-from actstore.manifest import MANIFEST, Manifest, atomic_write
-from actstore.objects import ObjectStorage, manifest_name
+from actstore.commit import progress_folder
+from actstore.errors import ActStoreError, FormatError, ParameterError, StoreExistsError
+from actstore.manifest import Manifest, SiteRecord
 from actstore.progress import bar
 from actstore.storage import LocalStorage, Storage, storage_of
 
@@ -70,15 +71,18 @@ def copy_store(source: str | Path, destination: str | Path, *, jobs: int = JOBS)
     is yet), verified as the module docstring says; the report says what was moved."""
     started = time.perf_counter()
     target = storage_of(destination)
-    _refuse_existing(target)
     with actstore.open(source) as store:
+        _refuse(store, target)
         manifest = store.manifest_records()
-        files = committed_files(store.storage, manifest)
+        files = committed_files(
+            store.storage, manifest, across=type(target) is not type(store.storage)
+        )
         expected = _recorded_checksums(store.storage, manifest)
+        copied, renamed = retag(manifest, uuid.uuid4().hex[:8])
         sizes = [0] * len(files)
 
         def move(index: int) -> None:
-            rel = files[index]
+            rel, there = files[index], renamed(files[index])
             data = store.storage.read_bytes(rel)
             want, length = expected.get(rel, (None, 0))
             if want is not None and xxhash.xxh3_64_hexdigest(data[:length]) != want:
@@ -88,11 +92,11 @@ def copy_store(source: str | Path, destination: str | Path, *, jobs: int = JOBS)
                     f"{target.where()})"
                 )
             digest = xxhash.xxh3_64_hexdigest(data)
-            put(target, rel, data)
-            back = target.read_bytes(rel)
+            target.put_file(there, data)
+            back = target.read_bytes(there)
             if len(back) != len(data) or xxhash.xxh3_64_hexdigest(back) != digest:
                 raise ActStoreError(
-                    f"{target.where(rel)} reads back different bytes than were written; "
+                    f"{target.where(there)} reads back different bytes than were written; "
                     "nothing was committed: run the copy again"
                 )
             sizes[index] = len(data)
@@ -103,7 +107,7 @@ def copy_store(source: str | Path, destination: str | Path, *, jobs: int = JOBS)
         ):
             for _ in pool.map(move, range(len(files))):
                 shown.update(1)
-        commit_copy(target, manifest)
+        commit_copy(target, copied)
     return CopyReport(
         store.location,
         target.where(),
@@ -114,30 +118,124 @@ def copy_store(source: str | Path, destination: str | Path, *, jobs: int = JOBS)
     )
 
 
-def committed_files(storage: Storage, manifest: Manifest) -> list[str]:
-    """Every file the committed ``manifest`` names, folders listed file by file."""
+def retag(manifest: Manifest, tag: str) -> tuple[Manifest, Callable[[str], str]]:
+    """The manifest a copy commits, every part, result and site array renamed with the
+    copy's ``tag``, and where each file of the source goes. Two copies racing to one
+    place then never write the same name (but for image files, named by their content):
+    the one whose manifest commits is whole, and the other's files are nobody's.
+
+    Examples
+    --------
+    >>> copied, renamed = retag(store.manifest_records(), "c0ffee00")
+    >>> copied.tables["tokens"].parts[0].path, renamed("tables/tokens/part-00000.parquet")
+    ('tables/tokens/part-00000-c0ffee00.parquet', 'tables/tokens/part-00000-c0ffee00.parquet')
+    >>> renamed(store.site("toy/layer.0").path + "/c/0/0")
+    'arrays.zarr/toy/layer.0@2.c0ffee00/c/0/0'
+    """
+    copied = manifest.copy()
+    files: dict[str, str] = {}
+    folders: dict[str, str] = {}
+
+    def file(rel: str) -> str:
+        stem, dot, suffix = rel.rpartition(".")
+        files[rel] = f"{stem}-{tag}{dot}{suffix}"
+        return files[rel]
+
+    def folder(rel: str, new: str) -> str:
+        folders[rel] = new
+        return new
+
+    for table in copied.tables.values():
+        for part in table.parts:
+            part.path = file(part.path)
+    for result in copied.results.values():
+        for part in result.parts:
+            part.path = file(part.path)
+        result.labels = {axis: file(rel) for axis, rel in result.labels.items()}
+        if result.path:
+            result.path = folder(result.path, file(result.path))
+    for site in copied.sites.values():
+        old, site.path = site.path, folder(site.path, f"{site.path}.{tag}")
+        new_progress = folder(progress_folder(old), progress_folder(site.path))
+        site.progress = [
+            f"{new_progress}/{rel.rpartition('/')[2]}" for rel in site.progress or []
+        ] or None
+
+    def renamed(rel: str) -> str:
+        if rel in files:
+            return files[rel]
+        parts = rel.split("/")
+        for depth in range(len(parts) - 1, 0, -1):  # the folder the file lies in, if moved
+            inside = "/".join(parts[:depth])
+            if inside in folders:
+                return folders[inside] + rel[len(inside) :]
+        return rel  # the store's own image files, named by their content
+
+    return copied, renamed
+
+
+def committed_files(storage: Storage, manifest: Manifest, *, across: bool = False) -> list[str]:
+    """Every file the committed ``manifest`` names, folders listed file by file; every
+    chunk a complete site must have is there (else one line naming it). ``across``
+    (to the other kind of storage) refuses incomplete sites, whose progress is kept
+    one way on disk and another in object storage."""
     named = [p.path for t in manifest.tables.values() for p in t.parts]
     folders: list[str] = []
     for result in manifest.results.values():
         named += [p.path for p in result.parts] + list(result.labels.values())
         folders += [result.path] if result.path else []
-    for site in manifest.sites.values():
+    for name, site in manifest.sites.items():
         folders.append(site.path)
-        if site.status != "complete":
-            folders.append(f"{PROGRESS_DIR}/{site.path.partition('/')[2]}")
+        if site.status == "complete":
+            _require_chunks(storage, name, site)
+        elif across:
+            raise ParameterError(
+                "destination", f"site {name} is incomplete ({site.done_chunks}/"
+                f"{site.n_chunks} chunks), and its progress is kept one way on disk and "
+                "another in object storage: finish its extraction (or delete it) first"
+            )  # fmt: skip
+        else:
+            folders.append(progress_folder(site.path))
     for folder in folders:
-        named += [
-            f"{folder}/{rel}"
-            for rel in sorted(storage.files(folder))
-            if not rel.endswith(".partial")
-        ]
+        found = sorted(storage.files(folder))
+        named += [f"{folder}/{rel}" for rel in found if not rel.endswith(".partial")]
     if "images" in manifest.tables:
-        import pyarrow.parquet as pq
-
-        for part in manifest.tables["images"].parts:
-            paths = pq.read_table(storage.parquet(part.path), columns=["path"]).column(0)
-            named += [p for p in paths.to_pylist() if not Path(p).is_absolute()]
+        named += _own_images(storage, manifest)
     return list(dict.fromkeys(named))
+
+
+def _require_chunks(storage: Storage, name: str, site: SiteRecord) -> None:
+    present = set(storage.files(site.path))
+    listed = read_checksums(storage, site.path, site.n_chunks)
+    for chunk, checksum in enumerate(listed):
+        if checksum != ABSENT and f"c/{chunk}/0" not in present:
+            raise ActStoreError(
+                f"site {name}: chunk {chunk} ({storage.where(site.path)}/c/{chunk}/0) is "
+                "missing from the source; run `actstore verify` on it"
+            )
+
+
+_OWN_IMAGE = re.compile(r"images/[0-9a-f]{64}\.png")
+
+
+def _own_images(storage: Storage, manifest: Manifest) -> list[str]:
+    """The store's own image files (ingested arrays), each checked to be one."""
+    import pyarrow.parquet as pq
+
+    out = []
+    for part in manifest.tables["images"].parts:
+        paths = pq.read_table(storage.parquet(part.path), columns=["path"]).column(0)
+        for value in paths.to_pylist():
+            if Path(value).is_absolute():
+                continue  # an image outside the store: not the store's to copy
+            if not _OWN_IMAGE.fullmatch(value):
+                raise FormatError(
+                    f"{storage.where(part.path)}: images path {value!r} is neither absolute "
+                    "nor one of the store's own files (images/<sha256>.png): the table was "
+                    "edited"
+                )
+            out.append(value)
+    return out
 
 
 def _recorded_checksums(storage: Storage, manifest: Manifest) -> dict[str, tuple[str, int]]:
@@ -157,46 +255,24 @@ def _recorded_checksums(storage: Storage, manifest: Manifest) -> dict[str, tuple
     return out
 
 
-def _refuse_existing(target: Storage) -> None:
-    if isinstance(target, ObjectStorage):
-        committed = target.generations()
-        if committed:
-            raise StoreExistsError(
-                f"{target.where()} already holds a store (generation {committed[-1]}); "
-                "copy to another prefix"
-            )
-    elif isinstance(target, LocalStorage) and target.root.exists():
+def _refuse(store: actstore.Store, target: Storage) -> None:
+    """Refuse a destination that holds a store, lies inside the source or holds it."""
+    if target.holds_store():
+        raise StoreExistsError(f"{target.where()} already holds a store; copy elsewhere")
+    if isinstance(target, LocalStorage) and target.root.exists():
         raise StoreExistsError(f"{target.root} already exists; copy to a new directory")
-
-
-def put(target: Storage, rel: str, data: bytes) -> None:
-    """Write one file of a copy (a local one atomically, in its folder)."""
-    if isinstance(target, ObjectStorage):
-        target.put(rel, data)
-        return
-    assert isinstance(target, LocalStorage)
-    path = target.root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, data)
+    here, there = store.storage.where().rstrip("/"), target.where().rstrip("/")
+    if there.startswith(here + "/") or here.startswith(there + "/"):
+        raise ParameterError(
+            "destination", f"{there} and the store {here} lie one inside the other"
+        )
 
 
 def commit_copy(target: Storage, manifest: Manifest) -> None:
     """Make the copy visible: its manifest, at the source's generation, written last."""
-    body = json.dumps(manifest.to_json(), indent=1).encode("utf-8") + b"\n"
-    if isinstance(target, ObjectStorage):
-        from actstore.errors import CommitConflictError
-
-        try:
-            target.put(manifest_name(manifest.generation), body, create=True)
-        except FileExistsError:
-            raise CommitConflictError(
-                f"{target.where()}: another copy committed a store there first; this one "
-                "is not visible"
-            ) from None
-        return
-    assert isinstance(target, LocalStorage)
-    for folder in (TABLES_DIR, ARRAYS_DIR, RESULTS_DIR):
-        (target.root / folder).mkdir(parents=True, exist_ok=True)
-    if (target.root / MANIFEST).exists():
-        raise StoreExistsError(f"{target.root}: another copy committed a store there first")
-    atomic_write(target.root / MANIFEST, body)
+    try:
+        target.create_manifest(manifest)
+    except FileExistsError:
+        raise StoreExistsError(
+            f"{target.where()}: another copy committed a store there first; this one is not visible"
+        ) from None

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-import re
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -47,11 +46,12 @@ from actstore.errors import ActStoreError, ParameterError
 
 # A store a verb reads: its directory, or its URL in object storage (``s3://bucket/prefix``).
 StoreLocation = NewType("StoreLocation", str)
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 
 def _local_path(text: str) -> Path:
-    if _URL.match(text):
+    from actstore.storage import is_url
+
+    if is_url(text):
         raise ValueError("a URL")
     return Path(text)
 

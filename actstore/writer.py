@@ -74,8 +74,12 @@ class SiteWriter:
 
     def _intact(self, marked: dict[int, str | None]) -> dict[int, str | None]:
         """The marked chunks whose files still hold what was written; the others are
-        unmarked, so a resumed run writes them again."""
+        unmarked, so a resumed run writes them again. In object storage a chunk another
+        writer marked is checked for its size only: its writer checked its bytes, and
+        every shard downloading every shard's chunks at each resume would cost the
+        site's bytes times the shards."""
         intact: dict[int, str | None] = {}
+        own = self.marks.own_chunks()
         for chunk, checksum in sorted(marked.items()):
             start, stop = self.chunk_range(chunk)
             if checksum == chunks.ABSENT:  # no file: right only for a chunk of no covered row
@@ -85,6 +89,7 @@ class SiteWriter:
                     chunks.check_stored(self.storage, self.path, self.name, chunk, self._chunk_size)
                     ok = (
                         checksum is None
+                        or (own is not None and chunk not in own)
                         or chunks.digest(np.asarray(self._array[start:stop])) == checksum
                     )
                 except Exception:  # missing, cut, or undecodable (zstd raises RuntimeError)
@@ -190,9 +195,10 @@ class SiteWriter:
     def _flush(self, chunk: int) -> None:
         data, _ = self._buffers.pop(chunk)
         start, stop = self.chunk_range(chunk)
-        # a new file, never a rewrite in place: a chunk file may be a hard link shared with
-        # the array this site grew from, which readers of an older manifest still read
-        self.storage.delete_files([f"{self.path}/c/{chunk}/0"])
+        if self.storage.hard_links:  # a new file, never a rewrite in place: a chunk file
+            # may be a hard link shared with the array this site grew from, which readers
+            # of an older manifest still read
+            self.storage.delete_files([f"{self.path}/c/{chunk}/0"])
         self._array[start:stop] = data
         self.marks.mark(chunk, chunks.digest(data))
         self.done.add(chunk)

@@ -30,7 +30,7 @@ from actstore.errors import (
 from actstore.manifest import read_manifest
 from actstore.objects import ObjectStorage, manifest_name
 from actstore.s3server import LocalS3
-from actstore.storage import is_url
+from actstore.storage import LocalStorage, is_url
 from actstore.transfer import copy_store
 
 N_UNITS = 24
@@ -131,17 +131,21 @@ def test_a_copied_store_answers_what_the_local_one_holds(
 def test_every_copied_file_has_the_local_bytes(
     s3: LocalS3, remote: str, local: tuple[Path, dict], tmp_path: Path
 ) -> None:
-    """S3 -> a new directory: the files are the source's, byte for byte, and a store."""
+    """S3 -> a new directory: each file is a source file, byte for byte, under the name
+    its copy's manifest gives it, and the result is a store."""
     back = tmp_path / "back.actstore"
     report = copy_store(remote, back)
-    source = local[0]
-    files = transfer.committed_files(actstore.open(source).storage, read_manifest(source))
-    assert report.files == len(files) > 10
-    for rel in files:
-        digest = hashlib.sha256((source / rel).read_bytes()).hexdigest()
-        assert hashlib.sha256((back / rel).read_bytes()).hexdigest() == digest, rel
-    with actstore.open(back) as store:
-        assert store.n_rows("tokens") == actstore.open(source).n_rows("tokens")
+
+    def contents(where: Path) -> list[str]:
+        named = transfer.committed_files(LocalStorage(where), read_manifest(where))
+        return sorted(hashlib.sha256((where / rel).read_bytes()).hexdigest() for rel in named)
+
+    assert report.files == len(contents(local[0])) > 10
+    assert contents(back) == contents(local[0])
+    with actstore.open(back) as store, actstore.open(local[0]) as source:
+        assert store.n_rows("tokens") == source.n_rows("tokens")
+        for name in source.sites:
+            np.testing.assert_array_equal(store.acts(name).values, source.acts(name).values)
 
 
 def test_verify_on_s3_finds_a_changed_and_a_missing_chunk(
@@ -190,22 +194,22 @@ def test_a_copy_that_fails_half_way_commits_nothing(
     s3: LocalS3, local: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = s3.bucket() + "/half"
-    real = transfer.put
+    real = ObjectStorage.put_file
     calls = []
 
-    def failing(target: object, rel: str, data: bytes) -> None:
+    def failing(target: ObjectStorage, rel: str, data: bytes) -> None:
         calls.append(rel)
         if len(calls) == 8:
             raise OSError(28, "No space left on device")
-        real(target, rel, data)  # type: ignore[arg-type]
+        real(target, rel, data)
 
-    monkeypatch.setattr(transfer, "put", failing)
+    monkeypatch.setattr(ObjectStorage, "put_file", failing)
     with pytest.raises(OSError, match="No space left"):
         copy_store(local[0], url, jobs=1)
     assert ObjectStorage(url).generations() == []  # files may be there; no manifest names them
     with pytest.raises(StoreNotFoundError):
         actstore.open(url)
-    monkeypatch.setattr(transfer, "put", real)
+    monkeypatch.setattr(ObjectStorage, "put_file", real)
     copy_store(local[0], url)  # the next copy completes over the leftovers
     assert actstore.open(url).n_rows("tokens") == actstore.open(local[0]).n_rows("tokens")
 
@@ -258,8 +262,10 @@ def test_concurrent_copies_to_one_prefix_commit_once(s3: LocalS3, local: tuple[P
         t.start()
     for t in threads:
         t.join()
-    assert len(errors) == 1
+    assert len(errors) == 1, errors  # each copy names its files apart: one manifest lands
     assert ObjectStorage(url).generations() == [read_manifest(local[0]).generation]
+    with actstore.open(url) as store:
+        assert check(store) == []  # whole: no file of the other copy in it
     with pytest.raises(StoreExistsError, match="already holds a store"):
         copy_store(local[0], url)
 
@@ -301,3 +307,56 @@ def test_the_command_line_reads_and_copies_urls(
     refused = actstore_cli("report", remote, "-o", remote + "/r.html")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "--output/-o: expects a local path (a URL names a store, not this)" in refused.stderr
+
+
+def test_copy_refuses_what_would_be_wrong_there(
+    s3: LocalS3, local: tuple[Path, dict], tmp_path: Path
+) -> None:
+    source = tmp_path / "src.actstore"
+    shutil.copytree(local[0], source)
+    plain = read_manifest(source).sites["toy/plain"].path
+    (source / plain / "c/1/0").unlink()  # a complete site missing a chunk
+    with pytest.raises(ActStoreError, match=r"site toy/plain: chunk 1 \(.*\) is missing"):
+        copy_store(source, s3.bucket() + "/holes")
+    shutil.rmtree(source)
+    shutil.copytree(local[0], source)
+    with actstore.open(source, mode="a") as store:  # an incomplete site
+        writer = store.create_site("toy/half", n_units=4, chunk_rows=256)
+        writer.write(0, np.ones((256, 4), np.float32))
+        writer.commit()
+    with pytest.raises(ActStoreError, match="site toy/half is incomplete"):
+        copy_store(source, s3.bucket() + "/half")
+    copy_store(source, tmp_path / "same-kind.actstore")  # on disk to disk its markers go too
+    url = s3.bucket() + "/outer"
+    copy_store(local[0], url)
+    with pytest.raises(ActStoreError, match="lie one inside the other"):
+        copy_store(url, url + "/inner")
+
+
+def test_copy_takes_only_the_stores_own_image_files(
+    local: tuple[Path, dict], tmp_path: Path
+) -> None:
+    import pyarrow as pa
+
+    source = tmp_path / "img.actstore"
+    shutil.copytree(local[0], source)
+    (tmp_path / "secret.txt").write_text("not the store's", encoding="utf-8")
+    with actstore.open(source, mode="a") as store, store.transaction():
+        store.append_table(
+            "images", pa.table({"row": [0], "path": ["../secret.txt"], "sha256": ["0" * 64]})
+        )
+    with pytest.raises(ActStoreError, match=r"images path '\.\./secret\.txt' is neither"):
+        copy_store(source, tmp_path / "out" / "copy.actstore")
+    assert not (tmp_path / "out").exists()
+
+
+def test_mistyped_urls_and_missing_buckets_are_one_line(s3: LocalS3, remote: str) -> None:
+    for bad in ("s3:/bucket/x", "S3:bucket"):
+        assert is_url(bad) or bad == "S3:bucket"
+    with pytest.raises(ActStoreError, match="not a store URL; expected scheme://bucket/prefix"):
+        actstore.open("s3:/bucket/x")
+    with pytest.raises(ActStoreError, match="the bucket no-such-bucket-here does not exist"):
+        actstore.open("s3://no-such-bucket-here/x")
+    with actstore.open("S3" + remote[2:]) as store, pytest.raises(ActStoreError) as raised:
+        store.site("nope")
+    assert str(raised.value).startswith(f"no site 'nope' in {remote}; sites: toy/brain")

@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 
 import actstore
-from actstore.errors import CommitConflictError, StoreExistsError, StoreNotFoundError
+from actstore.errors import (
+    CommitConflictError,
+    ParameterError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
 from actstore.objects import ObjectStorage
 from actstore.s3server import LocalS3
 
@@ -147,5 +152,88 @@ def test_create_over_a_store_needs_overwrite(s3: LocalS3) -> None:
     actstore.create(url).close()
     with pytest.raises(StoreExistsError, match="already holds a store"):
         actstore.create(url)
-    actstore.create(url, overwrite=True).close()
-    assert ObjectStorage(url).generations() == [1]
+    with actstore.open(url, mode="a") as old:  # a writer of the store about to go
+        old.write_result("early", old.sql("SELECT 1 AS one"))
+        with actstore.create(url, overwrite=True) as new:
+            assert new.generation == 3 and not new.results  # numbering goes on
+        with pytest.raises(CommitConflictError):  # the old writer cannot bring it back
+            old.write_result("late", old.sql("SELECT 2 AS two"))
+    assert ObjectStorage(url).generations() == [1, 2, 3]
+    with actstore.open(url) as store:
+        assert not store.results and store.generation == 3
+    assert [n for n in ObjectStorage(url).files("") if not n.startswith("manifests/")] == []
+
+
+def test_racing_ingests_leave_the_winner_whole(
+    small_s3: str, ewt_dev: Path, tmp_path: Path
+) -> None:
+    """Both writers write the next part of tokens; the loser's must not overwrite the
+    winner's file, nor delete it when it cleans up."""
+    blocks = ewt_dev.read_text(encoding="utf-8").split("\n\n")
+    extra = []
+    for i, lo in enumerate((200, 300)):
+        path = tmp_path / f"en_ewt-ud-test{i}.conllu"
+        path.write_text("\n\n".join(blocks[lo : lo + 20]) + "\n\n", encoding="utf-8")
+        extra.append(path)
+    with actstore.open(small_s3, mode="a") as a, actstore.open(small_s3, mode="a") as b:
+        before = a.n_rows("tokens")
+        records = actstore.ingest_conllu(b, [extra[1]])
+        with pytest.raises(CommitConflictError):
+            actstore.ingest_conllu(a, [extra[0]])
+    with actstore.open(small_s3) as store:
+        assert store.n_rows("tokens") == before + records[0]["n_words"]
+        assert store.sql("SELECT count(*) AS n FROM tokens")["n"][0] == store.n_rows("tokens")
+        from actstore.verify import check_store
+
+        assert check_store(store) == []
+
+
+def test_a_commit_whose_response_was_lost_is_not_a_conflict(
+    small_s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retried conditional PUT finds its own first try: that commit went through."""
+    real = ObjectStorage.put
+
+    def lost_response(self: ObjectStorage, rel: str, data: bytes, *, create: bool = False) -> None:
+        real(self, rel, data, create=create)
+        if create:
+            raise FileExistsError(rel)  # what the retry of a PUT that went through gets
+
+    monkeypatch.setattr(ObjectStorage, "put", lost_response)
+    with actstore.open(small_s3, mode="a") as store:
+        store.write_result("kept", store.sql("SELECT 1 AS one"))
+    monkeypatch.setattr(ObjectStorage, "put", real)
+    with actstore.open(small_s3) as store:
+        assert store.sql("SELECT one FROM kept")["one"].tolist() == [1]
+
+
+def test_shard_writers_do_not_replace_each_others_results(small_s3: str) -> None:
+    with (
+        actstore.open(small_s3, mode="a", shared=True) as a,
+        actstore.open(small_s3, mode="a", shared=True) as b,
+    ):
+        a.write_result("align", a.sql("SELECT 1 AS one"))
+        with pytest.raises(ParameterError, match="replace is needed"):
+            b.write_result("align", b.sql("SELECT 2 AS two"))
+    with actstore.open(small_s3) as store:
+        assert store.sql("SELECT * FROM align").columns.tolist() == ["one"]
+    assert len(ObjectStorage(small_s3).files("results/align")) == 1  # b's file deleted
+
+
+def test_a_chunk_found_damaged_and_written_again_by_its_shard_is_done(s3: LocalS3) -> None:
+    """Shard 0 finds chunk 5 damaged; shard 1, whose chunk it is, writes it again later:
+    the latest event wins, so the site can complete."""
+    from actstore.marks import ObjectMarks
+
+    storage = ObjectStorage(s3.bucket() + "/marks")
+    path = "arrays.zarr/t/x@3"
+    first, second = (
+        ObjectMarks(storage, path, "shard-0-of-2"),
+        ObjectMarks(storage, path, "shard-1-of-2"),
+    )
+    second.mark_many({4: "aa", 5: "bb"})
+    first.unmark(5)
+    assert first.all([second.own]) == {4: "aa"}
+    second.mark(5, "cc")
+    named = [first.own, second.own]
+    assert ObjectMarks(storage, path, "shard-0-of-2").all(named) == {4: "aa", 5: "cc"}

@@ -92,8 +92,8 @@ def progress_written(url: str) -> int:
     storage = ObjectStorage(url)
     for rel in storage.files("progress"):
         if rel.endswith("shard-0-of-1.json"):
-            body = json.loads(storage.read_bytes(f"progress/{rel}"))
-            return len(body["done"])
+            events = json.loads(storage.read_bytes(f"progress/{rel}")).values()
+            return sum(checksum is not None for _, checksum in events)
     return 0
 
 
@@ -102,13 +102,16 @@ def test_a_sigkilled_extraction_on_s3_resumes_byte_identical(
 ) -> None:
     url = corpus_on_s3(s3, ewt_small, "killed")
     run = subprocess.Popen(extract(url), env=one_thread(), stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while progress_written(url) < 3:
-        assert run.poll() is None, run.stderr.read().decode() if run.stderr else ""
-        assert time.monotonic() < deadline, "no chunk recorded in 300 s"
-        time.sleep(0.05)
-    os.kill(run.pid, signal.SIGKILL)
-    run.communicate()  # reaps it and closes its pipe
+    try:
+        deadline = time.monotonic() + 300
+        while progress_written(url) < 3:
+            assert run.poll() is None, "the extraction ended before 3 chunks"
+            assert time.monotonic() < deadline, "no chunk recorded in 300 s"
+            time.sleep(0.05)
+    finally:
+        os.kill(run.pid, signal.SIGKILL)
+        _, err = run.communicate()  # reaps it and closes its pipe
+    assert run.returncode == -signal.SIGKILL, err.decode()
     with actstore.open(url) as store:  # declared, not complete: readers see it partial
         assert store.site(SITE).status == "partial"
     done = subprocess.run(extract(url), env=one_thread(), capture_output=True, text=True)
