@@ -98,8 +98,7 @@ from typing import Any
 
 import numpy as np
 import obstore
-import pyarrow as pa
-from bench_read import fill_site
+from bench_read import SITE, build
 from obstore.store import ObjectStore, from_url
 from timing import time_once
 
@@ -107,25 +106,9 @@ import actstore
 from actstore.s3server import LocalS3
 from actstore.transfer import copy_store
 
-SITE = "synthetic/layer.0"
 ROOT = Path(__file__).resolve().parent.parent / "runs" / "bench_objects"
 MIB = 2**20
 LOCAL_THREADS = (1, 2)
-
-
-def build(path: Path, n_rows: int, n_units: int, chunk_rows: int) -> None:
-    """A store with ``n_rows`` tokens (sentences of 3-29 words, ``depth``) and one
-    float16 site in chunks of ``chunk_rows`` rows, filled by ``bench_read.fill_site``."""
-    rng = np.random.default_rng(0)
-    depth = rng.integers(1, 12, n_rows).astype(np.int32)
-    lengths = rng.integers(3, 30, n_rows // 3 + 1)
-    sentence = np.repeat(np.arange(lengths.size), lengths)[:n_rows]
-    with actstore.create(path) as store:
-        with store.transaction():
-            columns = {"row": np.arange(n_rows), "sentence_id": sentence, "depth": depth}
-            store.append_table("tokens", pa.table(columns))
-        writer = store.create_site(SITE, n_units=n_units, dtype="float16", chunk_rows=chunk_rows)
-        fill_site(writer, depth, rng)
 
 
 def local_reads(files: list[Path], threads: int) -> Callable[[], int]:

@@ -47,8 +47,9 @@ from queries.engine import compute
 SITE = "synthetic/layer.0"
 
 
-def build(path: Path, n_rows: int, n_units: int) -> None:
-    """A store with ``n_rows`` tokens in sentences of 3-29 words and one float16 site."""
+def build(path: Path, n_rows: int, n_units: int, chunk_rows: int | None = None) -> None:
+    """A store with ``n_rows`` tokens in sentences of 3-29 words and one float16 site
+    (in chunks of ``chunk_rows`` rows; None: the default)."""
     rng = np.random.default_rng(0)
     depth = rng.integers(1, 12, n_rows).astype(np.int32)
     lengths = rng.integers(3, 30, n_rows // 3 + 1)
@@ -57,7 +58,7 @@ def build(path: Path, n_rows: int, n_units: int) -> None:
         with store.transaction():
             columns = {"row": np.arange(n_rows), "sentence_id": sentence, "depth": depth}
             store.append_table("tokens", pa.table(columns))
-        fill_site(store.create_site(SITE, n_units=n_units), depth, rng)
+        fill_site(store.create_site(SITE, n_units=n_units, chunk_rows=chunk_rows), depth, rng)
 
 
 def fill_site(writer: SiteWriter, depth: np.ndarray, rng: np.random.Generator) -> None:

@@ -167,6 +167,12 @@ def test_verify_on_s3_finds_a_changed_and_a_missing_chunk(
             store.site_reader("toy/plain").read(600, 610)
 
 
+def source_copy(store: Path, where: Path) -> tuple[Path, str]:
+    """A copy of the local store to damage, and the array path of its site toy/plain."""
+    shutil.copytree(store, where)
+    return where, read_manifest(where).sites["toy/plain"].path
+
+
 def check(store: actstore.Store) -> list:
     from actstore.verify import check_store
 
@@ -176,9 +182,7 @@ def check(store: actstore.Store) -> list:
 def test_a_damaged_source_is_not_copied(
     s3: LocalS3, local: tuple[Path, dict], tmp_path: Path
 ) -> None:
-    source = tmp_path / "bad.actstore"
-    shutil.copytree(local[0], source)
-    plain = read_manifest(source).sites["toy/plain"].path
+    source, plain = source_copy(local[0], tmp_path / "bad.actstore")
     chunk = source / plain / "c/0/0"
     data = bytearray(chunk.read_bytes())
     data[10] ^= 0xFF
@@ -312,9 +316,7 @@ def test_the_command_line_reads_and_copies_urls(
 def test_copy_refuses_what_would_be_wrong_there(
     s3: LocalS3, local: tuple[Path, dict], tmp_path: Path
 ) -> None:
-    source = tmp_path / "src.actstore"
-    shutil.copytree(local[0], source)
-    plain = read_manifest(source).sites["toy/plain"].path
+    source, plain = source_copy(local[0], tmp_path / "src.actstore")
     (source / plain / "c/1/0").unlink()  # a complete site missing a chunk
     with pytest.raises(ActStoreError, match=r"site toy/plain: chunk 1 \(.*\) is missing"):
         copy_store(source, s3.bucket() + "/holes")
