@@ -358,7 +358,7 @@ def ingest_command(store: Store, params: IngestParams) -> list[dict[str, Any]]:
             f"ingested {r['path']}: {r['n_rows']:,} images (rows {r['first_row']:,}..{last:,})"
             + "".join(f", {e}" for e in extra)
         )
-    print(f"{store.path}: {store.n_rows(TABLE):,} images")
+    print(f"{store.location}: {store.n_rows(TABLE):,} images")
     return records
 
 

@@ -65,6 +65,7 @@ class LocalS3:
         self.process: subprocess.Popen[bytes] | None = None
         self.endpoint = ""
         self._buckets = 0
+        self._prefixes = 0
 
     def start(self) -> LocalS3:
         """Start the server and wait until it stores objects (about 5-20 s)."""
@@ -124,6 +125,12 @@ class LocalS3:
         with contextlib.suppress(urllib.error.HTTPError):  # 409: it exists already
             self._request("PUT", f"/{name}")
         return f"s3://{name}"
+
+    def fresh_url(self) -> str:
+        """A URL no store has used: a new prefix of one bucket (SeaweedFS gives every
+        bucket volumes of its own, so tests share one)."""
+        self._prefixes += 1
+        return f"{self.bucket('actstore-tests')}/p{self._prefixes}"
 
     def stop(self) -> None:
         """Stop the server (its files stay in ``folder``)."""

@@ -71,7 +71,7 @@ def vocabulary(store: Store) -> pa.Array:
     """The ``words`` table's ``word`` column in row order (an error if there is none)."""
     if store.n_rows(WORDS) == 0:
         raise SchemaError(
-            f"{store.path} has no words table: run `actstore ingest STORE vectors` "
+            f"{store.location} has no words table: run `actstore ingest STORE vectors` "
             "or `actstore types` first"
         )
     return normalise(store.columns(["word"], table=WORDS).column("word"), False)

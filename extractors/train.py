@@ -200,7 +200,7 @@ def prepare(
         if part is not None:
             digest.update(np.ascontiguousarray(part).tobytes())
     provenance = {
-        "store": str(store.path),
+        "store": store.location,
         "corpus": sorted({str(corpora[i]) for i in train_ids}),
         "split": options.split,
         "where": options.where,

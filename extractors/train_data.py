@@ -70,7 +70,7 @@ def select_sentences(
         if split not in splits:
             shown = ", ".join("(none)" if s is None else s for s in splits)
             raise ParameterError(
-                split_name, f"{split!r} is not a split of {store.path}; its splits: {shown}"
+                split_name, f"{split!r} is not a split of {store.location}; its splits: {shown}"
             )
         clauses.append("split = ?")
         params.append(split)
@@ -87,7 +87,7 @@ def select_sentences(
             for name, value in ((split_name, split), (where_name, where))
             if value not in (None, ALL_SPLITS)
         )
-        raise ParameterError(where_name, f"selects no sentence of {store.path} ({asked})")
+        raise ParameterError(where_name, f"selects no sentence of {store.location} ({asked})")
     return ids
 
 
@@ -320,7 +320,7 @@ def _sentence_ids(path: Path, column: str, keys: list[object], store: Store) -> 
         if bad.size:
             raise ParameterError(
                 "images",
-                f"{path}: sentence_id {bad[0]} is not a sentence of {store.path} "
+                f"{path}: sentence_id {bad[0]} is not a sentence of {store.location} "
                 f"(ids 0..{n_sentences - 1})",
             )
         return ids
@@ -335,7 +335,7 @@ def _sentence_ids(path: Path, column: str, keys: list[object], store: Store) -> 
         known[key] = int(sentence)
     for key in keys:
         if key not in known:
-            raise ParameterError("images", f"{path}: sent_id {key!r} is not in {store.path}")
+            raise ParameterError("images", f"{path}: sent_id {key!r} is not in {store.location}")
         if key in twice:
             raise ParameterError(
                 "images", f"{path}: sent_id {key!r} names several sentences; use sentence_id"

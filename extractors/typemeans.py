@@ -175,7 +175,7 @@ class TypeMeans(Extractor):
         ranges = coverage.runs(np.flatnonzero(self.slot_ >= 0))
         if not ranges:
             raise ParameterError(
-                "min_count", f"no word type is seen {self.min_count} times in {store.path}"
+                "min_count", f"no word type is seen {self.min_count} times in {store.location}"
             )
         return ranges
 

@@ -345,7 +345,9 @@ class VectorsExtractor(Extractor):
     def covered_rows(self, store: actstore.Store) -> list[tuple[int, int]]:
         ranges = coverage.runs(np.flatnonzero(self.index_ >= 0))
         if not ranges:
-            raise SchemaError(f"{self.source.name}: none of its words is in {store.path}'s words")
+            raise SchemaError(
+                f"{self.source.name}: none of its words is in {store.location}'s words"
+            )
         return ranges
 
     def compute(self, batch: tuple[int, int]) -> Block:
@@ -382,7 +384,7 @@ def ingest_command(store: actstore.Store, params: IngestParams) -> dict[str, Any
     model = params.name or ("glove" if params.glove else source.name.split(".")[0])
     first, added = append_words(store, source, source.name)
     store.close()  # the driver opens the store itself (it may also run in shards)
-    report = run(store.path, VectorsExtractor(source, model),
+    report = run(store.location, VectorsExtractor(source, model),
                  ExtractOptions(device="cpu", dtype="float32"))  # fmt: skip
     span = f" (rows {first:,}..{first + added - 1:,})" if added else ""
     print(f"ingested {source.record['path']}: {len(source.words):,} words, {added:,} new{span}, "
@@ -390,7 +392,7 @@ def ingest_command(store: actstore.Store, params: IngestParams) -> dict[str, Any
     print(report.summary())
     result: dict[str, Any] = {**source.record, "first_row": first, "n_new": added,
                               "site": f"{model}/vectors"}  # fmt: skip
-    with actstore.open(store.path) as reader:
+    with actstore.open(store.location) as reader:
         if reader.n_rows("tokens"):
             view = words.token_vectors(reader, f"{model}/vectors")
             print(f"{model}/vectors over the tokens (lower-cased forms): "

@@ -33,7 +33,7 @@ def location(request: pytest.FixtureRequest, tmp_path: Path, ewt_small: Path) ->
         path = tmp_path / "s.actstore"
         shutil.copytree(ewt_small, path, ignore=shutil.ignore_patterns(".lock", ".commit.lock"))
         return str(path)
-    url = request.getfixturevalue("s3").bucket() + "/s"
+    url = request.getfixturevalue("s3").fresh_url() + "/s"
     copy_store(ewt_small, url)
     return url
 

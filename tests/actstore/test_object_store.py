@@ -71,7 +71,7 @@ def local(tmp_path_factory: pytest.TempPathFactory, ewt_small: Path) -> tuple[Pa
 
 @pytest.fixture(scope="module")
 def remote(s3: LocalS3, local: tuple[Path, dict]) -> str:
-    url = s3.bucket() + "/corpora/ewt"
+    url = s3.fresh_url() + "/corpora/ewt"
     copy_store(local[0], url, jobs=4)
     return url
 
@@ -151,7 +151,7 @@ def test_every_copied_file_has_the_local_bytes(
 def test_verify_on_s3_finds_a_changed_and_a_missing_chunk(
     s3: LocalS3, local: tuple[Path, dict]
 ) -> None:
-    url = s3.bucket() + "/damaged"
+    url = s3.fresh_url() + "/damaged"
     copy_store(local[0], url)
     with actstore.open(url) as store:
         assert [p for p in check(store)] == []
@@ -187,7 +187,7 @@ def test_a_damaged_source_is_not_copied(
     data = bytearray(chunk.read_bytes())
     data[10] ^= 0xFF
     chunk.write_bytes(bytes(data))
-    url = s3.bucket() + "/never"
+    url = s3.fresh_url() + "/never"
     with pytest.raises(ActStoreError, match=r"c/0/0 does not match its recorded checksum"):
         copy_store(source, url)
     with pytest.raises(StoreNotFoundError, match="holds no actstore store"):
@@ -197,7 +197,7 @@ def test_a_damaged_source_is_not_copied(
 def test_a_copy_that_fails_half_way_commits_nothing(
     s3: LocalS3, local: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = s3.bucket() + "/half"
+    url = s3.fresh_url() + "/half"
     real = ObjectStorage.put_file
     calls = []
 
@@ -222,7 +222,7 @@ def test_two_writers_of_one_generation_never_both_win(
     s3: LocalS3, local: tuple[Path, dict]
 ) -> None:
     """The conditional create, raced 20 times by two threads released together."""
-    storage = ObjectStorage(s3.bucket() + "/race")
+    storage = ObjectStorage(s3.fresh_url() + "/race")
     base = read_manifest(local[0])
     for _ in range(20):
         barrier = threading.Barrier(2)
@@ -252,7 +252,7 @@ def test_two_writers_of_one_generation_never_both_win(
 
 
 def test_concurrent_copies_to_one_prefix_commit_once(s3: LocalS3, local: tuple[Path, dict]) -> None:
-    url = s3.bucket() + "/twice"
+    url = s3.fresh_url() + "/twice"
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -304,7 +304,7 @@ def test_the_command_line_reads_and_copies_urls(
         actstore_cli("verify", remote).stdout.strip()
         == f"{remote}: every chunk and table part is intact"
     )
-    copied = actstore_cli("copy", str(local[0]), s3.bucket() + "/cli")
+    copied = actstore_cli("copy", str(local[0]), s3.fresh_url() + "/cli")
     assert (
         copied.returncode == 0 and "every file read back and its checksum matched" in copied.stdout
     )
@@ -319,7 +319,7 @@ def test_copy_refuses_what_would_be_wrong_there(
     source, plain = source_copy(local[0], tmp_path / "src.actstore")
     (source / plain / "c/1/0").unlink()  # a complete site missing a chunk
     with pytest.raises(ActStoreError, match=r"site toy/plain: chunk 1 \(.*\) is missing"):
-        copy_store(source, s3.bucket() + "/holes")
+        copy_store(source, s3.fresh_url() + "/holes")
     shutil.rmtree(source)
     shutil.copytree(local[0], source)
     with actstore.open(source, mode="a") as store:  # an incomplete site
@@ -327,9 +327,9 @@ def test_copy_refuses_what_would_be_wrong_there(
         writer.write(0, np.ones((256, 4), np.float32))
         writer.commit()
     with pytest.raises(ActStoreError, match="site toy/half is incomplete"):
-        copy_store(source, s3.bucket() + "/half")
+        copy_store(source, s3.fresh_url() + "/half")
     copy_store(source, tmp_path / "same-kind.actstore")  # on disk to disk its markers go too
-    url = s3.bucket() + "/outer"
+    url = s3.fresh_url() + "/outer"
     copy_store(local[0], url)
     with pytest.raises(ActStoreError, match="lie one inside the other"):
         copy_store(url, url + "/inner")

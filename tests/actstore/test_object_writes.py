@@ -35,7 +35,7 @@ def test_ingest_into_s3_holds_the_file(s3: LocalS3, ewt_dev: Path, tmp_path: Pat
     sample = tmp_path / "en_ewt-ud-dev.conllu"
     blocks = ewt_dev.read_text(encoding="utf-8").split("\n\n")
     sample.write_text("\n\n".join(blocks[:80]) + "\n\n", encoding="utf-8")
-    url = s3.bucket() + "/ingested"
+    url = s3.fresh_url() + "/ingested"
     words = [
         t for s in conllu.parse(sample.read_text(encoding="utf-8")) for t in s
         if isinstance(t["id"], int)
@@ -58,7 +58,7 @@ def test_ingest_into_s3_holds_the_file(s3: LocalS3, ewt_dev: Path, tmp_path: Pat
 def test_a_failed_first_ingest_leaves_nothing(s3: LocalS3, tmp_path: Path) -> None:
     bad = tmp_path / "bad.conllu"
     bad.write_text("1\tA\ta\tX\t_\t_\t7\troot\t_\t_\n\n", encoding="utf-8")
-    url = s3.bucket() + "/never"
+    url = s3.fresh_url() + "/never"
     done = cli("ingest", url, str(bad))
     assert done.returncode == 2 and "bad.conllu:1" in done.stderr, done.stderr
     assert ObjectStorage(url).files("") == {}
@@ -68,7 +68,7 @@ def test_a_failed_first_ingest_leaves_nothing(s3: LocalS3, tmp_path: Path) -> No
 def small_s3(s3: LocalS3, ewt_small: Path) -> str:
     from actstore.transfer import copy_store
 
-    url = s3.bucket() + "/small"
+    url = s3.fresh_url() + "/small"
     copy_store(ewt_small, url)
     return url
 
@@ -146,7 +146,7 @@ def test_shard_writers_racing_to_publish_all_land(small_s3: str) -> None:
 
 
 def test_create_over_a_store_needs_overwrite(s3: LocalS3) -> None:
-    url = s3.bucket() + "/fresh"
+    url = s3.fresh_url() + "/fresh"
     with pytest.raises(StoreNotFoundError, match="holds no actstore store"):
         actstore.open(url)
     actstore.create(url).close()
@@ -225,7 +225,7 @@ def test_a_chunk_found_damaged_and_written_again_by_its_shard_is_done(s3: LocalS
     the latest event wins, so the site can complete."""
     from actstore.marks import ObjectMarks
 
-    storage = ObjectStorage(s3.bucket() + "/marks")
+    storage = ObjectStorage(s3.fresh_url() + "/marks")
     path = "arrays.zarr/t/x@3"
     first, second = (
         ObjectMarks(storage, path, "shard-0-of-2"),

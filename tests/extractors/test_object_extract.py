@@ -42,7 +42,7 @@ def local_reference(ewt_small: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def corpus_on_s3(s3: LocalS3, ewt_small: Path, name: str) -> str:
-    url = s3.bucket() + f"/{name}"
+    url = s3.fresh_url() + f"/{name}"
     copy_store(ewt_small, url)
     return url
 

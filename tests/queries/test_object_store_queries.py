@@ -29,7 +29,7 @@ ANALYSES: dict[str, Callable[[actstore.Store], Any]] = {
 
 @pytest.fixture(scope="module")
 def remote_toy(s3: LocalS3, toy_store: Path) -> str:
-    url = s3.bucket() + "/toy"
+    url = s3.fresh_url() + "/toy"
     copy_store(toy_store, url)
     return url
 
@@ -64,11 +64,14 @@ def test_verbs_on_an_s3_store(toy_store: Path, remote_toy: str) -> None:
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_cluster_workers_read_the_objects_themselves(toy_store: Path, remote_toy: str) -> None:
     """Under a LocalCluster of processes each worker opens the S3 objects it reads (the
-    reader pickles as its URL): the results are the threaded local ones, bit for bit."""
+    reader pickles as its URL): the results, a probe's too, are the threaded local ones,
+    bit for bit."""
     from distributed import Client, LocalCluster, get_task_stream
 
+    probe = {"sites": "toy/*", "target": "upos", "device": "cpu", "seed": 3, "epochs": 2.0}
     with actstore.open(toy_store) as here:
         local = {name: numbers(run(here)) for name, run in ANALYSES.items()}
+    local_probe = verb("probe")(store=toy_store, quiet=True, **probe)
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
@@ -81,6 +84,10 @@ def test_cluster_workers_read_the_objects_themselves(toy_store: Path, remote_toy
                 got = numbers(run(there))
             assert stream.data, f"{name}: no task ran on the workers"
             np.testing.assert_array_equal(got, local[name], err_msg=name)
+        with get_task_stream() as stream:  # standardisation and prediction on the workers
+            remote_probe = verb("probe")(store=remote_toy, quiet=True, **probe)
+        assert stream.data, "probe: no task ran on the workers"
+        pd.testing.assert_frame_equal(remote_probe, local_probe)
 
 
 def test_the_report_of_an_s3_store(remote_toy: str, tmp_path: Path) -> None:
