@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from actstore.errors import CommitConflictError, ReadOnlyError
+from actstore.errors import CommitConflictError, CommitUnknownError, ReadOnlyError
 from actstore.lock import ObjectClaim, WriterLock
 from actstore.manifest import MANIFEST, PARTIAL_SUFFIX, Manifest
 from actstore.storage import LocalStorage, Storage
@@ -154,7 +154,7 @@ class Ledger:
         try:
             yield self.manifest
         except BaseException:
-            self._undo(snapshot)
+            self._undo(snapshot, deleting=True)
             raise
         finally:
             self._open_transactions -= 1
@@ -162,13 +162,15 @@ class Ledger:
             try:
                 with self.update():
                     pass
-            except BaseException:
-                self._undo(snapshot)
+            except BaseException as exc:
+                self._undo(snapshot, deleting=not isinstance(exc, CommitUnknownError))
                 raise
 
-    def _undo(self, snapshot: Manifest) -> None:
+    def _undo(self, snapshot: Manifest, *, deleting: bool) -> None:
+        """Back to ``snapshot``; ``deleting`` the files added since (a nested transaction
+        its own: those its outer one added are named by ``snapshot``)."""
         failed, self.manifest = self.manifest, snapshot
-        if self._open_transactions <= 1:
+        if deleting:
             remove_added(self.storage, snapshot, failed)
 
 
@@ -257,6 +259,8 @@ def remove_uncommitted(root: Path, manifest: Manifest) -> None:
             if not _entries(Path(table.path)):
                 os.rmdir(table.path)
     (root / (MANIFEST + PARTIAL_SUFFIX)).unlink(missing_ok=True)
+    for debris in root.glob(f"{MANIFEST}.*{PARTIAL_SUFFIX}"):  # a killed copy's manifest
+        debris.unlink(missing_ok=True)
     _clear_images(root, manifest)
     paths = {s.path.partition("/")[2] for s in manifest.sites.values()}
     _clear_arrays(root / ARRAYS_DIR, paths, "zarr.json")

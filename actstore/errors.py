@@ -32,6 +32,11 @@ class StorageError(ActStoreError, OSError):
     """The object store a store lives in failed a request, or its URL is not one."""
 
 
+class CommitUnknownError(StorageError):
+    """A commit's request failed without saying whether it landed: nothing it wrote
+    may be deleted, as the store may name it."""
+
+
 class CommitConflictError(ActStoreError, FileExistsError):
     """Another writer committed the generation this writer meant to commit."""
 

@@ -1,8 +1,12 @@
-"""Starting a site's new array: what an interrupted declaration left is cleared, and
-the chunks that need no writing are marked (those without covered rows, and, when a
-site grows, those it keeps from its old array, linked or copied server-side)."""
+"""Starting a site's new array: whether its settings differ from the old one's, what
+an interrupted declaration left is cleared, and the chunks that need no writing are
+marked (those without covered rows, and, when a site grows, those it keeps from its
+old array, linked or copied server-side)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from actstore import chunks, coverage
 from actstore.commit import progress_folder
@@ -11,6 +15,12 @@ from actstore.marks import marks_for
 from actstore.storage import Storage
 
 DECLARED = "declared"  # the writer whose marks a declaration records (object storage)
+
+# provenance that says how much of the corpus a site covers, not how its values are
+# made: it may change as the site grows (a corpus hash, counts over the corpus)
+EXTENT_KEYS = frozenset(
+    {"corpus_sha256", "flagged_words", "n_windowed_sentences", "actstore_version"}
+)
 
 
 def clear_debris(storage: Storage, path: str) -> None:
@@ -63,3 +73,29 @@ def written(storage: Storage, record: SiteRecord) -> dict[int, str | None]:
     if record.status == "complete":
         return dict(enumerate(chunks.read_checksums(storage, record.path, record.n_chunks)))
     return marks_for(storage, record, DECLARED).all(record.progress)
+
+
+def differences(old: SiteRecord, declared: Mapping[str, Any]) -> list[str]:
+    """``key: old → new`` for each setting that differs (provenance key by key, apart
+    from :data:`EXTENT_KEYS`); the row count may differ: the site grows."""
+    out = []
+    for key, new in declared.items():
+        if key == "provenance":
+            before, after = _settings(old.provenance), _settings(new)
+            out += [
+                f"{k}: {_short(before.get(k))} → {_short(after.get(k))}"
+                for k in sorted(before.keys() | after.keys())
+                if before.get(k) != after.get(k)
+            ]
+        elif key != "n_rows" and getattr(old, key) != new:
+            out.append(f"{key}: {getattr(old, key)} → {new}")
+    return out
+
+
+def _settings(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in provenance.items() if k not in EXTENT_KEYS}
+
+
+def _short(value: Any) -> str:
+    text = "(none)" if value is None else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."

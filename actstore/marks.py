@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -113,9 +112,10 @@ class ObjectMarks(Marks):
     """One object per writer in ``progress/<site>/`` of a store in object storage.
 
     Each object records, per chunk, the last thing its writer found: written (with the
-    checksum) or damaged (to write again), and when. Merged, the latest event of any
-    writer decides, so a chunk one shard found damaged and its own shard wrote again
-    is done.
+    checksum) or damaged (to write again), with a version one above the highest this
+    writer had seen for that chunk in any record. Merged, the highest version decides
+    (a write at a tie), so a chunk one shard found damaged and its own shard wrote
+    again is done, whatever the hosts' clocks say.
     """
 
     def __init__(self, storage: Storage, path: str, writer: str) -> None:
@@ -124,46 +124,51 @@ class ObjectMarks(Marks):
         self.own = f"{self.folder}/{writer}.json"
         self.name = self.own
         self.events = self._read(self.own)  # a resumed writer's own record
+        self.seen = {c: version for c, (version, _) in self.events.items()}
 
-    def _read(self, rel: str) -> dict[int, tuple[float, str | None]]:
-        """Chunk -> (when, checksum; None: found damaged) as the writer of ``rel`` saw it."""
+    def _read(self, rel: str) -> dict[int, tuple[int, str | None]]:
+        """Chunk -> (version, checksum; None: found damaged) as the writer of ``rel``
+        recorded it."""
         try:
             body = json.loads(self.storage.read_bytes(rel))
-            return {int(c): (float(t), v) for c, (t, v) in body.items()}
+            return {int(c): (int(n), v) for c, (n, v) in body.items()}
         except FileNotFoundError:
             return {}
         except (ValueError, TypeError, AttributeError) as exc:
             raise SiteError(f"{self.storage.where(rel)}: unreadable ({exc})") from None
 
-    def _save(self) -> None:
-        body = {str(c): [t, v] for c, (t, v) in sorted(self.events.items())}
+    def _record(self, checksums: dict[int, str | None]) -> None:
+        for chunk, checksum in checksums.items():
+            version = self.seen.get(chunk, 0) + 1
+            self.events[chunk] = (version, checksum)
+            self.seen[chunk] = version
+        body = {str(c): [n, v] for c, (n, v) in sorted(self.events.items())}
         self.storage.put_file(self.own, json.dumps(body).encode("ascii"))
 
     def mark(self, chunk: int, checksum: str) -> None:
-        self.mark_many({chunk: checksum})
+        self._record({chunk: checksum})
 
     def mark_many(self, checksums: dict[int, str]) -> None:
-        now = time.time()
-        self.events.update({c: (now, v) for c, v in checksums.items()})
-        self._save()
+        self._record(dict(checksums))
 
     def unmark(self, chunk: int) -> None:
-        self.events[chunk] = (time.time(), None)
-        self._save()
+        self._record({chunk: None})
 
     def own_chunks(self) -> set[int] | None:
         return {c for c, (_, v) in self.events.items() if v is not None}
 
     def all(self, named: list[str] | None = None) -> Checksums:
-        """Every chunk whose latest event, among the named writers' and this one's,
-        is a write."""
+        """Every chunk whose latest event, among the named writers' and this one's, is
+        a write (and what this writer has now seen, for the versions of its next)."""
         latest = dict(self.events)
         for rel in named or []:
             if rel != self.own:
                 for chunk, event in self._read(rel).items():
                     seen = latest.get(chunk)
                     if seen is None or event[0] > seen[0] or (event[0] == seen[0] and event[1]):
-                        latest[chunk] = event  # at the same instant a write wins
+                        latest[chunk] = event
+        for chunk, (version, _) in latest.items():
+            self.seen[chunk] = max(self.seen.get(chunk, 0), version)
         return {c: v for c, (_, v) in sorted(latest.items()) if v is not None}
 
     def clear(self) -> None:  # a listing to delete, never to trust

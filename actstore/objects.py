@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar
 
-from actstore.errors import StorageError, StoreNotFoundError
+from actstore.errors import CommitUnknownError, StorageError, StoreNotFoundError
 from actstore.manifest import Manifest, manifest_bytes, parse_manifest, stamp
 from actstore.storage import PositionedReader, Storage, url_parts
 
@@ -224,6 +224,19 @@ class ObjectStorage(Storage):
         except FileExistsError:
             if not self._holds(rel, body):  # else a retried PUT whose first try went through
                 raise
+        except StorageError as exc:  # no answer: ask the store whether it landed
+            try:
+                if self._holds(rel, body):
+                    return
+                self.read_bytes(rel)
+            except FileNotFoundError:
+                raise exc from None  # it did not land: the commit failed, cleanly
+            except StorageError:
+                pass
+            raise CommitUnknownError(
+                f"{self.where(rel)}: the commit's request failed ({exc}) and whether it "
+                "landed cannot be told now; nothing was deleted: reopen the store to see"
+            ) from None
 
     def _holds(self, rel: str, body: bytes) -> bool:
         """Whether object ``rel`` holds ``body``: another writer's commit of the same

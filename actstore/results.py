@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actstore.commit import RESULTS_DIR, Ledger
-from actstore.errors import ParameterError, SchemaError
+from actstore.commit import RESULTS_DIR, Ledger, named_files
+from actstore.errors import CommitUnknownError, ParameterError, SchemaError
 from actstore.manifest import Manifest, Part, ResultKind, ResultRecord, now_utc
 from actstore.names import check_table_name
 from actstore.storage import Storage
@@ -133,11 +133,13 @@ def _publish(ledger: Ledger, name: str, record: ResultRecord, replace: bool) -> 
 
     try:
         ledger.change(add)
-    except BaseException:
-        if not ledger.in_transaction:
-            ledger.storage.delete_files(record.files())
-            for rel in record.files():  # a matrix is a folder
-                ledger.storage.delete_tree(rel)
+    except BaseException as exc:
+        if not ledger.in_transaction and not isinstance(exc, CommitUnknownError):
+            named = named_files(ledger.manifest)  # never what the store names
+            files = [rel for rel in record.files() if rel not in named]
+            ledger.storage.delete_files([rel for rel in files if rel != record.path])
+            if record.path in files:  # a matrix is a folder
+                ledger.storage.delete_tree(record.path)
         raise
 
 
@@ -182,6 +184,7 @@ class MatrixWriter:
         _check_name(ledger.manifest, name, replace)
         self.ledger, self.name, self.shape = ledger, name, (int(shape[0]), int(shape[1]))
         self.replace = replace
+        self.closed = False
         tag = uuid.uuid4().hex[:16]
         self.labels = {
             "row": f"{RESULTS_DIR}/{name}/rows-{tag}.parquet",
@@ -204,6 +207,7 @@ class MatrixWriter:
 
     def write(self, row: int, column: int, block: np.ndarray) -> None:
         """Write ``block`` with its top-left corner at (``row``, ``column``)."""
+        self._check_open()
         values = np.asarray(block)
         r, c = values.shape
         if row < 0 or column < 0 or row + r > self.shape[0] or column + c > self.shape[1]:
@@ -213,8 +217,17 @@ class MatrixWriter:
             )
         self.array[row : row + r, column : column + c] = values
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SchemaError(
+                f"matrix {self.name}: this writer has committed (or failed to, and its files "
+                "are gone); write the matrix with a new one"
+            )
+
     def commit(self) -> None:
-        """Publish the matrix in the manifest."""
+        """Publish the matrix in the manifest (once: the writer is closed after)."""
+        self._check_open()
+        self.closed = True
         record = ResultRecord(
             kind="matrix",
             shape=list(self.shape),

@@ -95,13 +95,6 @@ def record_of(ledger: Ledger, name: str) -> SiteRecord:
     return sites[name]
 
 
-# provenance that says how much of the corpus a site covers, not how its values are
-# made: it may change as the site grows (a corpus hash, counts over the corpus)
-EXTENT_KEYS = frozenset(
-    {"corpus_sha256", "flagged_words", "n_windowed_sentences", "actstore_version"}
-)
-
-
 def declare(
     ledger: Ledger,
     name: str,
@@ -122,12 +115,12 @@ def declare(
     record of the chunks it wrote, in object storage).
 
     A site declared before with the same settings (provenance apart from
-    :data:`EXTENT_KEYS`) grows to the table's rows and to ``covers`` (row ranges; None:
-    every row) joined with what it covers already: the chunks whose rows are all
-    written and stay the same are kept, the others are written again. ``unit_shape``
-    (e.g. ``(C, H, W)`` of a CNN's feature maps) gives each row that shape: the array
-    is stored as ``(n_rows, n_units)`` rows of ``n_units = C*H*W`` values in C order
-    and read back as ``(row, channel, y, x)``.
+    :data:`~actstore.growth.EXTENT_KEYS`) grows to the table's rows and to ``covers``
+    (row ranges; None: every row) joined with what it covers already: the chunks whose
+    rows are all written and stay the same are kept, the others are written again.
+    ``unit_shape`` (e.g. ``(C, H, W)`` of a CNN's feature maps) gives each row that
+    shape: the array is stored as ``(n_rows, n_units)`` rows of ``n_units = C*H*W``
+    values in C order and read back as ``(row, channel, y, x)``.
     """
     from actstore import arrays
     from actstore.writer import SiteWriter
@@ -171,7 +164,7 @@ def declare(
             "provenance": copy.deepcopy(dict(provenance or {})),
             "unit_shape": shape,
         }
-        changed = _differences(old, declared) if old is not None else []
+        changed = growth.differences(old, declared) if old is not None else []
         if old is not None and changed and not overwrite:
             raise SiteError(
                 f"site {name} was written with other settings ({'; '.join(changed)}); to "
@@ -263,32 +256,6 @@ def _new_path(manifest: Manifest, name: str, *, unique: bool = False) -> str:
     loses never touch the array the winner's writers are filling."""
     tag = f".{uuid.uuid4().hex[:8]}" if unique else ""
     return f"{ARRAYS_DIR}/{name}@{manifest.generation + 1}{tag}"
-
-
-def _differences(old: SiteRecord, declared: Mapping[str, Any]) -> list[str]:
-    """``key: old → new`` for each setting that differs (provenance key by key, apart
-    from :data:`EXTENT_KEYS`); the row count may differ: the site grows."""
-    out = []
-    for key, new in declared.items():
-        if key == "provenance":
-            before, after = _settings(old.provenance), _settings(new)
-            out += [
-                f"{k}: {_short(before.get(k))} → {_short(after.get(k))}"
-                for k in sorted(before.keys() | after.keys())
-                if before.get(k) != after.get(k)
-            ]
-        elif key != "n_rows" and getattr(old, key) != new:
-            out.append(f"{key}: {getattr(old, key)} → {new}")
-    return out
-
-
-def _settings(provenance: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in provenance.items() if k not in EXTENT_KEYS}
-
-
-def _short(value: Any) -> str:
-    text = "(none)" if value is None else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def written_chunks(ledger: Ledger, name: str) -> frozenset[int]:

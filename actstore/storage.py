@@ -181,8 +181,14 @@ class LocalStorage(Storage):
         atomic_write(tmp, manifest_bytes(manifest))
         try:
             os.link(tmp, self.root / MANIFEST)  # fails if a manifest is there: no overwrite
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: check, then rename (a race
+            if (self.root / MANIFEST).exists():  # with another copy to this new folder
+                raise FileExistsError(self.root / MANIFEST) from None  # is left open)
+            os.replace(tmp, self.root / MANIFEST)
         finally:
-            tmp.unlink()
+            tmp.unlink(missing_ok=True)
 
     def remove_all(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -261,11 +261,19 @@ def _refuse(store: actstore.Store, target: Storage) -> None:
         raise StoreExistsError(f"{target.where()} already holds a store; copy elsewhere")
     if isinstance(target, LocalStorage) and target.root.exists():
         raise StoreExistsError(f"{target.root} already exists; copy to a new directory")
-    here, there = store.storage.where().rstrip("/"), target.where().rstrip("/")
+    here, there = _place(store.storage), _place(target)
     if there.startswith(here + "/") or here.startswith(there + "/"):
         raise ParameterError(
             "destination", f"{there} and the store {here} lie one inside the other"
         )
+
+
+def _place(storage: Storage) -> str:
+    """Where ``storage`` is, comparably: a resolved directory (symlinks, ``..``) or a
+    normalised URL."""
+    if isinstance(storage, LocalStorage):
+        return str(storage.root.resolve())
+    return storage.where().rstrip("/")
 
 
 def commit_copy(target: Storage, manifest: Manifest) -> None:

@@ -56,8 +56,8 @@ import pytest
 
 import actstore
 from actstore.chunks import CHECKSUMS
+from actstore.growth import EXTENT_KEYS
 from actstore.manifest import SourceInfo
-from actstore.sites import EXTENT_KEYS
 from extractors.base import Extractor
 from extractors.driver import ExtractReport, run
 from extractors.verbs import ExtractOptions

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import actstore
-from actstore.errors import CommitConflictError, StoreLockedError
+from actstore.errors import ActStoreError, CommitConflictError, StoreLockedError
 from actstore.storage import storage_of
 from actstore.transfer import copy_store
 from actstore.verify import check_store
@@ -175,3 +175,24 @@ def test_a_writer_killed_during_its_commits_leaves_a_consistent_store(location: 
             assert (store.acts(f"k/{i}").values == i).all()
     with actstore.open(location, mode="a") as store:  # the next writer commits
         store.write_result("after", store.sql("SELECT 1 AS one"))
+
+
+def test_a_matrix_writer_commits_once_and_a_failed_inner_change_cleans_up(
+    location: str,
+) -> None:
+    with actstore.open(location, mode="a") as store:
+        writer = store.create_matrix("grid", (3, 3), rows=list("abc"), columns=list("xyz"))
+        writer.write(0, 0, np.eye(3))
+        writer.commit()
+        with pytest.raises(ActStoreError, match="this writer has committed"):
+            writer.commit()  # a second commit must not touch the first one's files
+        before = files(location)
+        with store.transaction():  # noqa: SIM117 - the outer one goes on after the inner fails
+            with pytest.raises(RuntimeError, match="inner"), store.transaction():
+                store.write_result("inner", store.sql("SELECT 1 AS one"))
+                raise RuntimeError("inner")
+        added = set(files(location)) - set(before)
+        assert all(n.startswith("manifests/") for n in added), added  # the outer's commit
+    with actstore.open(location) as store:
+        np.testing.assert_array_equal(store.matrix("grid").values.values, np.eye(3))
+        assert "inner" not in store.results

@@ -314,7 +314,7 @@ def test_the_command_line_reads_and_copies_urls(
 
 
 def test_copy_refuses_what_would_be_wrong_there(
-    s3: LocalS3, local: tuple[Path, dict], tmp_path: Path
+    s3: LocalS3, local: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source, plain = source_copy(local[0], tmp_path / "src.actstore")
     (source / plain / "c/1/0").unlink()  # a complete site missing a chunk
@@ -333,6 +333,9 @@ def test_copy_refuses_what_would_be_wrong_there(
     copy_store(local[0], url)
     with pytest.raises(ActStoreError, match="lie one inside the other"):
         copy_store(url, url + "/inner")
+    monkeypatch.chdir(tmp_path)  # a relative source, an absolute destination inside it
+    with pytest.raises(ActStoreError, match="lie one inside the other"):
+        copy_store("src.actstore", source / "arrays.zarr" / "backup")
 
 
 def test_copy_takes_only_the_stores_own_image_files(

@@ -16,7 +16,9 @@ import pytest
 import actstore
 from actstore.errors import (
     CommitConflictError,
+    CommitUnknownError,
     ParameterError,
+    StorageError,
     StoreExistsError,
     StoreNotFoundError,
 )
@@ -221,8 +223,9 @@ def test_shard_writers_do_not_replace_each_others_results(small_s3: str) -> None
 
 
 def test_a_chunk_found_damaged_and_written_again_by_its_shard_is_done(s3: LocalS3) -> None:
-    """Shard 0 finds chunk 5 damaged; shard 1, whose chunk it is, writes it again later:
-    the latest event wins, so the site can complete."""
+    """Shard 0 finds chunk 5 (shard 1's) damaged; shard 1 resumes and writes it again:
+    each event is versioned above what its writer had seen, so the rewrite wins, and
+    the site can complete, whatever the hosts' clocks say."""
     from actstore.marks import ObjectMarks
 
     storage = ObjectStorage(s3.fresh_url() + "/marks")
@@ -232,8 +235,39 @@ def test_a_chunk_found_damaged_and_written_again_by_its_shard_is_done(s3: LocalS
         ObjectMarks(storage, path, "shard-1-of-2"),
     )
     second.mark_many({4: "aa", 5: "bb"})
-    first.unmark(5)
-    assert first.all([second.own]) == {4: "aa"}
-    second.mark(5, "cc")
     named = [first.own, second.own]
+    assert first.all(named) == {4: "aa", 5: "bb"}  # what a resuming writer reads first
+    first.unmark(5)
+    assert ObjectMarks(storage, path, "shard-1-of-2").all(named) == {4: "aa"}
+    resumed = ObjectMarks(storage, path, "shard-1-of-2")
+    assert 5 not in resumed.all(named)
+    resumed.mark(5, "cc")
     assert ObjectMarks(storage, path, "shard-0-of-2").all(named) == {4: "aa", 5: "cc"}
+
+
+def test_a_commit_whose_outcome_is_unknown_deletes_nothing(
+    small_s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest's PUT lands but its answer is lost, and the store cannot be asked
+    either: the files stay, as the store may name them (it does)."""
+    real_put, real_read = ObjectStorage.put, ObjectStorage.read_bytes
+    lost: list[str] = []
+
+    def timed_out(self: ObjectStorage, rel: str, data: bytes, *, create: bool = False) -> None:
+        real_put(self, rel, data, create=create)
+        if create:
+            lost.append(rel)
+            raise StorageError(f"{rel}: operation timed out")
+
+    def unreachable(self: ObjectStorage, rel: str) -> bytes:
+        if rel in lost:
+            raise StorageError(f"{rel}: connection refused")
+        return real_read(self, rel)
+
+    monkeypatch.setattr(ObjectStorage, "put", timed_out)
+    monkeypatch.setattr(ObjectStorage, "read_bytes", unreachable)
+    with actstore.open(small_s3, mode="a") as store, pytest.raises(CommitUnknownError):
+        store.write_result("landed", store.sql("SELECT 7 AS seven"))
+    monkeypatch.undo()
+    with actstore.open(small_s3) as store:
+        assert store.sql("SELECT seven FROM landed")["seven"].tolist() == [7]
