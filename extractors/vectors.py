@@ -345,9 +345,7 @@ class VectorsExtractor(Extractor):
     def covered_rows(self, store: actstore.Store) -> list[tuple[int, int]]:
         ranges = coverage.runs(np.flatnonzero(self.index_ >= 0))
         if not ranges:
-            raise SchemaError(
-                f"{self.source.name}: none of its words is in {store.location}'s words"
-            )
+            raise SchemaError(f"{self.source.name}: none of its words is in {store.location}")
         return ranges
 
     def compute(self, batch: tuple[int, int]) -> Block:
