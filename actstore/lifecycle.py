@@ -103,5 +103,5 @@ def _create_object_store(url: str, overwrite: bool) -> Store:
         fresh.generation = committed[-1]
     storage.commit(fresh)
     if committed:  # what the old generations named (their manifests stay, naming gone files)
-        storage.delete([n for n in storage.files("") if not n.startswith(f"{MANIFESTS}/")])
+        storage.delete_files(n for n in storage.files("") if not n.startswith(f"{MANIFESTS}/"))
     return open_store(url, mode="a")

@@ -159,18 +159,15 @@ class ObjectStorage(Storage):
     def put_file(self, rel: str, data: bytes) -> None:
         self.put(rel, data)
 
-    def delete_files(self, rels: Iterable[str]) -> None:
-        self.delete(list(rels))
-
     def delete_tree(self, rel: str) -> None:
-        self.delete([f"{rel}/{name}" if rel else name for name in self.files(rel)])
+        self.delete_files(f"{rel}/{name}" if rel else name for name in self.files(rel))
 
     def copy_file(self, source: str, target: str) -> None:
         import obstore
 
         self.call(source, lambda: obstore.copy(self.client, self.key(source), self.key(target)))
 
-    def delete(self, rels: Sequence[str]) -> None:
+    def delete_files(self, rels: Iterable[str]) -> None:
         import obstore
 
         keys = [self.key(r) for r in rels]
@@ -189,7 +186,7 @@ class ObjectStorage(Storage):
 
     def remove_all(self) -> None:
         with contextlib.suppress(OSError):
-            self.delete(sorted(self.files("")))
+            self.delete_files(sorted(self.files("")))
 
     def read_manifest(self) -> Manifest:
         committed = self.generations()

@@ -159,7 +159,7 @@ def test_verify_on_s3_finds_a_changed_and_a_missing_chunk(
         plain = store.site("toy/plain").path
         chunk = storage.read_bytes(f"{plain}/c/1/0")
         storage.put(f"{plain}/c/1/0", bytes([chunk[0] ^ 1]) + chunk[1:])
-        storage.delete([f"{plain}/c/2/0"])
+        storage.delete_files([f"{plain}/c/2/0"])
         found = {(p.name, p.where): p.problem for p in check(store)}
         assert found[("toy/plain", "chunk 1")].startswith("checksum mismatch")
         assert "is missing" in found[("toy/plain", "chunk 2")]
