@@ -136,8 +136,8 @@ class LocalS3:
         """Stop the server (its files stay in ``folder``)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
+            try:  # it may take 15 s to stop gracefully; a test server's data can go
+                self.process.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
