@@ -25,7 +25,11 @@ def summarize(store: Store) -> dict[str, Any]:
     >>> summarize(store)["tables"]["sentences"]
     {'n_rows': 30, 'n_parts': 1}
     """
-    storage = store.storage
+    everything = store.storage.files("")  # one listing: in object storage, one pass
+
+    def stored(rel: str = "") -> int:
+        return sum(n for f, n in everything.items() if not rel or f.startswith(rel + "/"))
+
     provenance = {n: t.provenance for n, t in store.manifest_records().tables.items()}
     return {
         "path": store.location,
@@ -52,7 +56,7 @@ def summarize(store: Store) -> dict[str, Any]:
                 "covers": [list(r) for r in s.covers],
                 "n_covered": s.n_covered,
                 "table_rows": store.n_rows(s.table),
-                "bytes": stored_bytes(storage, s.path),
+                "bytes": stored(s.path),
                 "provenance": s.provenance,
             }
             for n, s in store.sites.items()
@@ -68,9 +72,9 @@ def summarize(store: Store) -> dict[str, Any]:
         },
         "sources": [vars(s) for s in store.sources],
         "bytes": {
-            "tables": stored_bytes(storage, TABLES_DIR),
-            "arrays": stored_bytes(storage, ARRAYS_DIR),
-            "results": stored_bytes(storage, RESULTS_DIR),
-            "total": stored_bytes(storage),
+            "tables": stored(TABLES_DIR),
+            "arrays": stored(ARRAYS_DIR),
+            "results": stored(RESULTS_DIR),
+            "total": stored(),
         },
     }

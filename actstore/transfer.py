@@ -184,10 +184,11 @@ def committed_files(storage: Storage, manifest: Manifest, *, across: bool = Fals
     for result in manifest.results.values():
         named += [p.path for p in result.parts] + list(result.labels.values())
         folders += [result.path] if result.path else []
+    checked: list[tuple[str, SiteRecord]] = []
     for name, site in manifest.sites.items():
         folders.append(site.path)
         if site.status == "complete":
-            _require_chunks(storage, name, site)
+            checked.append((name, site))
         elif across:
             raise ParameterError(
                 "destination", f"site {name} is incomplete ({site.done_chunks}/"
@@ -196,16 +197,19 @@ def committed_files(storage: Storage, manifest: Manifest, *, across: bool = Fals
             )  # fmt: skip
         else:
             folders.append(progress_folder(site.path))
-    for folder in folders:
-        found = sorted(storage.files(folder))
-        named += [f"{folder}/{rel}" for rel in found if not rel.endswith(".partial")]
+    found = {folder: sorted(storage.files(folder)) for folder in folders}  # one listing each
+    for name, site in checked:
+        _require_chunks(storage, name, site, set(found[site.path]))
+    for folder, listed in found.items():
+        named += [f"{folder}/{rel}" for rel in listed if not rel.endswith(".partial")]
     if "images" in manifest.tables:
         named += _own_images(storage, manifest)
     return list(dict.fromkeys(named))
 
 
-def _require_chunks(storage: Storage, name: str, site: SiteRecord) -> None:
-    present = set(storage.files(site.path))
+def _require_chunks(storage: Storage, name: str, site: SiteRecord, present: set[str]) -> None:
+    """Every chunk the complete ``site`` must have is among the files ``present`` in
+    its array."""
     listed = read_checksums(storage, site.path, site.n_chunks)
     for chunk, checksum in enumerate(listed):
         if checksum != ABSENT and f"c/{chunk}/0" not in present:
